@@ -1,0 +1,132 @@
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import type { z } from "zod";
+import { ConfigError } from "../util/errors.ts";
+import { type Config, FILE_SCHEMA, SETTINGS, type SettingKey } from "./schema.ts";
+
+export type { Config, GpuChoice, LogLevel } from "./schema.ts";
+export { SETTINGS } from "./schema.ts";
+
+/** Largest config file we will parse. */
+const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+export type ConfigOverrides = Partial<Omit<Config, "home">>;
+
+export interface LoadConfigOptions {
+  /** Values from command flags; they win over everything else. */
+  overrides?: ConfigOverrides;
+  /** The environment to read; defaults to `process.env` (tests pass their own). */
+  env?: Record<string, string | undefined>;
+}
+
+/** Reads environment variables. The only place in Infernet that touches `process.env`. */
+export function environment(): Record<string, string | undefined> {
+  return process.env;
+}
+
+/** Resolves the home directory from the environment without creating anything. */
+export function resolveHome(env: Record<string, string | undefined> = process.env): string {
+  const raw = env.INFERNET_HOME?.trim();
+  return resolve(raw ? raw : join(homedir(), ".infernet"));
+}
+
+/**
+ * Builds the effective configuration: defaults < `INFERNET_HOME/config.json` < env < flags.
+ * Creates the home directory (mode 0700) if its parent exists; a missing parent is a user error.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const home = resolveHome(env);
+  ensureHome(home);
+
+  const fromFile = readConfigFile(join(home, "config.json"));
+  const fromEnv: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
+    if (key === "home" || !s.env) continue;
+    const value = env[s.env];
+    if (value !== undefined && value !== "") fromEnv[key] = value;
+  }
+
+  const merged: Record<string, unknown> = { ...fromFile };
+  for (const [key, value] of Object.entries(fromEnv)) {
+    merged[key] = parseSetting(key as SettingKey, value, `environment variable ${SETTINGS[key as SettingKey].env}`);
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (value !== undefined) merged[key] = parseSetting(key as SettingKey, value, `flag --${key}`);
+  }
+
+  const config: Config = {
+    home,
+    log: SETTINGS.log.schema.parse(merged.log),
+    modelMirror: SETTINGS.modelMirror.schema.parse(merged.modelMirror),
+    modelsDir: SETTINGS.modelsDir.schema.parse(merged.modelsDir),
+    gpu: SETTINGS.gpu.schema.parse(merged.gpu),
+    threads: SETTINGS.threads.schema.parse(merged.threads),
+    maxLoadedModelMb: SETTINGS.maxLoadedModelMb.schema.parse(merged.maxLoadedModelMb),
+    maxTokens: SETTINGS.maxTokens.schema.parse(merged.maxTokens),
+    contextSize: SETTINGS.contextSize.schema.parse(merged.contextSize),
+    downloadParts: SETTINGS.downloadParts.schema.parse(merged.downloadParts),
+  };
+  config.modelsDir = config.modelsDir ? resolve(config.modelsDir) : join(home, "models");
+  return config;
+}
+
+function parseSetting(key: SettingKey, value: unknown, source: string): unknown {
+  const result = SETTINGS[key].schema.safeParse(value);
+  if (!result.success) {
+    throw new ConfigError(`invalid value ${JSON.stringify(value)} for ${source}: ${describeIssue(result.error)}`, {
+      hint: `${SETTINGS[key].description}`,
+    });
+  }
+  return result.data;
+}
+
+function describeIssue(error: z.ZodError): string {
+  return error.issues.map((i) => i.message).join("; ");
+}
+
+function ensureHome(home: string): void {
+  if (existsSync(home)) {
+    if (!statSync(home).isDirectory()) {
+      throw new ConfigError(`INFERNET_HOME ${home} exists and is not a directory`, {
+        hint: "point INFERNET_HOME at a directory",
+      });
+    }
+    return;
+  }
+  const parent = dirname(home);
+  if (!existsSync(parent)) {
+    throw new ConfigError(`the parent of INFERNET_HOME (${parent}) does not exist`, {
+      hint: "create it first, or set INFERNET_HOME to a path whose parent exists",
+    });
+  }
+  try {
+    mkdirSync(home, { mode: 0o700 });
+  } catch (cause) {
+    throw new ConfigError(`cannot create INFERNET_HOME ${home}`, { hint: "check permissions", cause });
+  }
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  if (!existsSync(path)) return {};
+  const size = statSync(path).size;
+  if (size > MAX_CONFIG_FILE_BYTES) {
+    throw new ConfigError(`${path} is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} a config file may be`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, "utf8"));
+  } catch (cause) {
+    throw new ConfigError(`${path} is not valid JSON`, { hint: "fix or delete the file", cause });
+  }
+  const result = FILE_SCHEMA.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue?.path.length ? ` at "${issue.path.join(".")}"` : "";
+    throw new ConfigError(`${path}${where}: ${issue?.message ?? "invalid"}`, {
+      hint: "run `infernet config` to see the settings and their meaning",
+    });
+  }
+  return result.data;
+}

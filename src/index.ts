@@ -1,0 +1,70 @@
+#!/usr/bin/env bun
+/**
+ * Entry point: routes the command, owns the global error handler and the exit code.
+ * Everything a user can get wrong is turned into one line by cli/exit.ts.
+ */
+import { parse } from "./cli/args.ts";
+import { COMMANDS } from "./cli/commands.ts";
+import { processContext } from "./cli/context.ts";
+import { describeError, EXIT, exitCodeFor } from "./cli/exit.ts";
+import { commandHelp, mainHelp } from "./cli/help.ts";
+import { environment } from "./config/index.ts";
+import { AbortedError, UsageError } from "./util/errors.ts";
+import { closeLogging, logger } from "./util/logger.ts";
+import { VERSION } from "./version.ts";
+
+const log = logger("cli");
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined || first === "--help" || first === "-h" || first === "help") {
+    const topic = first === "help" ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
+    process.stdout.write(topic ? commandHelp(topic) : mainHelp(COMMANDS));
+    return EXIT.ok;
+  }
+  if (first === "--version" || first === "-v" || first === "version") {
+    process.stdout.write(`infernet ${VERSION}\n`);
+    return EXIT.ok;
+  }
+  const command = COMMANDS.find((c) => c.name === first);
+  if (!command) {
+    throw new UsageError(first.startsWith("-") ? `unknown option "${first}"` : `unknown command "${first}"`, {
+      hint: `commands: ${COMMANDS.map((c) => c.name).join(", ")}; see \`infernet --help\``,
+    });
+  }
+  const args = parse(command.name, command.options, rest);
+  if (args.values.help) {
+    process.stdout.write(commandHelp(command));
+    return EXIT.ok;
+  }
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onInterrupt = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(EXIT.interrupted);
+    controller.abort(new AbortedError("interrupted"));
+  };
+  process.on("SIGINT", onInterrupt);
+  process.on("SIGTERM", onInterrupt);
+  using ctx = processContext(controller.signal);
+  try {
+    return await command.run(ctx, args);
+  } finally {
+    process.off("SIGINT", onInterrupt);
+    process.off("SIGTERM", onInterrupt);
+  }
+}
+
+const debug = environment().INFERNET_LOG === "debug";
+let code: number;
+try {
+  code = await main(process.argv.slice(2));
+} catch (err) {
+  log.error("command failed", { err });
+  process.stderr.write(`${describeError(err, debug)}\n`);
+  code = exitCodeFor(err);
+}
+closeLogging();
+// Native runtimes can hold the event loop open; the command is done, so leave now.
+process.exit(code);

@@ -1,0 +1,97 @@
+/**
+ * The one boundary between Infernet and its inference runtimes. Every runtime (llama.cpp for GGUF
+ * language models, onnxruntime for ONNX models) implements `Engine`: given a model file on disk and a
+ * request, it streams events, ending with one `done` event that carries usage. The network layer
+ * forwards these events unchanged, so a remote run looks exactly like a local one.
+ */
+export type RuntimeName = "llama" | "onnx";
+
+/** A model file that is present on disk and verified (or named directly by the user). */
+export interface LocalModel {
+  /** Catalog name, or the file name for a model given by path. */
+  name: string;
+  runtime: RuntimeName;
+  /** Absolute path of the main model file. */
+  path: string;
+  /** sha256 of the file when known (catalog models always; files given by path after hashing). */
+  sha256?: string;
+  /** Whether the model expects chat-formatted input (instruct models). */
+  chat?: boolean;
+  /** Other verified files that belong to the model, by role (e.g. "labels"). */
+  extras?: Record<string, string>;
+}
+
+/** Text generation. Temperature 0 (the default) is greedy decoding and gives identical output everywhere. */
+export interface GenerateRequest {
+  kind: "generate";
+  prompt: string;
+  /** Format the prompt with the model's chat template (default: the model's `chat` flag). */
+  chat?: boolean;
+  /** System prompt for chat models. */
+  system?: string;
+  maxTokens?: number;
+  /** 0 = greedy. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  /** Seed for sampling when temperature > 0; same seed, same output. */
+  seed?: number;
+  /** Generation stops before any of these strings; they are not part of the output. */
+  stop?: string[];
+}
+
+export type TensorType = "float32" | "float16" | "int32" | "int64" | "uint8" | "int8" | "bool";
+
+/**
+ * A dense tensor. `float16` data is a `Uint16Array` of IEEE half bits (see runtime/onnx), never a
+ * `Float16Array`. `int64` data is a `BigInt64Array`.
+ */
+export interface Tensor {
+  type: TensorType;
+  dims: number[];
+  data: Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array | Int8Array;
+}
+
+/** Named input tensors; dimension 0 is the batch. */
+export interface TensorRequest {
+  kind: "tensor";
+  inputs: Record<string, Tensor>;
+  /** Output names to return (default: all). */
+  outputs?: string[];
+}
+
+export type InferenceRequest = GenerateRequest | TensorRequest;
+
+export interface Usage {
+  /** Prompt tokens (llama) or input records (onnx). */
+  inputTokens: number;
+  /** Generated tokens (llama) or output records (onnx). */
+  outputTokens: number;
+  /** Time spent in the runtime, in milliseconds. */
+  computeMs: number;
+  /** Time from the request to the first token or output, in milliseconds. */
+  firstOutputMs: number;
+}
+
+export type FinishReason = "stop" | "length" | "aborted";
+
+export type InferenceEvent =
+  | { type: "token"; text: string }
+  | { type: "tensors"; outputs: Record<string, Tensor> }
+  | { type: "done"; usage: Usage; finishReason: FinishReason };
+
+export interface RunOptions {
+  signal?: AbortSignal;
+}
+
+export interface Engine extends AsyncDisposable {
+  readonly runtime: RuntimeName;
+  /**
+   * Runs one request. The iterator yields tokens or tensors as they are produced and ends with a
+   * `done` event. Breaking out of the loop, or aborting `signal`, stops the computation.
+   */
+  run(model: LocalModel, request: InferenceRequest, options?: RunOptions): AsyncIterable<InferenceEvent>;
+  /** Loads (or keeps loaded) a model ahead of its first request. */
+  preload(model: LocalModel, options?: RunOptions): Promise<void>;
+  dispose(): Promise<void>;
+}
