@@ -1,0 +1,294 @@
+import { stat } from "node:fs/promises";
+import { availableParallelism, totalmem } from "node:os";
+import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
+import type { GpuChoice } from "../../config/index.ts";
+import { abortReason } from "../../util/abort.ts";
+import { errorMessage, IntegrityError, InvalidInputError, RuntimeError } from "../../util/errors.ts";
+import { logger } from "../../util/logger.ts";
+import type {
+  Engine,
+  FinishReason,
+  GenerateRequest,
+  InferenceEvent,
+  InferenceRequest,
+  LocalModel,
+  RunOptions,
+} from "../engine.ts";
+import { type CalibrationStore, calibrateThreads } from "./calibrate.ts";
+import { backendOf, llamaInstance } from "./native.ts";
+import { type Lease, ModelPool } from "./pool.ts";
+import { ChunkQueue } from "./stream.ts";
+
+const log = logger("runtime:llama");
+
+/** Longest prompt accepted, in characters, before tokenising (the context limit applies after). */
+export const MAX_PROMPT_CHARS = 1_000_000;
+/** Most stop strings per request, and longest stop string. */
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_STRING_CHARS = 256;
+
+export interface LlamaEngineOptions {
+  /** Backend choice; "auto" falls back to CPU. Default "auto". */
+  gpu?: GpuChoice;
+  /** Fixed thread count; 0 (default) calibrates per model and machine. */
+  threads?: number;
+  /** Context window in tokens, capped at the model's training context. Default 4096. */
+  contextSize?: number;
+  /** Tokens generated when a request does not say. Default 256. */
+  defaultMaxTokens?: number;
+  /** Memory budget for loaded models, bytes. Default half of RAM. */
+  maxLoadedBytes?: number;
+  /** Where thread calibrations are remembered; without one, calibration runs once per process. */
+  calibrations?: CalibrationStore;
+  /** Fingerprint of this machine, part of the calibration key. */
+  machine?: string;
+}
+
+interface Loaded {
+  model: LlamaModel;
+  context: LlamaContext;
+  threads: number;
+}
+
+export interface LlamaEngine extends Engine {
+  /** Backend in use ("cpu", "cuda", ...), known after the first load. */
+  backend(): Promise<string>;
+  /** Threads chosen for a model (calibrating if needed). */
+  threadsFor(model: LocalModel, signal?: AbortSignal): Promise<number>;
+  /** Paths of loaded models, least recently used first. */
+  loadedModels(): string[];
+}
+
+export function createLlamaEngine(options: LlamaEngineOptions = {}): LlamaEngine {
+  const gpu = options.gpu ?? "auto";
+  const contextSize = options.contextSize ?? 4096;
+  const defaultMaxTokens = options.defaultMaxTokens ?? 256;
+  const machine = options.machine ?? "unknown";
+  const memoryCalibrations = new Map<string, number>();
+  const models = new Map<string, LocalModel>();
+
+  const llama = (): Promise<Llama> => llamaInstance(gpu);
+
+  const chooseThreads = async (model: LocalModel, native: LlamaModel, signal?: AbortSignal): Promise<number> => {
+    if (options.threads && options.threads > 0) return options.threads;
+    const instance = await llama();
+    const key = { model: model.sha256 ?? `file:${model.path}`, machine, gpu: backendOf(instance) };
+    const memoKey = JSON.stringify(key);
+    const known = memoryCalibrations.get(memoKey) ?? options.calibrations?.get(key)?.threads;
+    if (known) {
+      memoryCalibrations.set(memoKey, known);
+      return known;
+    }
+    const result = await calibrateThreads(native, Math.max(1, availableParallelism()), signal);
+    options.calibrations?.put(key, result);
+    memoryCalibrations.set(memoKey, result.threads);
+    return result.threads;
+  };
+
+  const pool = new ModelPool<Loaded>({
+    budgetBytes: options.maxLoadedBytes ?? Math.floor(totalmem() / 2),
+    async load(path, signal) {
+      const model = models.get(path);
+      if (!model) throw new Error(`no model registered for ${path}`);
+      const instance = await llama();
+      let native: LlamaModel;
+      try {
+        native = await instance.loadModel({ modelPath: path, gpuLayers: "auto" });
+      } catch (cause) {
+        throw new IntegrityError(`cannot load ${model.name} (${path}) as a GGUF model: ${errorMessage(cause)}`, {
+          hint: "the file is corrupt or not a GGUF model; delete it and pull it again",
+          cause,
+        });
+      }
+      try {
+        const threads = await chooseThreads(model, native, signal);
+        const context = await native.createContext({
+          contextSize: Math.min(contextSize, native.trainContextSize),
+          threads: { ideal: threads, min: threads },
+          sequences: 1,
+        });
+        log.info("model loaded", { path, bytes: native.size, threads, contextSize: context.contextSize });
+        return { value: { model: native, context, threads }, bytes: native.size };
+      } catch (cause) {
+        await native.dispose();
+        throw cause;
+      }
+    },
+    async unload(loaded) {
+      await loaded.context.dispose();
+      await loaded.model.dispose();
+    },
+  });
+
+  const acquire = async (model: LocalModel, signal?: AbortSignal): Promise<Lease<Loaded>> => {
+    if (model.runtime !== "llama") {
+      throw new InvalidInputError(`${model.name} is an ${model.runtime} model, not a llama.cpp (GGUF) model`);
+    }
+    try {
+      await stat(model.path);
+    } catch (cause) {
+      throw new RuntimeError(`model file ${model.path} is missing`, { cause });
+    }
+    models.set(model.path, model);
+    return pool.acquire(model.path, signal);
+  };
+
+  return {
+    runtime: "llama",
+
+    async *run(
+      model: LocalModel,
+      request: InferenceRequest,
+      runOptions: RunOptions = {},
+    ): AsyncGenerator<InferenceEvent> {
+      if (request.kind !== "generate") {
+        throw new InvalidInputError(`${model.name} generates text; it does not take tensor input`);
+      }
+      validate(request);
+      const started = performance.now();
+      using lease = await acquire(model, runOptions.signal);
+      yield* generate(lease.value, model, request, {
+        started,
+        defaultMaxTokens,
+        ...(runOptions.signal ? { signal: runOptions.signal } : {}),
+      });
+    },
+
+    async preload(model: LocalModel, runOptions: RunOptions = {}): Promise<void> {
+      using _lease = await acquire(model, runOptions.signal);
+    },
+
+    async backend(): Promise<string> {
+      return backendOf(await llama());
+    },
+
+    async threadsFor(model: LocalModel, signal?: AbortSignal): Promise<number> {
+      using lease = await acquire(model, signal);
+      return lease.value.threads;
+    },
+
+    loadedModels: () => pool.loadedKeys(),
+
+    dispose: () => pool.clear(),
+    [Symbol.asyncDispose]: () => pool.clear(),
+  };
+}
+
+function validate(request: GenerateRequest): void {
+  if (request.prompt.trim() === "") {
+    throw new InvalidInputError("the prompt is empty", { hint: 'give some text to continue, e.g. "Once upon a time"' });
+  }
+  if (request.prompt.length > MAX_PROMPT_CHARS) {
+    throw new InvalidInputError(`the prompt is ${request.prompt.length} characters; the limit is ${MAX_PROMPT_CHARS}`);
+  }
+  const stop = request.stop ?? [];
+  if (stop.length > MAX_STOP_STRINGS || stop.some((s) => s.length === 0 || s.length > MAX_STOP_STRING_CHARS)) {
+    throw new InvalidInputError(
+      `stop strings: at most ${MAX_STOP_STRINGS}, each 1 to ${MAX_STOP_STRING_CHARS} characters`,
+    );
+  }
+  if (request.maxTokens !== undefined && (!Number.isInteger(request.maxTokens) || request.maxTokens < 1)) {
+    throw new InvalidInputError(`max tokens must be a positive whole number, got ${request.maxTokens}`);
+  }
+  if (request.temperature !== undefined && !(request.temperature >= 0 && request.temperature <= 10)) {
+    throw new InvalidInputError(`temperature must be from 0 to 10, got ${request.temperature}`);
+  }
+}
+
+interface GenerateContext {
+  started: number;
+  defaultMaxTokens: number;
+  signal?: AbortSignal;
+}
+
+async function* generate(
+  loaded: Loaded,
+  model: LocalModel,
+  request: GenerateRequest,
+  ctx: GenerateContext,
+): AsyncGenerator<InferenceEvent> {
+  const { LlamaChatSession, LlamaCompletion } = await import("node-llama-cpp");
+  const chat = request.chat ?? model.chat ?? false;
+  const promptTokens = loaded.model.tokenize(request.prompt, false).length;
+  const room = loaded.context.contextSize - promptTokens - 1;
+  if (room < 1) {
+    throw new InvalidInputError(
+      `the prompt is ${promptTokens} tokens; ${model.name} runs with a context of ${loaded.context.contextSize}`,
+      { hint: "shorten the prompt" },
+    );
+  }
+  const maxTokens = Math.min(request.maxTokens ?? ctx.defaultMaxTokens, room);
+
+  const stopper = new AbortController();
+  const signal = ctx.signal ? AbortSignal.any([ctx.signal, stopper.signal]) : stopper.signal;
+  const queue = new ChunkQueue<string>();
+  let outputTokens = 0;
+  let firstOutputMs = 0;
+  const computeStart = performance.now();
+
+  const sampling = {
+    maxTokens,
+    temperature: request.temperature ?? 0,
+    ...(request.topK !== undefined ? { topK: request.topK } : {}),
+    ...(request.topP !== undefined ? { topP: request.topP } : {}),
+    ...(request.seed !== undefined ? { seed: request.seed } : {}),
+    ...(request.stop?.length ? { customStopTriggers: request.stop } : {}),
+    signal,
+    stopOnAbortSignal: true,
+    onTextChunk: (text: string) => {
+      if (text) queue.push(text);
+    },
+    onToken: (tokens: readonly unknown[]) => {
+      if (outputTokens === 0) firstOutputMs = performance.now() - ctx.started;
+      outputTokens += tokens.length;
+    },
+  };
+
+  const sequence = loaded.context.getSequence();
+  let stopReason: string | undefined;
+  const done = (async () => {
+    if (chat) {
+      const session = new LlamaChatSession({
+        contextSequence: sequence,
+        autoDisposeSequence: false,
+        ...(request.system ? { systemPrompt: request.system } : {}),
+      });
+      try {
+        stopReason = (await session.promptWithMeta(request.prompt, sampling)).stopReason;
+      } finally {
+        session.dispose({ disposeSequence: false });
+      }
+    } else {
+      const completion = new LlamaCompletion({ contextSequence: sequence });
+      stopReason = (await completion.generateCompletionWithMeta(request.prompt, sampling)).metadata.stopReason;
+    }
+  })().then(
+    () => queue.end(),
+    (err) => queue.fail(err),
+  );
+
+  try {
+    for await (const text of queue.drain()) yield { type: "token", text };
+  } catch (cause) {
+    throw new RuntimeError(`generation failed on ${model.name}: ${errorMessage(cause)}`, { cause });
+  } finally {
+    // Reached early when the consumer stops reading: stop the native loop before freeing the sequence.
+    stopper.abort();
+    await done;
+    sequence.dispose();
+  }
+  if (ctx.signal?.aborted) throw abortReason(ctx.signal);
+
+  const finishReason: FinishReason =
+    stopReason === "maxTokens" ? "length" : stopReason === "abort" ? "aborted" : "stop";
+  yield {
+    type: "done",
+    finishReason,
+    usage: {
+      inputTokens: promptTokens,
+      outputTokens,
+      computeMs: performance.now() - computeStart,
+      firstOutputMs,
+    },
+  };
+}
