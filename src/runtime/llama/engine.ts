@@ -246,6 +246,7 @@ async function* generate(
 
   const sequence = loaded.context.getSequence();
   let stopReason: string | undefined;
+  let inputMeter = 0;
   const done = (async () => {
     if (chat) {
       const session = new LlamaChatSession({
@@ -272,6 +273,7 @@ async function* generate(
   } catch (cause) {
     throw new RuntimeError(`generation failed on ${model.name}: ${errorMessage(cause)}`, { cause });
   } finally {
+    inputMeter = sequence.tokenMeter.usedInputTokens;
     // Reached early when the consumer stops reading: stop the native loop before freeing the sequence.
     stopper.abort();
     await done;
@@ -285,7 +287,8 @@ async function* generate(
     type: "done",
     finishReason,
     usage: {
-      inputTokens: promptTokens,
+      // The sequence's meter counts what the model actually read, chat template included.
+      inputTokens: Math.max(promptTokens, inputMeter),
       outputTokens,
       computeMs: performance.now() - computeStart,
       firstOutputMs,
