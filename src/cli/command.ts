@@ -1,9 +1,11 @@
-import type { Config } from "../config/index.ts";
+import type { Config, ConfigOverrides } from "../config/index.ts";
 import type { Store } from "../store/db.ts";
 import type { OptionSpecs, Parsed } from "./args.ts";
 
 /** What a command gets to work with. Config and store are opened on first use. */
 export interface CliContext {
+  /** Flags that override the config; set them before the first call to `config()`. */
+  overrides: ConfigOverrides;
   config(): Config;
   store(): Store;
   stdout: Output;

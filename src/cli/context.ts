@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { type Config, type ConfigOverrides, loadConfig } from "../config/index.ts";
+import { type Config, loadConfig } from "../config/index.ts";
 import { Store } from "../store/db.ts";
 import { configureLogging } from "../util/logger.ts";
 import type { CliContext, Output } from "./command.ts";
@@ -16,10 +16,7 @@ function output(stream: NodeJS.WriteStream): Output {
   };
 }
 
-export interface ProcessContext extends CliContext, Disposable {
-  /** Flags that override config (set by a command before first use of `config()`). */
-  overrides: ConfigOverrides;
-}
+export interface ProcessContext extends CliContext, Disposable {}
 
 /** The context for a real process: stdio, Ctrl-C, lazy config/logging/store. */
 export function processContext(signal: AbortSignal): ProcessContext {

@@ -1,5 +1,4 @@
 import { resolveLocalModel } from "../models/local.ts";
-import { sqliteBenchmarkStore } from "../runtime/hardware/benchmark-store.ts";
 import { detectHardware, type GpuInfo, type HardwareInfo, machineFingerprint } from "../runtime/hardware/index.ts";
 import {
   type BenchmarkResult,
@@ -7,10 +6,10 @@ import {
   runSelfBench,
   type TokensBenchmark,
 } from "../runtime/hardware/self-bench.ts";
-import { createLlamaEngine } from "../runtime/llama/engine.ts";
-import { sqliteCalibrationStore } from "../store/calibrations.ts";
+import { sqliteBenchmarkStore } from "../store/benchmarks.ts";
 import type { CliContext } from "./command.ts";
 import { defineCommand } from "./command.ts";
+import { llamaEngineFor } from "./llama.ts";
 import { progressReporter } from "./progress.ts";
 
 /** The model whose tokens/s every provider reports, so figures compare across machines. */
@@ -41,7 +40,7 @@ export const gpuCommand = defineCommand({
     const hardware = await detectHardware({ signal: ctx.signal });
     const machine = machineFingerprint(hardware);
     const benchmarks = sqliteBenchmarkStore(ctx.store().db);
-    if (values.bench) await selfBench(ctx, machine, (r) => benchmarks.put(machine, r));
+    if (values.bench) await selfBench(ctx, (r) => benchmarks.put(machine, r));
     const stored = benchmarks.list(machine);
     if (values.json) {
       ctx.stdout.write(`${JSON.stringify({ machine, ...hardware, benchmarks: stored }, null, 2)}\n`);
@@ -52,7 +51,7 @@ export const gpuCommand = defineCommand({
   },
 });
 
-async function selfBench(ctx: CliContext, machine: string, save: (r: BenchmarkResult) => void): Promise<void> {
+async function selfBench(ctx: CliContext, save: (r: BenchmarkResult) => void): Promise<void> {
   const config = ctx.config();
   const model = await resolveLocalModel(BENCH_MODEL, {
     config,
@@ -60,13 +59,7 @@ async function selfBench(ctx: CliContext, machine: string, save: (r: BenchmarkRe
     signal: ctx.signal,
     onProgress: progressReporter(ctx.stderr, BENCH_MODEL),
   });
-  const engine = createLlamaEngine({
-    gpu: config.gpu,
-    threads: config.threads,
-    contextSize: config.contextSize,
-    calibrations: sqliteCalibrationStore(ctx.store()),
-    machine,
-  });
+  const engine = await llamaEngineFor(ctx);
   try {
     const inner = engineTokensBenchmark(`llama.${BENCH_MODEL}`, engine, model);
     const tokens: TokensBenchmark = {

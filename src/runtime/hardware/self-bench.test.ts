@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Store } from "../../store/db.ts";
 import type { LocalModel } from "../engine.ts";
 import { createLlamaEngine, type LlamaEngine } from "../llama/engine.ts";
-import { sqliteBenchmarkStore } from "./benchmark-store.ts";
+import { sqliteBenchmarkStore } from "../../store/benchmarks.ts";
 import { engineTokensBenchmark, measureMemoryBandwidth, runSelfBench } from "./self-bench.ts";
 
 const STORIES: LocalModel = {

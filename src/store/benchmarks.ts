@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import type { BenchmarkResult } from "./self-bench.ts";
+import type { BenchmarkResult } from "../runtime/hardware/self-bench.ts";
 
 /**
  * Self-benchmark results kept in the `benchmarks` table (migration 1), one row per benchmark name
