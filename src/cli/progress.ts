@@ -109,7 +109,8 @@ export class ProgressBar {
     const fetched = start ? p.total - start.from : 0;
     const resumed = start && start.from > 0 ? `, resumed at ${formatBytes(start.from)}` : "";
     const speed = seconds > 0 && fetched > 0 ? `, ${formatRate(fetched / seconds)}` : "";
-    return `${this.label}: ${p.file} ${formatBytes(p.total)} verified (from ${p.source}, ${seconds.toFixed(1)}s${speed}${resumed})`;
+    const took = seconds < 10 ? seconds.toFixed(2) : seconds.toFixed(0);
+    return `${this.label}: ${p.file} ${formatBytes(p.total)} verified (from ${p.source}, ${took}s${speed}${resumed})`;
   }
 
   private line(text: string): void {

@@ -18,7 +18,7 @@ export const PARALLEL_THRESHOLD_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_PARTS = 4;
 /** A connection that delivers nothing (not even response headers) for this long is given up. */
 export const STALL_TIMEOUT_MS = 30_000;
-/** Attempts at one source, as long as each attempt makes progress (a flaky link resumes; a dead one moves on). */
+/** Attempts at one source while it keeps answering (a flaky link resumes; a dead one is left at once). */
 export const MAX_ATTEMPTS_PER_SOURCE = 5;
 /** Pause before retrying a source, multiplied by the attempt number. */
 export const RETRY_DELAY_MS = 250;
@@ -117,6 +117,7 @@ export async function downloadFile(
       if (bytesDone(state) > 0) log.info("resuming", { file: file.file, source: source.label, at: bytesDone(state) });
       meter.phase("download", source.label, bytesDone(state));
       let progressed = 0;
+      let answered = false;
       try {
         await transfer({
           dest,
@@ -132,6 +133,9 @@ export async function downloadFile(
               transferred += delta;
             }
             meter.add(delta);
+          },
+          onAnswer: () => {
+            answered = true;
           },
         });
         await verifyAndPlace(file, dest, source, meter, signal);
@@ -149,7 +153,8 @@ export async function downloadFile(
         }
         if (!(err instanceof TransferFailure)) throw localFailure(err, dest);
         log.warn("source failed", { source: source.label, attempt, err });
-        if (err.retryable && progressed > 0 && attempt < MAX_ATTEMPTS_PER_SOURCE) {
+        // A source that answered (or sent bytes) before failing is flaky, not dead: resume from it.
+        if (err.retryable && (progressed > 0 || answered) && attempt < MAX_ATTEMPTS_PER_SOURCE) {
           await delay(RETRY_DELAY_MS * attempt, signal);
           continue;
         }

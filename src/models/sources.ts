@@ -80,7 +80,7 @@ export function httpSource(url: string, size: number): Source {
         res = await fetch(url, { headers, signal, redirect: "follow" });
       } catch (cause) {
         if (signal.aborted) throw cause;
-        throw new TransferFailure(`${url}: ${errorMessage(cause)}`, true, cause);
+        throw new TransferFailure(`${url}: ${networkMessage(cause)}`, true, cause);
       }
       if (res.status === 206) {
         const range = parseContentRange(res.headers.get("content-range"));
@@ -103,11 +103,23 @@ export function httpSource(url: string, size: number): Source {
         return { body: res.body, offset: 0 };
       }
       await res.body?.cancel();
+      if (res.status === 416) {
+        // Asked for bytes past the end: the server's file is shorter than the catalog's.
+        const total = res.headers.get("content-range")?.match(/^bytes \*\/(\d+)$/)?.[1];
+        if (total !== undefined && Number(total) !== size) {
+          throw new IntegrityError(`${url} serves ${total} bytes, the catalog says ${size}`);
+        }
+      }
       // Server trouble may pass; a 404 or 403 will not.
       const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
       throw new TransferFailure(`${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`, retryable);
     },
   };
+}
+
+/** Bun's network errors end with advice about `verbose: true` that means nothing to a user. */
+export function networkMessage(err: unknown): string {
+  return errorMessage(err).replace(/\.? For more information, pass `verbose: true`.*$/s, "");
 }
 
 /** Parses `bytes START-END/TOTAL` (TOTAL may be `*`). */

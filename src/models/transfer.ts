@@ -1,10 +1,10 @@
 import { existsSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { abortReason } from "../util/abort.ts";
-import { errorMessage, IntegrityError } from "../util/errors.ts";
+import { IntegrityError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { type Part, type PartialState, partialPaths, saveState, splitParts } from "./partial-state.ts";
-import { type Opened, type Source, TransferFailure } from "./sources.ts";
+import { networkMessage, type Opened, type Source, TransferFailure } from "./sources.ts";
 
 const log = logger("models:transfer");
 
@@ -26,6 +26,8 @@ export interface TransferOptions {
   signal?: AbortSignal;
   /** Bytes written (negative when a source forces a restart and earlier bytes are dropped). */
   onBytes: (delta: number) => void;
+  /** Called when the source answers a request: it is alive, so a failure after this is worth a retry. */
+  onAnswer?: () => void;
 }
 
 /**
@@ -58,7 +60,7 @@ export async function transfer(options: TransferOptions): Promise<void> {
     if (err instanceof TransferFailure || err instanceof IntegrityError) throw err;
     const stalled = controller.signal.reason instanceof StallError ? controller.signal.reason : undefined;
     if (stalled) throw new TransferFailure(`${source.label}: ${stalled.message}`, true, err);
-    throw new TransferFailure(`${source.label}: ${errorMessage(err)}`, true, err);
+    throw new TransferFailure(`${source.label}: ${networkMessage(err)}`, true, err);
   };
 
   const watch = () => new Watchdog(options.stallTimeoutMs, controller);
@@ -96,7 +98,9 @@ export async function transfer(options: TransferOptions): Promise<void> {
 
   const openPart = async (part: Part, dog: Watchdog) => {
     dog.kick();
-    return source.open(part.start + part.done, part.end, signal);
+    const opened = await source.open(part.start + part.done, part.end, signal);
+    options.onAnswer?.();
+    return opened;
   };
 
   try {
