@@ -45,7 +45,7 @@ export function parse<O extends OptionSpecs>(command: string, specs: O, argv: st
     return { values: values as ParsedValues<O>, positionals };
   } catch (cause) {
     // node:util's messages run on with advice about "--"; the first sentence is what matters.
-    const message = (cause instanceof Error ? cause.message : String(cause)).split(/\.( |$)/)[0];
+    const message = (cause instanceof Error ? cause.message : String(cause)).split(/\.(\s|$)/)[0];
     throw new UsageError(`${command}: ${message}`, { hint: `see \`infernet ${command} --help\``, cause });
   }
 }

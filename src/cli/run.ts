@@ -1,4 +1,6 @@
+import { findModel } from "../models/catalog.ts";
 import { type ResolvedModel, resolveLocalModel } from "../models/local.ts";
+import type { RuntimeName } from "../runtime/engine.ts";
 import { UsageError } from "../util/errors.ts";
 import { intFlag, numberFlag } from "./args.ts";
 import { defineCommand } from "./command.ts";
@@ -54,6 +56,9 @@ Examples:
     if (values.gpu !== undefined) ctx.overrides.gpu = values.gpu as never;
     if (threads !== undefined) ctx.overrides.threads = threads;
     const config = ctx.config();
+    // Catch a mismatch between model kind and arguments before downloading anything.
+    const runtime = findModel(modelArg)?.runtime ?? (modelArg.endsWith(".onnx") ? "onnx" : "llama");
+    checkArguments(runtime, modelArg, promptWords.length > 0, values.input !== undefined);
 
     const model: ResolvedModel = await resolveLocalModel(modelArg, {
       config,
@@ -62,10 +67,8 @@ Examples:
       onProgress: progressReporter(ctx.stderr, modelArg),
     });
 
+    checkArguments(model.runtime, model.name, promptWords.length > 0, values.input !== undefined);
     if (model.runtime === "onnx") {
-      if (promptWords.length) {
-        throw new UsageError(`run: ${model.name} is an ONNX model; it takes --input, not a prompt`);
-      }
       return runOnnx(ctx, model, {
         ...(values.input !== undefined ? { input: values.input } : {}),
         ...(values.labels !== undefined ? { labels: values.labels } : {}),
@@ -75,9 +78,6 @@ Examples:
       });
     }
 
-    if (values.input !== undefined) {
-      throw new UsageError(`run: ${model.name} is a language model; give a prompt instead of --input`);
-    }
     const prompt = promptWords.length ? promptWords.join(" ") : await readStdinPrompt();
     const temperature = numberFlag("run", "temperature", values.temperature, 0, 10);
     const seed = intFlag("run", "seed", values.seed, 0, 2 ** 32 - 1);
@@ -102,6 +102,15 @@ Examples:
     });
   },
 });
+
+function checkArguments(runtime: RuntimeName, model: string, prompt: boolean, input: boolean): void {
+  if (runtime === "onnx" && prompt) {
+    throw new UsageError(`run: ${model} is an ONNX model; it takes --input, not a prompt`);
+  }
+  if (runtime === "llama" && input) {
+    throw new UsageError(`run: ${model} is a language model; give a prompt instead of --input`);
+  }
+}
 
 async function readStdinPrompt(): Promise<string> {
   if (process.stdin.isTTY) {

@@ -1,0 +1,41 @@
+import { join } from "node:path";
+import { ROOT, SHARED_MODELS } from "./paths.ts";
+
+export const BUN = join(ROOT, "node_modules/.bin/bun");
+export const CLI = join(ROOT, "src/index.ts");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  /** INFERNET_HOME for the run (required: tests never touch ~/.infernet). */
+  home: string;
+  /** Extra environment; INFERNET_MODEL_MIRROR defaults to the shared models folder. */
+  env?: Record<string, string>;
+  stdin?: string;
+}
+
+/** Runs the real CLI in a child process with its own INFERNET_HOME. */
+export async function infernet(args: string[], options: CliOptions): Promise<CliResult> {
+  const proc = Bun.spawn([BUN, CLI, ...args], {
+    env: {
+      ...process.env,
+      INFERNET_MODEL_MIRROR: SHARED_MODELS,
+      INFERNET_HOME: options.home,
+      INFERNET_LOG: "info",
+      ...options.env,
+    },
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, stdout, stderr };
+}
