@@ -3,11 +3,12 @@
  * `infernet run` does (load, one context, greedy completion, streamed). Prints one JSON line.
  * Usage: bun bench/llama-direct.ts <model.gguf> <prompt> <maxTokens> <threads> <contextSize>
  */
-import { getLlama, LlamaCompletion } from "node-llama-cpp";
 
 const [path, prompt, maxTokens, threads, contextSize] = process.argv.slice(2);
-const llama = await getLlama({ gpu: "auto", build: "never" });
+// Like infernet's usage.firstOutputMs, the first-token clock starts before llama.cpp is loaded.
 const requested = performance.now();
+const { getLlama, LlamaCompletion } = await import("node-llama-cpp");
+const llama = await getLlama({ gpu: "auto", build: "never" });
 const model = await llama.loadModel({ modelPath: path! });
 const context = await model.createContext({ contextSize: Number(contextSize), threads: Number(threads) });
 const completion = new LlamaCompletion({ contextSequence: context.getSequence() });
@@ -18,7 +19,6 @@ await completion.generateCompletion(prompt!, {
   maxTokens: Number(maxTokens),
   temperature: 0,
   onToken: (t) => {
-    // Like infernet's usage.firstOutputMs: from the request (model load included) to the first token.
     if (tokens === 0) first = performance.now() - requested;
     tokens += t.length;
   },
