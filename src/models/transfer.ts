@@ -10,6 +10,8 @@ const log = logger("models:transfer");
 
 /** Parts smaller than this are not worth a connection of their own. */
 export const MIN_PART_BYTES = 256 * 1024;
+/** Received bytes are written to disk in blocks of this size (and whenever a transfer stops). */
+export const WRITE_BUFFER_BYTES = 1024 * 1024;
 /** How often the partial state is written while bytes arrive, so a crash loses little. */
 export const STATE_SAVE_INTERVAL_MS = 1_000;
 
@@ -24,7 +26,7 @@ export interface TransferOptions {
   /** Fail when no byte arrives for this long (including waiting for response headers). */
   stallTimeoutMs: number;
   signal?: AbortSignal;
-  /** Bytes written (negative when a source forces a restart and earlier bytes are dropped). */
+  /** Bytes received (negative when a source forces a restart and earlier bytes are dropped). */
   onBytes: (delta: number) => void;
   /** Called when the source answers a request: it is alive, so a failure after this is worth a retry. */
   onAnswer?: () => void;
@@ -67,18 +69,32 @@ export async function transfer(options: TransferOptions): Promise<void> {
 
   const pump = async (part: Part, opened: Opened, dog: Watchdog) => {
     const reader = opened.body.getReader();
+    // Network chunks are ~100 kB; gathering them into larger writes halves the time spent in syscalls.
+    const buffer = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+    let buffered = 0;
+    const flush = async () => {
+      if (buffered === 0) return;
+      await handle.write(buffer, 0, buffered, part.start + part.done);
+      part.done += buffered;
+      buffered = 0;
+    };
     try {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
         dog.kick();
-        const room = part.end - part.start - part.done;
+        const room = part.end - part.start - part.done - buffered;
         const n = Math.min(room, value.byteLength);
-        if (n > 0) {
+        if (buffered + n > buffer.length) await flush();
+        if (n > buffer.length) {
           await handle.write(value, 0, n, part.start + part.done);
           part.done += n;
-          options.onBytes(n);
+        } else {
+          buffer.set(value.subarray(0, n), buffered);
+          buffered += n;
         }
+        // Progress counts bytes as they arrive; the state (part.done) only what is on disk.
+        options.onBytes(n);
         if (value.byteLength > room) {
           throw new IntegrityError(`${source.label} sent more than the ${state.size} bytes the catalog says`);
         }
@@ -86,6 +102,8 @@ export async function transfer(options: TransferOptions): Promise<void> {
     } finally {
       dog.stop();
       reader.releaseLock();
+      // Whatever arrived before a failure or an abort is kept, so a resume does not fetch it again.
+      await flush();
     }
     const want = part.end - part.start;
     if (part.done < want) {
