@@ -27,9 +27,10 @@ export interface Signature {
 
 /**
  * Models smaller than this run with one thread per operator by default. For a model as small as
- * mnist-8 (26 KB) waking a thread pool costs about as much as the work itself (one thread matched
- * or beat the default pool, 17,000-37,000 images/s either way on a 2-core machine), while SqueezeNet
- * (2.4 MB) took 7.0-7.8 ms per image on one thread and 3.9-5.5 ms with two.
+ * mnist-8 (26 KB) waking a thread pool costs as much as the work: bench/onnx.ts on a 2-core machine
+ * measured 23,000-25,000 images/s with one thread against 11,700-23,300 with the default pool (worse
+ * whenever the machine is busy). SqueezeNet (2.4 MB) is the other way round: 7.3 ms per image with
+ * one thread, 4.1-4.5 ms with the default pool.
  */
 export const SMALL_MODEL_BYTES = 1024 * 1024;
 
