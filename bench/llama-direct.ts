@@ -3,6 +3,7 @@
  * `infernet run` does (load, one context, greedy completion, streamed). Prints one JSON line.
  * Usage: bun bench/llama-direct.ts <model.gguf> <prompt> <maxTokens> <threads> <contextSize>
  */
+export {};
 
 const [path, prompt, maxTokens, threads, contextSize] = process.argv.slice(2);
 // Like infernet's usage.firstOutputMs, the first-token clock starts before llama.cpp is loaded.
