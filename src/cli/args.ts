@@ -58,12 +58,7 @@ export function intFlag(
   min: number,
   max: number,
 ): number | undefined {
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`${command}: --${flag} must be a whole number from ${min} to ${max}, got "${raw}"`);
-  }
-  return n;
+  return numericFlag(command, flag, raw, min, max, true);
 }
 
 /** Parses a decimal flag within bounds, or throws a `UsageError` that names the flag. */
@@ -74,10 +69,23 @@ export function numberFlag(
   min: number,
   max: number,
 ): number | undefined {
+  return numericFlag(command, flag, raw, min, max, false);
+}
+
+function numericFlag(
+  command: string,
+  flag: string,
+  raw: string | undefined,
+  min: number,
+  max: number,
+  integer: boolean,
+) {
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (raw.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(`${command}: --${flag} must be a number from ${min} to ${max}, got "${raw}"`);
+  const ok = raw.trim() !== "" && Number.isFinite(n) && (!integer || Number.isInteger(n)) && n >= min && n <= max;
+  if (!ok) {
+    const kind = integer ? "a whole number" : "a number";
+    throw new UsageError(`${command}: --${flag} must be ${kind} from ${min} to ${max}, got "${raw}"`);
   }
   return n;
 }
