@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { sqliteBenchmarkStore } from "../../store/benchmarks.ts";
 import { Store } from "../../store/db.ts";
 import type { LocalModel } from "../engine.ts";
 import { createLlamaEngine, type LlamaEngine } from "../llama/engine.ts";
-import { sqliteBenchmarkStore } from "../../store/benchmarks.ts";
 import { engineTokensBenchmark, measureMemoryBandwidth, runSelfBench } from "./self-bench.ts";
 
 const STORIES: LocalModel = {
