@@ -1,15 +1,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { infernet as runCli } from "./helpers/cli.ts";
+import { SHARED } from "./helpers/paths.ts";
 
 /**
  * `infernet gpu` end to end: the real CLI in a child process with a fresh INFERNET_HOME. The GPU
  * case puts an nvidia-smi stand-in first on PATH that prints the real H100 captures.
  */
-const ROOT = resolve(import.meta.dir, "..");
-const BUN = join(ROOT, "node_modules/.bin/bun");
-const SHARED = resolve(ROOT, "../shared");
 const H100 = join(SHARED, "data/gpu/h100");
 
 let tmp: string;
@@ -47,19 +46,9 @@ function home(name: string): string {
   return dir;
 }
 
-async function infernet(args: string[], env: Record<string, string>) {
-  const proc = Bun.spawn([BUN, "src/index.ts", ...args], {
-    cwd: ROOT,
-    env: { HOME: tmp, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { stdout, stderr, code };
+/** The real CLI with `env` applied last (PATH decides which nvidia-smi, if any, it finds). */
+function infernet(args: string[], env: Record<string, string> & { INFERNET_HOME: string }) {
+  return runCli(args, { home: env.INFERNET_HOME, env: { HOME: tmp, ...env } });
 }
 
 describe("infernet gpu", () => {

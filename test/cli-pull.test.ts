@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, CLI, infernet } from "./helpers/cli.ts";
+import { finish, infernet, spawnInfernet } from "./helpers/cli.ts";
 import { SHARED_MODELS, STORIES_GGUF, STORIES_SHA256, tempDir } from "./helpers/paths.ts";
 import { rangeServer } from "./helpers/range-server.ts";
 
@@ -9,12 +9,7 @@ import { rangeServer } from "./helpers/range-server.ts";
 const STORIES_SIZE = readFileSync(STORIES_GGUF).length;
 
 function spawnPull(home: string, mirror: string, ...args: string[]) {
-  return Bun.spawn([BUN, CLI, "pull", ...args], {
-    env: { ...process.env, INFERNET_HOME: home, INFERNET_MODEL_MIRROR: mirror, INFERNET_LOG: "info" },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+  return spawnInfernet(["pull", ...args], { home, env: { INFERNET_MODEL_MIRROR: mirror } });
 }
 
 /** Waits (up to 10 s) for a condition a child process brings about. */
@@ -24,15 +19,6 @@ async function until(condition: () => boolean): Promise<void> {
     if (Date.now() > deadline) throw new Error("timed out waiting for the child process");
     await Bun.sleep(10);
   }
-}
-
-async function finish(proc: ReturnType<typeof spawnPull>) {
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
 }
 
 describe("infernet pull", () => {

@@ -13,14 +13,14 @@ export interface CliResult {
 export interface CliOptions {
   /** INFERNET_HOME for the run (required: tests never touch ~/.infernet). */
   home: string;
-  /** Extra environment; INFERNET_MODEL_MIRROR defaults to the shared models folder. */
+  /** Extra environment, applied last; INFERNET_MODEL_MIRROR defaults to the shared models folder. */
   env?: Record<string, string>;
   stdin?: string;
 }
 
-/** Runs the real CLI in a child process with its own INFERNET_HOME. */
-export async function infernet(args: string[], options: CliOptions): Promise<CliResult> {
-  const proc = Bun.spawn([BUN, CLI, ...args], {
+/** Starts the real CLI in a child process with its own INFERNET_HOME; read it with `finish`. */
+export function spawnInfernet(args: string[], options: CliOptions) {
+  return Bun.spawn([BUN, CLI, ...args], {
     env: {
       ...process.env,
       INFERNET_MODEL_MIRROR: SHARED_MODELS,
@@ -32,10 +32,19 @@ export async function infernet(args: string[], options: CliOptions): Promise<Cli
     stdout: "pipe",
     stderr: "pipe",
   });
+}
+
+/** Waits for a child to exit and collects its output. */
+export async function finish(proc: ReturnType<typeof spawnInfernet>): Promise<CliResult> {
   const [stdout, stderr, code] = await Promise.all([
     new Response(proc.stdout).text(),
     new Response(proc.stderr).text(),
     proc.exited,
   ]);
   return { code, stdout, stderr };
+}
+
+/** Runs the real CLI to completion. */
+export function infernet(args: string[], options: CliOptions): Promise<CliResult> {
+  return finish(spawnInfernet(args, options));
 }
