@@ -72,7 +72,8 @@ export async function runOnnx(ctx: CliContext, model: ResolvedModel, options: Ru
   }
   const top = checkedFlag("top", options.top ?? DEFAULT_TOP, MAX_TOP);
   const batch = checkedFlag("batch", options.batch ?? DEFAULT_BATCH, MAX_BATCH);
-  await using engine = createOnnxEngine();
+  const threads = ctx.config().threads;
+  await using engine = createOnnxEngine(threads > 0 ? { intraOpNumThreads: threads } : {});
   const signature = await engine.signature(model, { signal: ctx.signal });
   const spec = model.entry?.vision;
   if (spec)

@@ -17,11 +17,12 @@ export const runCommand = defineCommand({
   usage: [
     'run <model> "<prompt>" [--max-tokens N] [--temperature T --seed S] [--stop STR]...',
     "run <model> --input <image|folder|file.idx.gz|file.npy> [--labels FILE] [--json]",
-    "echo <prompt> | infernet run <model>",
+    "run <model> < prompt.txt",
   ],
   details: `<model> is a catalog name or alias (\`infernet models\`), downloaded and verified on first use, or a path
 to a .gguf or .onnx file. Text goes to stdout as it is generated. Decoding is greedy unless --temperature
-is above 0, so the same prompt gives the same text on any machine.
+is above 0, so the same prompt gives the same text on any machine. With --labels, accuracy goes to
+stderr (with --json, a final {"summary": ...} line).
 
 Examples:
   infernet run stories260k "Once upon a time"
@@ -42,7 +43,11 @@ Examples:
     },
     raw: { type: "boolean", description: "Do not apply a chat template; continue the prompt as given" },
     gpu: { type: "string", value: "auto|cuda|vulkan|metal|cpu", description: "Backend for language models" },
-    threads: { type: "string", value: "N", description: "CPU threads (default: measured per model)" },
+    threads: {
+      type: "string",
+      value: "N",
+      description: "CPU threads (default: measured per language model; 1 for small ONNX models)",
+    },
     json: { type: "boolean", description: "Machine-readable output" },
     verbose: { type: "boolean", description: "Print timing figures to stderr" },
     ...RUN_ONNX_OPTIONS,
