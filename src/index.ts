@@ -5,10 +5,9 @@
  */
 import { parse } from "./cli/args.ts";
 import { COMMANDS } from "./cli/commands.ts";
-import { processContext } from "./cli/context.ts";
 import { describeError, EXIT, exitCodeFor } from "./cli/exit.ts";
 import { commandHelp, mainHelp } from "./cli/help.ts";
-import { environment } from "./config/index.ts";
+import { environment } from "./config/env.ts";
 import { AbortedError, UsageError } from "./util/errors.ts";
 import { closeLogging, logger } from "./util/logger.ts";
 import { VERSION } from "./version.ts";
@@ -19,22 +18,23 @@ async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
   if (first === undefined || first === "--help" || first === "-h" || first === "help") {
     const topic = first === "help" ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
-    process.stdout.write(topic ? commandHelp(topic) : mainHelp(COMMANDS));
+    process.stdout.write(topic ? commandHelp(topic, await topic.load()) : mainHelp(COMMANDS));
     return EXIT.ok;
   }
   if (first === "--version" || first === "-v" || first === "version") {
     process.stdout.write(`infernet ${VERSION}\n`);
     return EXIT.ok;
   }
-  const command = COMMANDS.find((c) => c.name === first);
-  if (!command) {
+  const entry = COMMANDS.find((c) => c.name === first);
+  if (!entry) {
     throw new UsageError(first.startsWith("-") ? `unknown option "${first}"` : `unknown command "${first}"`, {
       hint: `commands: ${COMMANDS.map((c) => c.name).join(", ")}; see \`infernet --help\``,
     });
   }
+  const command = await entry.load();
   const args = parse(command.name, command.options, rest);
   if (args.values.help) {
-    process.stdout.write(commandHelp(command));
+    process.stdout.write(commandHelp(entry, command));
     return EXIT.ok;
   }
 
@@ -47,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on("SIGINT", onInterrupt);
   process.on("SIGTERM", onInterrupt);
+  const { processContext } = await import("./cli/context.ts");
   using ctx = processContext(controller.signal);
   try {
     return await command.run(ctx, args);

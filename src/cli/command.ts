@@ -22,8 +22,6 @@ export interface Output {
 
 export interface Command<O extends OptionSpecs = OptionSpecs> {
   name: string;
-  /** One line for the command list. */
-  summary: string;
   /** Usage line(s) after `infernet `. */
   usage: string[];
   /** Longer text and examples for `--help`. */

@@ -1,10 +1,42 @@
 import type { Command } from "./command.ts";
-import { configCommand } from "./config.ts";
-import { gpuCommand } from "./gpu.ts";
-import { modelsCommand } from "./models.ts";
-import { pullCommand } from "./pull.ts";
-import { runCommand } from "./run.ts";
 
-/** Every command, in the order `infernet --help` lists them. */
-// biome-ignore lint/suspicious/noExplicitAny: commands differ in their option types
-export const COMMANDS: Command<any>[] = [runCommand, pullCommand, modelsCommand, gpuCommand, configCommand];
+/**
+ * Every command, in the order `infernet --help` lists them. A command's module (and whatever heavy
+ * runtime it needs) is imported only when that command runs, so `--version` and `--help` stay fast and
+ * the headless path never loads what it does not use.
+ */
+export interface CommandEntry {
+  name: string;
+  /** One line for the command list. */
+  summary: string;
+  // biome-ignore lint/suspicious/noExplicitAny: commands differ in their option types
+  load(): Promise<Command<any>>;
+}
+
+export const COMMANDS: CommandEntry[] = [
+  {
+    name: "run",
+    summary: "Run a model locally: stream text from a language model, or classify images / tensors",
+    load: async () => (await import("./run.ts")).runCommand,
+  },
+  {
+    name: "pull",
+    summary: "Download catalog models and verify their sha256 (mirror first, resumable)",
+    load: async () => (await import("./pull.ts")).pullCommand,
+  },
+  {
+    name: "models",
+    summary: "List the model catalog and which models are downloaded",
+    load: async () => (await import("./models.ts")).modelsCommand,
+  },
+  {
+    name: "gpu",
+    summary: "Show this machine's GPUs, CPU and memory, and its self-benchmark results",
+    load: async () => (await import("./gpu.ts")).gpuCommand,
+  },
+  {
+    name: "config",
+    summary: "Show the effective settings, where each comes from, and what it means",
+    load: async () => (await import("./config.ts")).configCommand,
+  },
+];

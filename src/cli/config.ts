@@ -3,7 +3,6 @@ import { defineCommand } from "./command.ts";
 
 export const configCommand = defineCommand({
   name: "config",
-  summary: "Show the effective settings, where each comes from, and what it means",
   usage: ["config [--json]"],
   options: {
     json: { type: "boolean", description: "Print the effective settings as JSON" },

@@ -20,7 +20,6 @@ const LABEL_WIDTH = 13;
 
 export const gpuCommand = defineCommand({
   name: "gpu",
-  summary: "Show this machine's GPUs, CPU and memory, and its self-benchmark results",
   usage: ["gpu [--json] [--bench]"],
   details: [
     "GPUs are found with nvidia-smi; without one, inference runs on the CPU.",

@@ -1,8 +1,9 @@
 import { VERSION } from "../version.ts";
 import { formatOptions } from "./args.ts";
 import type { Command } from "./command.ts";
+import type { CommandEntry } from "./commands.ts";
 
-export function mainHelp(commands: Command[]): string {
+export function mainHelp(commands: CommandEntry[]): string {
   const width = Math.max(...commands.map((c) => c.name.length)) + 2;
   return [
     `infernet ${VERSION}: peer-to-peer inference`,
@@ -22,9 +23,9 @@ export function mainHelp(commands: Command[]): string {
   ].join("\n");
 }
 
-export function commandHelp(command: Command): string {
+export function commandHelp(entry: CommandEntry, command: Command): string {
   return [
-    `${command.summary}`,
+    entry.summary,
     "",
     "Usage:",
     ...command.usage.map((u) => `  infernet ${u}`),

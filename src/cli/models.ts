@@ -26,7 +26,6 @@ export interface ModelListing {
 
 export const modelsCommand = defineCommand({
   name: "models",
-  summary: "List the model catalog and which models are downloaded",
   usage: ["models [--json]"],
   details: `"downloaded" means every file of the model is in INFERNET_MODELS_DIR and its sha256 was verified;
 "unverified" means a file is there but has changed since (it is checked again on first use).

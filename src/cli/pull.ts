@@ -27,7 +27,6 @@ export interface PullResult {
 
 export const pullCommand = defineCommand({
   name: "pull",
-  summary: "Download catalog models and verify their sha256 (mirror first, resumable)",
   usage: ["pull <model>... [--json]"],
   details: `Files go to INFERNET_MODELS_DIR (default INFERNET_HOME/models)/<model>/. Sources are tried in order:
 INFERNET_MODEL_MIRROR (a folder or http(s) URL holding the files by name), then the public URLs.

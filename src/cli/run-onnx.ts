@@ -11,8 +11,8 @@ import type { Signature } from "../runtime/onnx/session.ts";
 import { toNumbers } from "../runtime/onnx/tensors.ts";
 import { throwIfAborted } from "../util/abort.ts";
 import { InvalidInputError, RuntimeError, UsageError } from "../util/errors.ts";
-import type { OptionSpecs } from "./args.ts";
 import type { CliContext } from "./command.ts";
+import { DEFAULT_BATCH, DEFAULT_TOP, MAX_BATCH, MAX_TOP } from "./run-onnx-options.ts";
 
 /**
  * `infernet run <onnx model> --input ...`. Image classifiers (catalog models with a `vision` spec)
@@ -21,39 +21,6 @@ import type { CliContext } from "./command.ts";
  * `cut`/`awk`), `--json` ends the JSON lines with a `{"summary": ...}` object. Other ONNX models take
  * a `.npy` array for their single input and print their outputs as JSON.
  */
-
-/** Classes listed per record unless `--top` says otherwise. */
-export const DEFAULT_TOP = 5;
-
-/** Records per engine call unless `--batch` says otherwise: large enough to amortise, small enough to print early. */
-export const DEFAULT_BATCH = 64;
-
-/** Bounds the lead's flag parsing uses for `--top` and `--batch`. */
-export const MAX_TOP = 1000;
-export const MAX_BATCH = 65_536;
-
-export const RUN_ONNX_OPTIONS = {
-  input: {
-    type: "string",
-    value: "PATH",
-    description: "ONNX models: a PNG/JPEG image, a folder of images, an IDX file (.gz or raw) or a .npy array",
-  },
-  labels: {
-    type: "string",
-    value: "PATH",
-    description: "ONNX classifiers: the expected class per record (IDX, .npy, or one per line); reports accuracy",
-  },
-  top: {
-    type: "string",
-    value: "K",
-    description: `ONNX classifiers: classes listed per record (default ${DEFAULT_TOP})`,
-  },
-  batch: {
-    type: "string",
-    value: "N",
-    description: `ONNX models: records per inference call (default ${DEFAULT_BATCH})`,
-  },
-} as const satisfies OptionSpecs;
 
 export interface RunOnnxOptions {
   input?: string;

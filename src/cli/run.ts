@@ -5,15 +5,13 @@ import { UsageError } from "../util/errors.ts";
 import { intFlag, numberFlag } from "./args.ts";
 import { defineCommand } from "./command.ts";
 import { progressReporter } from "./progress.ts";
-import { runLlama } from "./run-llama.ts";
-import { RUN_ONNX_OPTIONS, runOnnx } from "./run-onnx.ts";
+import { MAX_BATCH, MAX_TOP, RUN_ONNX_OPTIONS } from "./run-onnx-options.ts";
 
 /** Longest prompt read from stdin. */
 const MAX_STDIN_PROMPT_BYTES = 4 * 1024 * 1024;
 
 export const runCommand = defineCommand({
   name: "run",
-  summary: "Run a model locally: stream text from a language model, or classify images / tensors",
   usage: [
     'run <model> "<prompt>" [--max-tokens N] [--temperature T --seed S] [--stop STR]...',
     "run <model> --input <image|folder|file.idx.gz|file.npy> [--labels FILE] [--json]",
@@ -74,12 +72,13 @@ Examples:
 
     checkArguments(model.runtime, model.name, promptWords.length > 0, values.input !== undefined);
     if (model.runtime === "onnx") {
+      const { runOnnx } = await import("./run-onnx.ts");
       return runOnnx(ctx, model, {
         ...(values.input !== undefined ? { input: values.input } : {}),
         ...(values.labels !== undefined ? { labels: values.labels } : {}),
         json: Boolean(values.json),
-        ...(values.top !== undefined ? { top: intFlag("run", "top", values.top, 1, 1000) } : {}),
-        ...(values.batch !== undefined ? { batch: intFlag("run", "batch", values.batch, 1, 65_536) } : {}),
+        ...(values.top !== undefined ? { top: intFlag("run", "top", values.top, 1, MAX_TOP) } : {}),
+        ...(values.batch !== undefined ? { batch: intFlag("run", "batch", values.batch, 1, MAX_BATCH) } : {}),
       });
     }
 
@@ -88,6 +87,7 @@ Examples:
     const seed = intFlag("run", "seed", values.seed, 0, 2 ** 32 - 1);
     const topK = intFlag("run", "top-k", values["top-k"], 1, 100_000);
     const topP = numberFlag("run", "top-p", values["top-p"], 0, 1);
+    const { runLlama } = await import("./run-llama.ts");
     return runLlama(ctx, model, {
       json: Boolean(values.json),
       verbose: Boolean(values.verbose),

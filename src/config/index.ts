@@ -1,10 +1,11 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
-import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import type { z } from "zod";
 import { ConfigError } from "../util/errors.ts";
+import { resolveHome } from "./env.ts";
 import { type Config, FILE_SCHEMA, SETTINGS, type SettingKey } from "./schema.ts";
 
+export { environment, resolveHome } from "./env.ts";
 export type { Config, GpuChoice, LogLevel } from "./schema.ts";
 export { SETTINGS } from "./schema.ts";
 
@@ -18,17 +19,6 @@ export interface LoadConfigOptions {
   overrides?: ConfigOverrides;
   /** The environment to read; defaults to `process.env` (tests pass their own). */
   env?: Record<string, string | undefined>;
-}
-
-/** Reads environment variables. The only place in Infernet that touches `process.env`. */
-export function environment(): Record<string, string | undefined> {
-  return process.env;
-}
-
-/** Resolves the home directory from the environment without creating anything. */
-export function resolveHome(env: Record<string, string | undefined> = process.env): string {
-  const raw = env.INFERNET_HOME?.trim();
-  return resolve(raw ? raw : join(homedir(), ".infernet"));
 }
 
 /**
