@@ -41,6 +41,9 @@ step("stream text from a language model", [
   "--verbose",
 ]);
 if (existsSync(join(mnist, "t10k-images-idx3-ubyte.gz"))) {
+  process.stdout.write(
+    `\n\x1b[1m$ infernet run mnist-8 --input t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz\x1b[0m   # classify 10,000 digits\n`,
+  );
   const out = Bun.spawnSync(
     [
       bun,
@@ -53,9 +56,6 @@ if (existsSync(join(mnist, "t10k-images-idx3-ubyte.gz"))) {
       join(mnist, "t10k-labels-idx1-ubyte.gz"),
     ],
     { env, stdout: "pipe", stderr: "inherit" },
-  );
-  process.stdout.write(
-    `\n\x1b[1m$ infernet run mnist-8 --input t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz\x1b[0m   # classify 10,000 digits\n`,
   );
   const lines = out.stdout.toString().trimEnd().split("\n");
   process.stdout.write(`${lines.slice(0, 5).join("\n")}\n... (${lines.length} lines)\n`);
