@@ -33,7 +33,12 @@ export class Store implements Disposable {
     db.exec("PRAGMA foreign_keys = ON");
     db.exec("PRAGMA synchronous = NORMAL");
     const store = new Store(db);
-    store.migrate(migrations);
+    try {
+      store.migrate(migrations);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
     return store;
   }
 
