@@ -15,7 +15,7 @@ export const configCommand = defineCommand({
     }
     const rows = Object.entries(SETTINGS).map(([key, s]) => {
       const value = String(config[key as keyof typeof config]);
-      return `${key.padEnd(18)}${(value === "" ? "(none)" : value).padEnd(28)}${"env" in s ? s.env : ""}\n${" ".repeat(18)}${s.description}`;
+      return `${key.padEnd(18)}${`${value === "" ? "(none)" : value} `.padEnd(28)}${"env" in s ? s.env : ""}\n${" ".repeat(18)}${s.description}`;
     });
     ctx.stdout.write(`Config file: ${config.home}/config.json\n\n${rows.join("\n")}\n`);
     return 0;

@@ -57,6 +57,11 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     maxTokens: SETTINGS.maxTokens.schema.parse(merged.maxTokens),
     contextSize: SETTINGS.contextSize.schema.parse(merged.contextSize),
     downloadParts: SETTINGS.downloadParts.schema.parse(merged.downloadParts),
+    listen: SETTINGS.listen.schema.parse(merged.listen),
+    announce: SETTINGS.announce.schema.parse(merged.announce),
+    bootstrap: SETTINGS.bootstrap.schema.parse(merged.bootstrap),
+    mdns: SETTINGS.mdns.schema.parse(merged.mdns),
+    price: SETTINGS.price.schema.parse(merged.price),
   };
   config.modelsDir = config.modelsDir ? resolve(config.modelsDir) : join(home, "models");
   return config;

@@ -10,6 +10,26 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const GPU_CHOICES = ["auto", "cuda", "vulkan", "metal", "cpu"] as const;
 export type GpuChoice = (typeof GPU_CHOICES)[number];
 
+/** Where a node listens unless told otherwise: QUIC first (faster on every measurement here), then TCP. */
+export const DEFAULT_LISTEN = ["/ip4/0.0.0.0/udp/7707/quic-v1", "/ip4/0.0.0.0/tcp/7707"] as const;
+
+/** A list given as an array (config file, flags) or a comma-separated string (environment). */
+const multiaddrList = z.preprocess(
+  (v) =>
+    typeof v === "string"
+      ? v
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : v,
+  z.array(z.string().regex(/^\//, "a multiaddr starting with /").max(1024)).max(64),
+);
+
+const booleanish = z.preprocess(
+  (v) => (typeof v === "string" ? ["1", "true", "yes", "on"].includes(v.trim().toLowerCase()) : v),
+  z.boolean(),
+);
+
 interface Setting<T extends z.ZodType> {
   /** Environment variable that sets it, if any. */
   env?: string;
@@ -72,6 +92,33 @@ export const SETTINGS = {
     description: "Parallel ranged connections for one large download.",
     schema: int(1, 32).default(4),
   }),
+  listen: setting({
+    env: "INFERNET_LISTEN",
+    description:
+      "Multiaddrs a node listens on, comma-separated (QUIC and TCP); port 0 picks a free port. Flag: --listen (repeatable).",
+    schema: multiaddrList.default([...DEFAULT_LISTEN]),
+  }),
+  announce: setting({
+    env: "INFERNET_ANNOUNCE",
+    description:
+      "Multiaddrs to announce instead of the listen addresses (e.g. a public IP behind NAT), comma-separated.",
+    schema: multiaddrList.default([]),
+  }),
+  bootstrap: setting({
+    env: "INFERNET_BOOTSTRAP",
+    description: "Bootstrap peers (multiaddrs with /p2p/<id>), comma-separated. Flag: --bootstrap (repeatable).",
+    schema: multiaddrList.default([]),
+  }),
+  mdns: setting({
+    env: "INFERNET_MDNS",
+    description: "Find peers on the local network with mDNS (true/false).",
+    schema: booleanish.default(true),
+  }),
+  price: setting({
+    env: "INFERNET_PRICE",
+    description: "Provider price in satoshis per 1,000 tokens generated (or 1,000 ONNX records).",
+    schema: z.coerce.number().min(0).max(1_000_000).default(10),
+  }),
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -88,6 +135,11 @@ export const FILE_SCHEMA = z
     maxTokens: SETTINGS.maxTokens.schema.optional(),
     contextSize: SETTINGS.contextSize.schema.optional(),
     downloadParts: SETTINGS.downloadParts.schema.optional(),
+    listen: SETTINGS.listen.schema.optional(),
+    announce: SETTINGS.announce.schema.optional(),
+    bootstrap: SETTINGS.bootstrap.schema.optional(),
+    mdns: SETTINGS.mdns.schema.optional(),
+    price: SETTINGS.price.schema.optional(),
   })
   .strict();
 
@@ -102,4 +154,9 @@ export interface Config {
   maxTokens: number;
   contextSize: number;
   downloadParts: number;
+  listen: string[];
+  announce: string[];
+  bootstrap: string[];
+  mdns: boolean;
+  price: number;
 }

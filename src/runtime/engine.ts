@@ -38,6 +38,12 @@ export interface GenerateRequest {
   seed?: number;
   /** Generation stops before any of these strings; they are not part of the output. */
   stop?: string[];
+  /**
+   * Continue a generation another runtime started: the tokens (and their text) it already produced.
+   * The model reads prompt + these tokens and generates what follows, so greedy output is the same as
+   * an uninterrupted run. `maxTokens` counts new tokens only.
+   */
+  resume?: { tokens: number[]; text: string };
 }
 
 export type TensorType = "float32" | "float16" | "int32" | "int64" | "uint8" | "int8" | "bool";
@@ -76,7 +82,8 @@ export interface Usage {
 export type FinishReason = "stop" | "length" | "aborted";
 
 export type InferenceEvent =
-  | { type: "token"; text: string }
+  /** Text and the token ids it decodes from (ids let another runtime resume exactly here). */
+  | { type: "token"; text: string; tokens: number[] }
   | { type: "tensors"; outputs: Record<string, Tensor> }
   | { type: "done"; usage: Usage; finishReason: FinishReason };
 

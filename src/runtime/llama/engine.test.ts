@@ -61,6 +61,29 @@ describe("llama engine (stories260k)", () => {
     expect(received).toBeLessThan(400);
   });
 
+  test("a generation resumed from any point with the tokens so far gives the uninterrupted text", async () => {
+    await using engine = createLlamaEngine({ threads: 1 });
+    const chunks: { text: string; tokens: number[] }[] = [];
+    for await (const e of engine.run(stories, { kind: "generate", prompt: "Once upon a time", maxTokens: 100 })) {
+      if (e.type === "token") chunks.push({ text: e.text, tokens: e.tokens });
+    }
+    const full = chunks.map((c) => c.text).join("");
+    expect(chunks.reduce((n, c) => n + c.tokens.length, 0)).toBe(100);
+    for (const cut of [1, 2, 5, 33, 99]) {
+      const head = chunks.slice(0, cut);
+      const resume = { tokens: head.flatMap((c) => c.tokens), text: head.map((c) => c.text).join("") };
+      const rest = await collect(
+        engine.run(stories, {
+          kind: "generate",
+          prompt: "Once upon a time",
+          maxTokens: 100 - resume.tokens.length,
+          resume,
+        }),
+      );
+      expect(resume.text + rest.text).toBe(full);
+    }
+  });
+
   test("stop strings end the output before the stop text", async () => {
     await using engine = createLlamaEngine({ threads: 1 });
     const r = await collect(engine.run(stories, { kind: "generate", prompt: "Once upon a time", stop: ["Lily"] }));
@@ -113,6 +136,12 @@ describe("llama engine (stories260k)", () => {
     expect(await names({ kind: "generate", prompt: "x", stop: [""] })).toBe("InvalidInputError");
     expect(await names({ kind: "generate", prompt: "once ".repeat(2000) })).toBe("InvalidInputError");
     expect(await names({ kind: "tensor", inputs: {} })).toBe("InvalidInputError");
+    expect(await names({ kind: "generate", prompt: "x", resume: { tokens: [1, 99_999], text: "" } })).toBe(
+      "InvalidInputError",
+    );
+    expect(await names({ kind: "generate", prompt: "x", resume: { tokens: [-1], text: "" } })).toBe(
+      "InvalidInputError",
+    );
   });
 
   test("a corrupted or truncated GGUF file is refused cleanly", async () => {

@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
-import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
+import type { Llama, LlamaContext, LlamaModel, Token } from "node-llama-cpp";
 import type { GpuChoice } from "../../config/index.ts";
 import { abortReason } from "../../util/abort.ts";
 import { errorMessage, IntegrityError, InvalidInputError, RuntimeError } from "../../util/errors.ts";
@@ -23,6 +23,8 @@ const log = logger("runtime:llama");
 
 /** Longest prompt accepted, in characters, before tokenising (the context limit applies after). */
 export const MAX_PROMPT_CHARS = 1_000_000;
+/** Most tokens a resumed generation may carry over. */
+export const MAX_RESUME_TOKENS = 131_072;
 /** Most stop strings per request, and longest stop string. */
 export const MAX_STOP_STRINGS = 16;
 export const MAX_STOP_STRING_CHARS = 256;
@@ -190,9 +192,21 @@ function validate(request: GenerateRequest): void {
   if (request.maxTokens !== undefined && (!Number.isInteger(request.maxTokens) || request.maxTokens < 1)) {
     throw new InvalidInputError(`max tokens must be a positive whole number, got ${request.maxTokens}`);
   }
+  if (request.resume) {
+    const { tokens } = request.resume;
+    if (tokens.length > MAX_RESUME_TOKENS || !tokens.every((t) => Number.isInteger(t) && t >= 0)) {
+      throw new InvalidInputError(`resume tokens: at most ${MAX_RESUME_TOKENS} non-negative token ids`);
+    }
+  }
   if (request.temperature !== undefined && !(request.temperature >= 0 && request.temperature <= 10)) {
     throw new InvalidInputError(`temperature must be from 0 to 10, got ${request.temperature}`);
   }
+}
+
+/** Token ids at or above this are not in the model's vocabulary (llama.cpp must never see one). */
+function vocabularySize(model: LlamaModel): number {
+  const tokens: unknown = model.fileInfo.metadata.tokenizer?.ggml?.tokens;
+  return Array.isArray(tokens) ? tokens.length : 0;
 }
 
 interface GenerateContext {
@@ -209,7 +223,12 @@ async function* generate(
 ): AsyncGenerator<InferenceEvent> {
   const { LlamaChatSession, LlamaCompletion } = await import("node-llama-cpp");
   const chat = request.chat ?? model.chat ?? false;
-  const promptTokens = loaded.model.tokenize(request.prompt, false).length;
+  const resumeTokens = request.resume?.tokens ?? [];
+  const vocabulary = vocabularySize(loaded.model);
+  if (resumeTokens.some((t) => t >= vocabulary)) {
+    throw new InvalidInputError(`resume tokens: a token id is outside ${model.name}'s vocabulary`);
+  }
+  const promptTokens = loaded.model.tokenize(request.prompt, false).length + resumeTokens.length;
   const room = loaded.context.contextSize - promptTokens - 1;
   if (room < 1) {
     throw new InvalidInputError(
@@ -221,7 +240,12 @@ async function* generate(
 
   const stopper = new AbortController();
   const signal = ctx.signal ? AbortSignal.any([ctx.signal, stopper.signal]) : stopper.signal;
-  const queue = new ChunkQueue<string>();
+  const queue = new ChunkQueue<{ text: string; tokens: number[] }>();
+  // node-llama-cpp reports each step's token ids, then their text; pair them so every event says
+  // exactly which tokens produced its text (ids withheld from the text, e.g. half a UTF-8 character
+  // or a possible stop string, travel with the text they finally produce).
+  let pending: number[] = [];
+  let resumedFirstChunk = false;
   let outputTokens = 0;
   let firstOutputMs = 0;
   const computeStart = performance.now();
@@ -235,12 +259,22 @@ async function* generate(
     ...(request.stop?.length ? { customStopTriggers: request.stop } : {}),
     signal,
     stopOnAbortSignal: true,
-    onTextChunk: (text: string) => {
-      if (text) queue.push(text);
+    onTextChunk: (chunk: string) => {
+      if (!chunk) return;
+      // node-llama-cpp decodes each chunk in the context of this run's output only; on a resumed run
+      // the first chunk would lose the leading space the carried-over tokens give it.
+      const text =
+        resumeTokens.length && !resumedFirstChunk
+          ? loaded.model.detokenize(pending as Token[], false, resumeTokens as Token[])
+          : chunk;
+      resumedFirstChunk = true;
+      queue.push({ text, tokens: pending });
+      pending = [];
     },
-    onToken: (tokens: readonly unknown[]) => {
+    onToken: (tokens: readonly number[]) => {
       if (outputTokens === 0) firstOutputMs = performance.now() - ctx.started;
       outputTokens += tokens.length;
+      pending.push(...tokens);
     },
   };
 
@@ -255,13 +289,19 @@ async function* generate(
         ...(request.system ? { systemPrompt: request.system } : {}),
       });
       try {
-        stopReason = (await session.promptWithMeta(request.prompt, sampling)).stopReason;
+        // Chat templates render text, so a chat generation resumes from its text so far.
+        const prefix = request.resume?.text ? { responsePrefix: request.resume.text } : {};
+        stopReason = (await session.promptWithMeta(request.prompt, { ...sampling, ...prefix })).stopReason;
       } finally {
         session.dispose({ disposeSequence: false });
       }
     } else {
       const completion = new LlamaCompletion({ contextSequence: sequence });
-      stopReason = (await completion.generateCompletionWithMeta(request.prompt, sampling)).metadata.stopReason;
+      // Token ids, not text, so a resumed generation reads exactly what the first runtime read and wrote.
+      const input = resumeTokens.length
+        ? [...loaded.model.tokenize(request.prompt, false, "trimLeadingSpace"), ...(resumeTokens as Token[])]
+        : request.prompt;
+      stopReason = (await completion.generateCompletionWithMeta(input, sampling)).metadata.stopReason;
     }
   })().then(
     () => queue.end(),
@@ -269,7 +309,7 @@ async function* generate(
   );
 
   try {
-    for await (const text of queue.drain()) yield { type: "token", text };
+    for await (const chunk of queue.drain()) yield { type: "token", ...chunk };
   } catch (cause) {
     throw new RuntimeError(`generation failed on ${model.name}: ${errorMessage(cause)}`, { cause });
   } finally {
