@@ -93,6 +93,9 @@ export function wireStream(stream: Stream, maxFrameBytes: number): LengthPrefixe
   return lpStream(stream, { maxDataLength: maxFrameBytes, maxBufferSize: maxFrameBytes + PREFIX_SLACK_BYTES });
 }
 
+/** Any protocol message: a map with the wire version and its type. */
+export type WireMessage = { v: number; type: string; [field: string]: unknown };
+
 export interface WireOptions {
   signal?: AbortSignal;
 }
@@ -140,10 +143,39 @@ export function parseMessage<S extends z.ZodType>(frame: Uint8Array, schema: S):
 /** Encodes and writes one frame, waiting for the stream to drain when its buffer is full. */
 export async function writeMessage(
   lp: LengthPrefixedStream,
-  message: { v: number; type: string },
+  message: WireMessage,
   options: WireOptions = {},
 ): Promise<void> {
-  await lp.write(encode(message), options.signal ? { signal: options.signal } : {});
+  await writeFrames(lp, [encode(message)], options);
+}
+
+/**
+ * Writes already encoded frames in one send (several small frames then cost one transport write).
+ * `signal` is raced here rather than handed to the stream, whose drain wait would keep one abort
+ * listener per write on a long-lived signal.
+ */
+export async function writeFrames(
+  lp: LengthPrefixedStream,
+  frames: Uint8Array[],
+  options: WireOptions = {},
+): Promise<void> {
+  const { signal } = options;
+  if (signal?.aborted) throw abortReason(signal);
+  const write = frames.length === 1 ? lp.write(frames[0] as Uint8Array) : lp.writeV(frames);
+  if (!signal) return write;
+  write.catch(() => {});
+  let onAbort: (() => void) | undefined;
+  try {
+    await Promise.race([
+      write,
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(abortReason(signal));
+        signal.addEventListener("abort", onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    if (onAbort) signal.removeEventListener("abort", onAbort);
+  }
 }
 
 function readFailure(cause: unknown, signal: AbortSignal | undefined): Error {

@@ -1,0 +1,169 @@
+import type { PeerId, Startable } from "@libp2p/interface";
+import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
+import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
+import { AbortedError } from "../../../util/errors.ts";
+import { InferProvider } from "./provider.ts";
+import { callRemote } from "./requester.ts";
+
+/**
+ * /infernet/infer/1.0.0: direct inference on one peer (no aggregator). See messages.ts for the frames,
+ * provider.ts for the serving side and requester.ts for the calling side.
+ */
+export const INFER_PROTOCOL = "/infernet/infer/1.0.0";
+/** Requests computing at once on a provider, by default. */
+export const DEFAULT_MAX_CONCURRENT = 4;
+/** Requests waiting for a slot, by default; one more is refused with "busy". */
+export const DEFAULT_MAX_QUEUED = 16;
+/** A provider's hard cap on one request (queueing included), by default. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10 * 60_000;
+/** A client's deadline when the caller gives none. */
+export const DEFAULT_CLIENT_DEADLINE_MS = DEFAULT_REQUEST_TIMEOUT_MS;
+/** Inference streams open at once on one connection, each way (each holds at most one request frame). */
+export const MAX_INBOUND_STREAMS = 32;
+export const MAX_OUTBOUND_STREAMS = 32;
+
+export { RemoteInferenceError } from "./errors.ts";
+export { REMOTE_ERROR_CODES, type RemoteErrorCode } from "./messages.ts";
+export { CLOSE_TIMEOUT_MS, REQUEST_READ_TIMEOUT_MS } from "./provider.ts";
+
+export interface ModelRef {
+  name: string;
+  /** sha256 of the model file, lowercase hex. */
+  sha256: string;
+}
+
+export interface InferInit {
+  /** Models this node serves, by sha256 (lowercase hex). Called per request (the served set can change). */
+  served?: () => Map<string, LocalModel>;
+  /** Engines by runtime. Absent = this node serves nothing (client only). */
+  engines?: Partial<Record<RuntimeName, Engine>>;
+  /** Requests computing at once (default `DEFAULT_MAX_CONCURRENT`); more wait in a bounded queue. */
+  maxConcurrent?: number;
+  /** Requests waiting for a slot (default `DEFAULT_MAX_QUEUED`); beyond, the reply is error "busy". */
+  maxQueued?: number;
+  /** Hard cap per request on the provider, queueing included (default `DEFAULT_REQUEST_TIMEOUT_MS`). */
+  requestTimeoutMs?: number;
+}
+
+export interface InferComponents {
+  registrar: Registrar;
+  connectionManager: ConnectionManager;
+  peerId: PeerId;
+}
+
+export interface InferLoad {
+  /** Requests computing now. */
+  active: number;
+  /** Requests waiting for a slot. */
+  queued: number;
+  maxConcurrent: number;
+  /** Requests this node has run to completion (`done` sent) since it started. */
+  served: number;
+}
+
+export interface InferOptions {
+  signal?: AbortSignal;
+  /** Budget for the whole call, dial included (default `DEFAULT_CLIENT_DEADLINE_MS`); then `TimeoutError`. */
+  deadlineMs?: number;
+}
+
+export interface InferService extends Startable {
+  /**
+   * Client side: runs `request` on `peer`, yielding events as they arrive and ending after `done`.
+   * Throws `RemoteInferenceError` (refused, failed, or the stream ended before `done`), `AbortedError`
+   * when `signal` aborts, `TimeoutError` when the deadline passes; leaving the loop early cancels the
+   * request on the provider.
+   */
+  infer(
+    peer: PeerId,
+    model: ModelRef,
+    request: InferenceRequest,
+    options?: InferOptions,
+  ): AsyncIterable<InferenceEvent>;
+  /** Provider side load, for announcements. */
+  load(): InferLoad;
+}
+
+class DefaultInferService implements InferService {
+  private readonly provider: InferProvider;
+  private readonly serves: boolean;
+  private stopping = new AbortController();
+  private started = false;
+
+  constructor(
+    private readonly components: InferComponents,
+    init: InferInit,
+  ) {
+    const engines = init.engines ?? {};
+    this.serves = Object.keys(engines).length > 0;
+    this.provider = new InferProvider({
+      served: init.served ?? (() => new Map()),
+      engines,
+      maxConcurrent: positive("maxConcurrent", init.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
+      maxQueued: atLeastZero("maxQueued", init.maxQueued ?? DEFAULT_MAX_QUEUED),
+      requestTimeoutMs: positive("requestTimeoutMs", init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS),
+    });
+  }
+
+  readonly [Symbol.toStringTag] = "@infernet/infer";
+
+  async start(): Promise<void> {
+    this.stopping = new AbortController();
+    // A node that serves nothing does not register the handler: peers get "protocol not supported".
+    if (this.serves) {
+      await this.components.registrar.handle(INFER_PROTOCOL, this.provider.handle, {
+        maxInboundStreams: MAX_INBOUND_STREAMS,
+        maxOutboundStreams: MAX_OUTBOUND_STREAMS,
+      });
+    }
+    this.started = true;
+  }
+
+  async stop(): Promise<void> {
+    if (this.serves) await this.components.registrar.unhandle(INFER_PROTOCOL);
+    this.stopping.abort(new AbortedError("the node is stopping"));
+    this.provider.stop();
+    this.started = false;
+  }
+
+  isStarted(): boolean {
+    return this.started;
+  }
+
+  infer(
+    peer: PeerId,
+    model: ModelRef,
+    request: InferenceRequest,
+    options: InferOptions = {},
+  ): AsyncIterable<InferenceEvent> {
+    const signals = [this.stopping.signal, ...(options.signal ? [options.signal] : [])];
+    return callRemote({
+      connectionManager: this.components.connectionManager,
+      protocol: INFER_PROTOCOL,
+      peer,
+      model,
+      request,
+      deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
+      signal: AbortSignal.any(signals),
+    });
+  }
+
+  load(): InferLoad {
+    return this.provider.load();
+  }
+}
+
+export function inferProtocol(init: InferInit = {}): (components: InferComponents) => InferService {
+  return (components) => new DefaultInferService(components, init);
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1)
+    throw new RangeError(`${name} must be a positive whole number, got ${value}`);
+  return value;
+}
+
+function atLeastZero(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a whole number >= 0, got ${value}`);
+  return value;
+}

@@ -1,0 +1,192 @@
+import type { Connection, Stream } from "@libp2p/interface";
+import type { LengthPrefixedStream } from "@libp2p/utils";
+import type { Engine, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
+import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
+import { logger } from "../../../util/logger.ts";
+import { errorFrame, ProtocolError, readMessage, wireStream, writeMessage } from "../../wire.ts";
+import { MAX_REQUEST_FRAME_BYTES, type RemoteErrorCode, RequestMessageSchema, requestFromWire } from "./messages.ts";
+import { pump } from "./pump.ts";
+
+/**
+ * The provider side of /infernet/infer/1.0.0: reads one request per stream, validates it, waits for a
+ * compute slot (bounded concurrency, bounded FIFO queue), runs the engine and streams its events back.
+ * The engine's AbortSignal fires when the client resets or closes the stream, the deadline passes, or
+ * the service stops, so a cancelled request stops computing at once and frees its slot.
+ */
+const log = logger("node:infer");
+
+/** The request frame must arrive this soon after the stream opens. */
+export const REQUEST_READ_TIMEOUT_MS = 10_000;
+/** Longest wait to flush a final frame (an error or after `done`) before the stream is reset. */
+export const CLOSE_TIMEOUT_MS = 5_000;
+
+export interface ProviderSettings {
+  served: () => Map<string, LocalModel>;
+  engines: Partial<Record<RuntimeName, Engine>>;
+  maxConcurrent: number;
+  maxQueued: number;
+  requestTimeoutMs: number;
+}
+
+/** Why a request was refused or failed, as the code and message of its error frame. */
+class Refusal extends Error {
+  constructor(
+    readonly code: RemoteErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class InferProvider {
+  private active = 0;
+  private completed = 0;
+  private readonly waiting: { admit: () => void }[] = [];
+  /** Requests in flight; each is aborted when the service stops. */
+  private readonly jobs = new Set<AbortController>();
+
+  constructor(private readonly settings: ProviderSettings) {}
+
+  load(): { active: number; queued: number; maxConcurrent: number; served: number } {
+    return {
+      active: this.active,
+      queued: this.waiting.length,
+      maxConcurrent: this.settings.maxConcurrent,
+      served: this.completed,
+    };
+  }
+
+  /** Aborts every request in flight (they answer "internal: stopping" where the stream still works). */
+  stop(): void {
+    for (const job of this.jobs) job.abort(new AbortedError("the provider is stopping"));
+  }
+
+  readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
+    const peer = connection.remotePeer.toString();
+    const lp = wireStream(stream, MAX_REQUEST_FRAME_BYTES);
+    const job = new AbortController();
+    const { signal } = job;
+    // A reset, or a close before we are done, means the client is gone: stop computing for it.
+    const gone = new AbortedError("the client closed the stream");
+    const onClose = () => job.abort(gone);
+    stream.addEventListener("close", onClose);
+    this.jobs.add(job);
+    let deadline: ReturnType<typeof setTimeout> | undefined;
+    let release: (() => void) | undefined;
+    try {
+      const message = await readMessage(lp, RequestMessageSchema, {
+        signal: AbortSignal.any([signal, AbortSignal.timeout(REQUEST_READ_TIMEOUT_MS)]),
+      });
+      const budgetMs = Math.min(message.deadlineMs ?? this.settings.requestTimeoutMs, this.settings.requestTimeoutMs);
+      deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
+      const model = this.settings.served().get(message.model.sha256);
+      const engine = model && this.settings.engines[model.runtime];
+      if (!model || !engine) {
+        throw new Refusal(
+          "model-not-served",
+          `this node does not serve ${message.model.name} (${message.model.sha256})`,
+        );
+      }
+      const request = toRequest(message);
+      await this.acquire(signal);
+      release = this.slotReleaser();
+      log.debug("request", { peer, model: model.name, kind: request.kind });
+      // The slot is free (and the request counted) once the engine is done, before `done` is written:
+      // a client that has read `done` sees the provider's load without this request.
+      const computed = release;
+      await pump(lp, engine.run(model, request, { signal }), signal, () => {
+        this.completed += 1;
+        computed();
+      });
+      stream.removeEventListener("close", onClose);
+      await stream.close({ signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS) }).catch((err: Error) => stream.abort(err));
+    } catch (err) {
+      release?.();
+      if (signal.reason === gone) stream.abort(gone);
+      else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer);
+    } finally {
+      clearTimeout(deadline);
+      stream.removeEventListener("close", onClose);
+      this.jobs.delete(job);
+      release?.();
+    }
+  };
+
+  /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
+  private async fail(stream: Stream, lp: LengthPrefixedStream, err: unknown, peer: string): Promise<void> {
+    const { code, message } = classify(err);
+    if (code === "internal") log.warn("request failed", { peer, error: err });
+    else log.debug("request refused", { peer, code, message });
+    try {
+      const flush = AbortSignal.timeout(CLOSE_TIMEOUT_MS);
+      await writeMessage(lp, errorFrame(code, message), { signal: flush });
+      await stream.close({ signal: flush });
+      // Stop the client from sending the rest of a refused request (QUIC STOP_SENDING).
+      if (stream.remoteWriteStatus === "writable") await stream.closeRead({ signal: flush });
+    } catch (cause) {
+      stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
+    }
+  }
+
+  /** Takes a compute slot, waiting in the queue if all are busy; "busy" when the queue is full too. */
+  private async acquire(signal: AbortSignal): Promise<void> {
+    if (this.active < this.settings.maxConcurrent) {
+      this.active += 1;
+      return;
+    }
+    if (this.waiting.length >= this.settings.maxQueued) {
+      throw new Refusal(
+        "busy",
+        `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
+      );
+    }
+    signal.throwIfAborted();
+    await new Promise<void>((resolve, reject) => {
+      const waiter = {
+        admit: () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+      };
+      const onAbort = () => {
+        const at = this.waiting.indexOf(waiter);
+        if (at >= 0) this.waiting.splice(at, 1);
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.waiting.push(waiter);
+    });
+  }
+
+  /** A function that hands the slot just taken to the next waiter (or frees it), once. */
+  private slotReleaser(): () => void {
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const next = this.waiting.shift();
+      if (next) next.admit();
+      else this.active -= 1;
+    };
+  }
+}
+
+function toRequest(message: Parameters<typeof requestFromWire>[0]): InferenceRequest {
+  try {
+    return requestFromWire(message);
+  } catch (cause) {
+    throw new Refusal("bad-request", `cannot read the request: ${errorMessage(cause)}`);
+  }
+}
+
+function classify(err: unknown): { code: RemoteErrorCode; message: string } {
+  if (err instanceof Refusal) return { code: err.code, message: err.message };
+  if (err instanceof ProtocolError) {
+    if (err.code === "unsupported-version") return { code: "unsupported-version", message: err.message };
+    return { code: "bad-request", message: err.message };
+  }
+  if (err instanceof TimeoutError) return { code: "timeout", message: err.message };
+  if (err instanceof InvalidInputError) return { code: "invalid-input", message: err.message };
+  if (err instanceof AbortedError) return { code: "internal", message: err.message };
+  return { code: "internal", message: `${err instanceof Error ? err.name : "Error"}: ${errorMessage(err)}` };
+}

@@ -1,0 +1,126 @@
+import type { PeerId, Stream } from "@libp2p/interface";
+import type { ConnectionManager } from "@libp2p/interface-internal";
+import type { InferenceEvent, InferenceRequest } from "../../../runtime/engine.ts";
+import { abortReason } from "../../../util/abort.ts";
+import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
+import { encode, ProtocolError, readMessage, wireStream } from "../../wire.ts";
+import { RemoteInferenceError } from "./errors.ts";
+import {
+  checkRequest,
+  eventFromWire,
+  MAX_DEADLINE_MS,
+  MAX_REQUEST_FRAME_BYTES,
+  MAX_RESPONSE_FRAME_BYTES,
+  REMOTE_ERROR_CODES,
+  type RemoteErrorCode,
+  ResponseMessageSchema,
+  requestMessage,
+} from "./messages.ts";
+
+/**
+ * The client side of /infernet/infer/1.0.0: one stream per request. Events are yielded as their frames
+ * arrive; leaving the loop early, aborting `signal` or passing the deadline resets the stream, which
+ * stops the computation on the provider.
+ */
+
+export interface RemoteCall {
+  connectionManager: ConnectionManager;
+  protocol: string;
+  peer: PeerId;
+  model: { name: string; sha256: string };
+  request: InferenceRequest;
+  deadlineMs: number;
+  /** The caller's signal and the service's own (stopping), already combined. */
+  signal: AbortSignal;
+}
+
+export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEvent> {
+  const peer = call.peer.toString();
+  const { deadlineMs } = call;
+  if (!Number.isInteger(deadlineMs) || deadlineMs < 1 || deadlineMs > MAX_DEADLINE_MS) {
+    throw new InvalidInputError(`the deadline must be 1 to ${MAX_DEADLINE_MS} ms, got ${deadlineMs}`);
+  }
+  const message = requestMessage(call.model, call.request, deadlineMs);
+  checkRequest(message);
+  const frame = encode(message);
+  if (frame.byteLength > MAX_REQUEST_FRAME_BYTES) {
+    throw new InvalidInputError(
+      `the request is ${frame.byteLength} bytes; one remote request carries at most ${MAX_REQUEST_FRAME_BYTES}`,
+      { hint: "send the inputs in smaller batches" },
+    );
+  }
+
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () => timeout.abort(new TimeoutError(`${peer} did not finish within the deadline of ${deadlineMs} ms`)),
+    deadlineMs,
+  );
+  const signal = AbortSignal.any([call.signal, timeout.signal]);
+  let stream: Stream | undefined;
+  let finished = false;
+  try {
+    try {
+      stream = await call.connectionManager.openStream(call.peer, call.protocol, { signal });
+    } catch (cause) {
+      if (signal.aborted) throw abortReason(signal);
+      throw new RemoteInferenceError(
+        "protocol",
+        peer,
+        `cannot open an inference stream to ${peer}: ${errorMessage(cause)}`,
+        {
+          cause,
+        },
+      );
+    }
+    const lp = wireStream(stream, MAX_RESPONSE_FRAME_BYTES);
+    await lp.write(frame, { signal });
+    // Half-close: the request is complete. The provider treats a reset (not this) as cancellation.
+    await stream.close({ signal });
+    const expected = call.request.kind === "generate" ? "token" : "tensors";
+    for (;;) {
+      const reply = await readMessage(lp, ResponseMessageSchema, { signal });
+      if (reply.type === "error") {
+        throw new RemoteInferenceError(
+          remoteCode(reply.code),
+          peer,
+          `${peer} answered ${reply.code}: ${reply.message}`,
+        );
+      }
+      if (reply.type !== "done" && reply.type !== expected) {
+        throw new RemoteInferenceError(
+          "protocol",
+          peer,
+          `${peer} sent a ${reply.type} frame for a ${call.request.kind} request`,
+        );
+      }
+      const event = eventFromWire(reply);
+      if (event.type === "done") finished = true;
+      yield event;
+      if (finished) return;
+    }
+  } catch (err) {
+    throw failure(err, signal, peer);
+  } finally {
+    clearTimeout(timer);
+    if (!finished) stream?.abort(new AbortedError("the client stopped the request"));
+  }
+}
+
+function failure(err: unknown, signal: AbortSignal, peer: string): Error {
+  // The caller's cancel or deadline explains any failure that follows it (a reset read, a closed write).
+  if (signal.aborted) return abortReason(signal);
+  if (err instanceof RemoteInferenceError || err instanceof InvalidInputError) return err;
+  if (err instanceof ProtocolError) {
+    const code = err.code === "unsupported-version" ? "unsupported-version" : "protocol";
+    const what = err.code === "ended" ? `the stream from ${peer} ended before the result was complete` : err.message;
+    return new RemoteInferenceError(code, peer, what, { cause: err });
+  }
+  return new RemoteInferenceError("protocol", peer, `the stream from ${peer} failed: ${errorMessage(err)}`, {
+    cause: err,
+  });
+}
+
+/** A code from the wire as one we know; a newer peer's unknown code is reported as "internal". */
+function remoteCode(code: string): RemoteErrorCode {
+  return (REMOTE_ERROR_CODES as readonly string[]).includes(code) ? (code as RemoteErrorCode) : "internal";
+}
