@@ -3,7 +3,7 @@ import { type LengthPrefixedStream, lpStream } from "@libp2p/utils";
 import { decode as cborDecode, encode as cborEncode } from "cborg";
 import { z } from "zod";
 import { abortReason } from "../util/abort.ts";
-import { errorMessage, InfernetError } from "../util/errors.ts";
+import { errorMessage, InfernetError, TimeoutError } from "../util/errors.ts";
 
 /**
  * Infernet's wire format, shared by every protocol: each message is one CBOR map (RFC 8949) behind an
@@ -151,31 +151,54 @@ export async function writeMessage(
 
 /**
  * Writes already encoded frames in one send (several small frames then cost one transport write).
- * `signal` is raced here rather than handed to the stream, whose drain wait would keep one abort
- * listener per write on a long-lived signal.
+ * `signal` is raced (see `abortable`), not handed to the stream.
  */
 export async function writeFrames(
   lp: LengthPrefixedStream,
   frames: Uint8Array[],
   options: WireOptions = {},
 ): Promise<void> {
-  const { signal } = options;
-  if (signal?.aborted) throw abortReason(signal);
+  if (options.signal?.aborted) throw abortReason(options.signal);
   const write = frames.length === 1 ? lp.write(frames[0] as Uint8Array) : lp.writeV(frames);
-  if (!signal) return write;
-  write.catch(() => {});
+  await abortable(write, options.signal);
+}
+
+/**
+ * Races `promise` against `signal`, rejecting with the signal's typed error (`AbortedError` or
+ * `TimeoutError`) and removing its listener either way. Use it instead of handing a long-lived signal
+ * to libp2p calls that wait for stream events: those keep one listener per call until the signal aborts.
+ */
+export async function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) {
+    promise.catch(() => {});
+    throw abortReason(signal);
+  }
   let onAbort: (() => void) | undefined;
   try {
-    await Promise.race([
-      write,
+    return await Promise.race([
+      promise,
       new Promise<never>((_, reject) => {
-        onAbort = () => reject(abortReason(signal));
+        onAbort = () => {
+          promise.catch(() => {});
+          reject(abortReason(signal));
+        };
         signal.addEventListener("abort", onAbort, { once: true });
       }),
     ]);
   } finally {
     if (onAbort) signal.removeEventListener("abort", onAbort);
   }
+}
+
+/**
+ * A signal that aborts with `TimeoutError` after `ms`; disposing it clears the timer, so nothing it
+ * reaches is kept alive until then (unlike `AbortSignal.timeout`).
+ */
+export function timeoutSignal(ms: number, what: string): Disposable & { signal: AbortSignal } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new TimeoutError(`${what}: no progress within ${ms} ms`)), ms);
+  return { signal: controller.signal, [Symbol.dispose]: () => clearTimeout(timer) };
 }
 
 function readFailure(cause: unknown, signal: AbortSignal | undefined): Error {

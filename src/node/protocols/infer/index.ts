@@ -87,7 +87,9 @@ export interface InferService extends Startable {
 class DefaultInferService implements InferService {
   private readonly provider: InferProvider;
   private readonly serves: boolean;
-  private stopping = new AbortController();
+  /** Client calls in flight, aborted when the service stops. */
+  private readonly calls = new Set<AbortController>();
+  private stopped = false;
   private started = false;
 
   constructor(
@@ -108,7 +110,7 @@ class DefaultInferService implements InferService {
   readonly [Symbol.toStringTag] = "@infernet/infer";
 
   async start(): Promise<void> {
-    this.stopping = new AbortController();
+    this.stopped = false;
     // A node that serves nothing does not register the handler: peers get "protocol not supported".
     if (this.serves) {
       await this.components.registrar.handle(INFER_PROTOCOL, this.provider.handle, {
@@ -121,7 +123,8 @@ class DefaultInferService implements InferService {
 
   async stop(): Promise<void> {
     if (this.serves) await this.components.registrar.unhandle(INFER_PROTOCOL);
-    this.stopping.abort(new AbortedError("the node is stopping"));
+    this.stopped = true;
+    for (const call of this.calls) call.abort(new AbortedError("the node is stopping"));
     this.provider.stop();
     this.started = false;
   }
@@ -136,7 +139,7 @@ class DefaultInferService implements InferService {
     request: InferenceRequest,
     options: InferOptions = {},
   ): AsyncIterable<InferenceEvent> {
-    const signals = [this.stopping.signal, ...(options.signal ? [options.signal] : [])];
+    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
     return callRemote({
       connectionManager: this.components.connectionManager,
       protocol: INFER_PROTOCOL,
@@ -144,7 +147,8 @@ class DefaultInferService implements InferService {
       model,
       request,
       deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
-      signal: AbortSignal.any(signals),
+      signal: options.signal,
+      inFlight: this.calls,
     });
   }
 
@@ -155,6 +159,11 @@ class DefaultInferService implements InferService {
 
 export function inferProtocol(init: InferInit = {}): (components: InferComponents) => InferService {
   return (components) => new DefaultInferService(components, init);
+}
+
+// biome-ignore lint/correctness/useYield: an iterable that fails when iterated, like a refused call
+async function* refuse(error: Error): AsyncGenerator<InferenceEvent> {
+  throw error;
 }
 
 function positive(name: string, value: number): number {

@@ -3,7 +3,15 @@ import type { LengthPrefixedStream } from "@libp2p/utils";
 import type { Engine, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
-import { errorFrame, ProtocolError, readMessage, wireStream, writeMessage } from "../../wire.ts";
+import {
+  abortable,
+  errorFrame,
+  ProtocolError,
+  readMessage,
+  timeoutSignal,
+  wireStream,
+  writeMessage,
+} from "../../wire.ts";
 import { MAX_REQUEST_FRAME_BYTES, type RemoteErrorCode, RequestMessageSchema, requestFromWire } from "./messages.ts";
 import { pump } from "./pump.ts";
 
@@ -71,12 +79,15 @@ export class InferProvider {
     const onClose = () => job.abort(gone);
     stream.addEventListener("close", onClose);
     this.jobs.add(job);
-    let deadline: ReturnType<typeof setTimeout> | undefined;
+    // Timers, not AbortSignal.timeout: a cleared timer keeps nothing of this request alive.
+    let deadline = setTimeout(
+      () => job.abort(new TimeoutError(`no request arrived within ${REQUEST_READ_TIMEOUT_MS} ms`)),
+      REQUEST_READ_TIMEOUT_MS,
+    );
     let release: (() => void) | undefined;
     try {
-      const message = await readMessage(lp, RequestMessageSchema, {
-        signal: AbortSignal.any([signal, AbortSignal.timeout(REQUEST_READ_TIMEOUT_MS)]),
-      });
+      const message = await readMessage(lp, RequestMessageSchema, { signal });
+      clearTimeout(deadline);
       const budgetMs = Math.min(message.deadlineMs ?? this.settings.requestTimeoutMs, this.settings.requestTimeoutMs);
       deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
       const model = this.settings.served().get(message.model.sha256);
@@ -99,7 +110,8 @@ export class InferProvider {
         computed();
       });
       stream.removeEventListener("close", onClose);
-      await stream.close({ signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS) }).catch((err: Error) => stream.abort(err));
+      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "closing the stream");
+      await abortable(stream.close(), flush.signal).catch((err: Error) => stream.abort(err));
     } catch (err) {
       release?.();
       if (signal.reason === gone) stream.abort(gone);
@@ -118,11 +130,11 @@ export class InferProvider {
     if (code === "internal") log.warn("request failed", { peer, error: err });
     else log.debug("request refused", { peer, code, message });
     try {
-      const flush = AbortSignal.timeout(CLOSE_TIMEOUT_MS);
-      await writeMessage(lp, errorFrame(code, message), { signal: flush });
-      await stream.close({ signal: flush });
+      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "sending the error");
+      await writeMessage(lp, errorFrame(code, message), { signal: flush.signal });
+      await abortable(stream.close(), flush.signal);
       // Stop the client from sending the rest of a refused request (QUIC STOP_SENDING).
-      if (stream.remoteWriteStatus === "writable") await stream.closeRead({ signal: flush });
+      if (stream.remoteWriteStatus === "writable") await abortable(stream.closeRead(), flush.signal);
     } catch (cause) {
       stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
     }

@@ -3,7 +3,7 @@ import type { ConnectionManager } from "@libp2p/interface-internal";
 import type { InferenceEvent, InferenceRequest } from "../../../runtime/engine.ts";
 import { abortReason } from "../../../util/abort.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
-import { encode, ProtocolError, readMessage, wireStream } from "../../wire.ts";
+import { abortable, encode, ProtocolError, readMessage, wireStream, writeFrames } from "../../wire.ts";
 import { RemoteInferenceError } from "./errors.ts";
 import {
   checkRequest,
@@ -30,8 +30,9 @@ export interface RemoteCall {
   model: { name: string; sha256: string };
   request: InferenceRequest;
   deadlineMs: number;
-  /** The caller's signal and the service's own (stopping), already combined. */
-  signal: AbortSignal;
+  signal: AbortSignal | undefined;
+  /** Calls in flight; the service aborts them all when it stops. */
+  inFlight: Set<AbortController>;
 }
 
 export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEvent> {
@@ -50,12 +51,18 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
     );
   }
 
-  const timeout = new AbortController();
+  // One controller per call, fed by the caller's signal, the deadline and the service stopping. No
+  // AbortSignal.any or AbortSignal.timeout: both keep the call reachable after it ends.
+  const controller = new AbortController();
+  const { signal } = controller;
+  const onCallerAbort = () => controller.abort(call.signal?.reason);
+  if (call.signal?.aborted) throw abortReason(call.signal);
+  call.signal?.addEventListener("abort", onCallerAbort, { once: true });
   const timer = setTimeout(
-    () => timeout.abort(new TimeoutError(`${peer} did not finish within the deadline of ${deadlineMs} ms`)),
+    () => controller.abort(new TimeoutError(`${peer} did not finish within the deadline of ${deadlineMs} ms`)),
     deadlineMs,
   );
-  const signal = AbortSignal.any([call.signal, timeout.signal]);
+  call.inFlight.add(controller);
   let stream: Stream | undefined;
   let finished = false;
   try {
@@ -73,9 +80,9 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
       );
     }
     const lp = wireStream(stream, MAX_RESPONSE_FRAME_BYTES);
-    await lp.write(frame, { signal });
+    await writeFrames(lp, [frame], { signal });
     // Half-close: the request is complete. The provider treats a reset (not this) as cancellation.
-    await stream.close({ signal });
+    await abortable(stream.close(), signal);
     const expected = call.request.kind === "generate" ? "token" : "tensors";
     for (;;) {
       const reply = await readMessage(lp, ResponseMessageSchema, { signal });
@@ -102,6 +109,8 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
     throw failure(err, signal, peer);
   } finally {
     clearTimeout(timer);
+    call.signal?.removeEventListener("abort", onCallerAbort);
+    call.inFlight.delete(controller);
     if (!finished) stream?.abort(new AbortedError("the client stopped the request"));
   }
 }
