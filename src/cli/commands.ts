@@ -20,6 +20,21 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./run.ts")).runCommand,
   },
   {
+    name: "start",
+    summary: "Run a node: serve models to the network (--provider) or act as a client/relay",
+    load: async () => (await import("./start.ts")).startCommand,
+  },
+  {
+    name: "peers",
+    summary: "List providers on the network: GPU, models, price, latency, load, reputation",
+    load: async () => (await import("./peers.ts")).peersCommand,
+  },
+  {
+    name: "status",
+    summary: "Show the running node: id, addresses, mode, connections, load",
+    load: async () => (await import("./status.ts")).statusCommand,
+  },
+  {
     name: "pull",
     summary: "Download catalog models and verify their sha256 (mirror first, resumable)",
     load: async () => (await import("./pull.ts")).pullCommand,

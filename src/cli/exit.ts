@@ -6,6 +6,8 @@ import {
   InfernetError,
   IntegrityError,
   InvalidInputError,
+  NodeNotRunningError,
+  NoProviderError,
   RuntimeError,
   TimeoutError,
   UnknownModelError,
@@ -23,6 +25,8 @@ export const EXIT = {
   integrity: 6,
   runtime: 7,
   config: 8,
+  noProvider: 9,
+  notRunning: 10,
   timeout: 124,
   interrupted: 130,
 } as const;
@@ -35,6 +39,8 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof IntegrityError) return EXIT.integrity;
   if (err instanceof RuntimeError) return EXIT.runtime;
   if (err instanceof ConfigError) return EXIT.config;
+  if (err instanceof NoProviderError) return EXIT.noProvider;
+  if (err instanceof NodeNotRunningError) return EXIT.notRunning;
   if (err instanceof TimeoutError) return EXIT.timeout;
   if (err instanceof AbortedError) return EXIT.interrupted;
   return EXIT.internal;

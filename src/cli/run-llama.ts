@@ -1,5 +1,6 @@
 import type { ResolvedModel } from "../models/local.ts";
-import type { GenerateRequest, Usage } from "../runtime/engine.ts";
+import type { Engine, GenerateRequest, Usage } from "../runtime/engine.ts";
+import type { LlamaEngine } from "../runtime/llama/engine.ts";
 import type { CliContext } from "./command.ts";
 import { llamaEngineFor } from "./llama.ts";
 
@@ -11,8 +12,13 @@ export interface RunLlamaOptions {
 }
 
 /** Streams generated text to stdout as it is produced (or one JSON object at the end with --json). */
-export async function runLlama(ctx: CliContext, model: ResolvedModel, options: RunLlamaOptions): Promise<number> {
-  await using engine = await llamaEngineFor(ctx);
+export async function runLlama(
+  ctx: CliContext,
+  model: ResolvedModel,
+  options: RunLlamaOptions,
+  remote?: Engine,
+): Promise<number> {
+  await using engine = remote ?? (await llamaEngineFor(ctx));
   let text = "";
   let usage: Usage | undefined;
   let finishReason = "";
@@ -37,7 +43,7 @@ export async function runLlama(ctx: CliContext, model: ResolvedModel, options: R
     ctx.stderr.write(
       `${usage.outputTokens} tokens in ${(usage.computeMs / 1000).toFixed(2)} s (${tokensPerSecond.toFixed(0)} tokens/s), ` +
         `first token after ${usage.firstOutputMs.toFixed(0)} ms, prompt ${usage.inputTokens} tokens, ` +
-        `backend ${await engine.backend()}, stopped by ${finishReason}\n`,
+        `${remote ? "on the network" : `backend ${await (engine as LlamaEngine).backend()}`}, stopped by ${finishReason}\n`,
     );
   }
   return 0;

@@ -1,14 +1,47 @@
-import { findModel } from "../models/catalog.ts";
-import { type ResolvedModel, resolveLocalModel } from "../models/local.ts";
-import type { RuntimeName } from "../runtime/engine.ts";
-import { UsageError } from "../util/errors.ts";
-import { intFlag, numberFlag } from "./args.ts";
-import { defineCommand } from "./command.ts";
+import type { Config } from "../config/index.ts";
+import { cacheStatus } from "../models/cache.ts";
+import { type CatalogEntry, findModel, modelFile } from "../models/catalog.ts";
+import { looksLikePath, type ResolvedModel, resolveLocalModel } from "../models/local.ts";
+import type { GenerateRequest, RuntimeName } from "../runtime/engine.ts";
+import type { Store } from "../store/db.ts";
+import { NoProviderError, UsageError } from "../util/errors.ts";
+import { intFlag, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
+import { type CliContext, defineCommand } from "./command.ts";
+import { networkAccess, networkEngine } from "./network.ts";
+import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
 import { progressReporter } from "./progress.ts";
 import { MAX_BATCH, MAX_TOP, RUN_ONNX_OPTIONS } from "./run-onnx-options.ts";
 
 /** Longest prompt read from stdin. */
 const MAX_STDIN_PROMPT_BYTES = 4 * 1024 * 1024;
+
+const RUN_OPTIONS = {
+  "max-tokens": { type: "string", value: "N", description: "Most tokens to generate (default: config maxTokens)" },
+  temperature: { type: "string", value: "T", description: "Sampling temperature; 0 (default) is greedy" },
+  seed: { type: "string", value: "S", description: "Sampling seed (with --temperature above 0)" },
+  "top-k": { type: "string", value: "K", description: "Sample from the K most likely tokens" },
+  "top-p": { type: "string", value: "P", description: "Sample from the smallest set with probability P" },
+  stop: { type: "string", multiple: true, value: "STR", description: "Stop before this text" },
+  system: { type: "string", value: "TEXT", description: "System prompt (chat models)" },
+  chat: {
+    type: "boolean",
+    description: "Use the model's chat template even if the catalog says it is not a chat model",
+  },
+  raw: { type: "boolean", description: "Do not apply a chat template; continue the prompt as given" },
+  gpu: { type: "string", value: "auto|cuda|vulkan|metal|cpu", description: "Backend for language models" },
+  threads: {
+    type: "string",
+    value: "N",
+    description: "CPU threads (default: measured per language model; 1 for small ONNX models)",
+  },
+  json: { type: "boolean", description: "Machine-readable output" },
+  verbose: { type: "boolean", description: "Print timing figures (and which provider served) to stderr" },
+  local: { type: "boolean", description: "Run on this machine (download the model if needed)" },
+  remote: { type: "boolean", description: "Run on the network even if the model is on this machine" },
+  "max-price": { type: "string", value: "SATS", description: "Highest price accepted, satoshis per 1,000 tokens" },
+  ...NETWORK_OPTIONS,
+  ...RUN_ONNX_OPTIONS,
+} as const satisfies OptionSpecs;
 
 export const runCommand = defineCommand({
   name: "run",
@@ -27,29 +60,7 @@ Examples:
   infernet run llama3 "Why is the sky blue?" --max-tokens 200
   infernet run mnist-8 --input digit.png
   infernet run mnist-8 --input t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz --json`,
-  options: {
-    "max-tokens": { type: "string", value: "N", description: "Most tokens to generate (default: config maxTokens)" },
-    temperature: { type: "string", value: "T", description: "Sampling temperature; 0 (default) is greedy" },
-    seed: { type: "string", value: "S", description: "Sampling seed (with --temperature above 0)" },
-    "top-k": { type: "string", value: "K", description: "Sample from the K most likely tokens" },
-    "top-p": { type: "string", value: "P", description: "Sample from the smallest set with probability P" },
-    stop: { type: "string", multiple: true, value: "STR", description: "Stop before this text" },
-    system: { type: "string", value: "TEXT", description: "System prompt (chat models)" },
-    chat: {
-      type: "boolean",
-      description: "Use the model's chat template even if the catalog says it is not a chat model",
-    },
-    raw: { type: "boolean", description: "Do not apply a chat template; continue the prompt as given" },
-    gpu: { type: "string", value: "auto|cuda|vulkan|metal|cpu", description: "Backend for language models" },
-    threads: {
-      type: "string",
-      value: "N",
-      description: "CPU threads (default: measured per language model; 1 for small ONNX models)",
-    },
-    json: { type: "boolean", description: "Machine-readable output" },
-    verbose: { type: "boolean", description: "Print timing figures to stderr" },
-    ...RUN_ONNX_OPTIONS,
-  },
+  options: RUN_OPTIONS,
   async run(ctx, { values, positionals }) {
     const [modelArg, ...promptWords] = positionals;
     if (!modelArg)
@@ -58,10 +69,27 @@ Examples:
     const threads = intFlag("run", "threads", values.threads, 1, 1024);
     if (values.gpu !== undefined) ctx.overrides.gpu = values.gpu as never;
     if (threads !== undefined) ctx.overrides.threads = threads;
+    if (values.local && values.remote) throw new UsageError("run: --local and --remote contradict each other");
+    applyNetworkOptions(ctx, values);
     const config = ctx.config();
     // Catch a mismatch between model kind and arguments before downloading anything.
     const runtime = findModel(modelArg)?.runtime ?? (modelArg.endsWith(".onnx") ? "onnx" : "llama");
     checkArguments(runtime, modelArg, promptWords.length > 0, values.input !== undefined);
+    const request = runtime === "llama" ? await generateRequest(values, promptWords) : undefined;
+    const maxPrice = numberFlag("run", "max-price", values["max-price"], 0, 1_000_000);
+
+    // A catalog language model not on this machine runs on the network (--remote: even if it is here).
+    const entry = looksLikePath(modelArg) ? undefined : findModel(modelArg);
+    if (entry && request && !values.local && (values.remote || !isDownloaded(config, ctx.store(), entry))) {
+      const ran = await runRemotely(ctx, entry, request, {
+        json: Boolean(values.json),
+        verbose: Boolean(values.verbose),
+        remoteOnly: Boolean(values.remote),
+        ...(maxPrice !== undefined ? { maxPrice } : {}),
+      });
+      if (ran !== undefined) return ran;
+      ctx.stderr.write(`infernet: no provider of ${entry.name} on the network; running it here\n`);
+    }
 
     const model: ResolvedModel = await resolveLocalModel(modelArg, {
       config,
@@ -82,31 +110,74 @@ Examples:
       });
     }
 
-    const prompt = promptWords.length ? promptWords.join(" ") : await readStdinPrompt();
-    const temperature = numberFlag("run", "temperature", values.temperature, 0, 10);
-    const seed = intFlag("run", "seed", values.seed, 0, 2 ** 32 - 1);
-    const topK = intFlag("run", "top-k", values["top-k"], 1, 100_000);
-    const topP = numberFlag("run", "top-p", values["top-p"], 0, 1);
     const { runLlama } = await import("./run-llama.ts");
-    return runLlama(ctx, model, {
-      json: Boolean(values.json),
-      verbose: Boolean(values.verbose),
-      request: {
-        prompt,
-        ...(values.chat ? { chat: true } : values.raw ? { chat: false } : {}),
-        ...(values.system !== undefined ? { system: values.system } : {}),
-        ...(values["max-tokens"] !== undefined
-          ? { maxTokens: intFlag("run", "max-tokens", values["max-tokens"], 1, 1_000_000) }
-          : {}),
-        ...(temperature !== undefined ? { temperature } : {}),
-        ...(seed !== undefined ? { seed } : {}),
-        ...(topK !== undefined ? { topK } : {}),
-        ...(topP !== undefined ? { topP } : {}),
-        ...(values.stop?.length ? { stop: values.stop } : {}),
-      },
-    });
+    return runLlama(ctx, model, { json: Boolean(values.json), verbose: Boolean(values.verbose), request: request! });
   },
 });
+
+type RunValues = ParsedValues<typeof RUN_OPTIONS>;
+
+/** The generation request the flags describe (prompt from the arguments or stdin). */
+async function generateRequest(values: RunValues, promptWords: string[]): Promise<Omit<GenerateRequest, "kind">> {
+  const prompt = promptWords.length ? promptWords.join(" ") : await readStdinPrompt();
+  const temperature = numberFlag("run", "temperature", values.temperature, 0, 10);
+  const seed = intFlag("run", "seed", values.seed, 0, 2 ** 32 - 1);
+  const topK = intFlag("run", "top-k", values["top-k"], 1, 100_000);
+  const topP = numberFlag("run", "top-p", values["top-p"], 0, 1);
+  const maxTokens = intFlag("run", "max-tokens", values["max-tokens"], 1, 1_000_000);
+  return {
+    prompt,
+    ...(values.chat ? { chat: true } : values.raw ? { chat: false } : {}),
+    ...(values.system !== undefined ? { system: values.system } : {}),
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    ...(topK !== undefined ? { topK } : {}),
+    ...(topP !== undefined ? { topP } : {}),
+    ...(values.stop?.length ? { stop: values.stop } : {}),
+  };
+}
+
+function isDownloaded(config: Config, store: Store, entry: CatalogEntry): boolean {
+  return entry.files.every((f) => cacheStatus(config, store, entry, f) === "verified");
+}
+
+/**
+ * Runs a generation on the network through the running node or an ephemeral one. Returns undefined
+ * when no provider could take it before any output (so the caller may run it here instead).
+ */
+async function runRemotely(
+  ctx: CliContext,
+  entry: CatalogEntry,
+  request: Omit<GenerateRequest, "kind">,
+  options: { json: boolean; verbose: boolean; remoteOnly: boolean; maxPrice?: number },
+): Promise<number | undefined> {
+  await using access = await networkAccess(ctx);
+  const engine = networkEngine(access, {
+    ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
+    onProvider: (peerId, attempt, resumedAt) => {
+      if (options.verbose || attempt > 1) {
+        const how = attempt > 1 ? `continuing after ${resumedAt} tokens on` : "running on";
+        ctx.stderr.write(`infernet: ${how} provider ${peerId} (via ${access.via} node)\n`);
+      }
+    },
+  });
+  const model: ResolvedModel = {
+    name: entry.name,
+    runtime: entry.runtime,
+    path: "",
+    sha256: modelFile(entry).sha256,
+    chat: entry.chat,
+    entry,
+  };
+  const { runLlama } = await import("./run-llama.ts");
+  try {
+    return await runLlama(ctx, model, { json: options.json, verbose: options.verbose, request }, engine);
+  } catch (err) {
+    if (err instanceof NoProviderError && !options.remoteOnly && !engine.outputSeen()) return undefined;
+    throw err;
+  }
+}
 
 function checkArguments(runtime: RuntimeName, model: string, prompt: boolean, input: boolean): void {
   if (runtime === "onnx" && prompt) {

@@ -41,6 +41,12 @@ export class ConfigError extends InfernetError {}
 /** The operation was cancelled by the user (Ctrl-C) or by a deadline. */
 export class AbortedError extends InfernetError {}
 
+/** No peer on the network can do what was asked (model not served, price too low, all failed). */
+export class NoProviderError extends InfernetError {}
+
+/** A command needs a running node (`infernet start`) and none is running. */
+export class NodeNotRunningError extends InfernetError {}
+
 /** A deadline passed. */
 export class TimeoutError extends InfernetError {}
 

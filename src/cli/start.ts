@@ -1,0 +1,80 @@
+import { join } from "node:path";
+import { resolveLocalModel } from "../models/local.ts";
+import { startControlServer } from "../node/control/server.ts";
+import { InfernetNode } from "../node/node.ts";
+import { UsageError } from "../util/errors.ts";
+import { configureLogging } from "../util/logger.ts";
+import { numberFlag } from "./args.ts";
+import { defineCommand } from "./command.ts";
+import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
+import { progressReporter } from "./progress.ts";
+
+export const startCommand = defineCommand({
+  name: "start",
+  usage: [
+    "start --provider --models stories260k,mnist-8 [--price 20]",
+    "start [--bootstrap MULTIADDR]... [--listen MULTIADDR]...",
+  ],
+  details: `Runs a node in the foreground until Ctrl-C, logging to stderr. With --provider it serves the
+given catalog models (downloaded and verified first) and announces them, with this machine's hardware,
+price and load, to the network. Without it, the node is a client and relay: \`infernet run\`, \`peers\`
+and \`status\` on this machine use its connections through the local control socket.
+
+Examples:
+  infernet start --provider --models stories260k,mnist-8 --price 20
+  infernet start --bootstrap /ip4/192.0.2.10/udp/7707/quic-v1/p2p/12D3KooW...`,
+  options: {
+    provider: { type: "boolean", description: "Serve models to the network" },
+    models: { type: "string", multiple: true, value: "NAMES", description: "Models to serve, comma-separated" },
+    price: { type: "string", value: "SATS", description: "Price in satoshis per 1,000 tokens (default: config price)" },
+    json: { type: "boolean", description: "Print the node's status as one JSON line once it is up" },
+    ...NETWORK_OPTIONS,
+  },
+  async run(ctx, { values, positionals }) {
+    if (positionals.length) throw new UsageError(`start: unexpected argument "${positionals[0]}"`);
+    const names = (values.models ?? [])
+      .flatMap((m) => m.split(","))
+      .map((m) => m.trim())
+      .filter(Boolean);
+    if (names.length && !values.provider) throw new UsageError("start: --models needs --provider");
+    if (values.provider && !names.length) {
+      throw new UsageError("start: --provider needs --models", { hint: "e.g. --models stories260k,mnist-8" });
+    }
+    const price = numberFlag("start", "price", values.price, 0, 1_000_000);
+    if (price !== undefined) ctx.overrides.price = price;
+    applyNetworkOptions(ctx, values);
+    const config = ctx.config();
+    configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: true });
+    const store = ctx.store();
+    const serve = [];
+    for (const name of names) {
+      serve.push(
+        await resolveLocalModel(name, {
+          config,
+          store,
+          signal: ctx.signal,
+          onProgress: progressReporter(ctx.stderr, name),
+        }),
+      );
+    }
+    const node = await InfernetNode.start({ config, store, serve, signal: ctx.signal });
+    try {
+      await using _control = await startControlServer(node, config.home);
+      if (values.json) ctx.stdout.write(`${JSON.stringify(node.status())}\n`);
+      else {
+        const s = node.status();
+        ctx.stdout.write(
+          `Infernet node ${s.peerId} (${s.mode}${serve.length ? `: ${serve.map((m) => m.name).join(", ")} at ${s.price} sats/1k tokens` : ""})\n` +
+            `Listening on:\n${s.addresses.map((a) => `  ${a}`).join("\n")}\nPress Ctrl-C to stop.\n`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) resolve();
+        ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+    } finally {
+      await node.stop();
+    }
+    return 0;
+  },
+});

@@ -1,0 +1,167 @@
+import { peerIdFromString } from "@libp2p/peer-id";
+import type { FinishReason, InferenceEvent, InferenceRequest, Usage } from "../runtime/engine.ts";
+import { abortReason } from "../util/abort.ts";
+import { errorMessage, InfernetError, NoProviderError } from "../util/errors.ts";
+import { logger } from "../util/logger.ts";
+import type { InfernetNode } from "./node.ts";
+import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+import type { ModelRef } from "./protocols/infer/index.ts";
+import { rankProviders } from "./select.ts";
+
+/**
+ * Runs one request on the network with failover. The best provider (model served, price, latency,
+ * reputation) gets it; if it fails before any output, the next one gets the same request; if it fails
+ * mid-stream, the next one continues the same generation from the token ids already received (prompt +
+ * tokens so far), so the caller sees one uninterrupted stream and the same greedy text a single
+ * provider would give.
+ */
+const log = logger("node:client");
+
+/** Providers tried at most for one request. */
+export const MAX_PROVIDER_ATTEMPTS = 4;
+/** Time allowed to find providers of a model. */
+export const DISCOVERY_TIMEOUT_MS = 10_000;
+
+export interface NetworkRunOptions {
+  /** Highest price accepted, satoshis per 1,000 tokens. */
+  maxPrice?: number;
+  signal?: AbortSignal;
+  /** Overall deadline for the whole request, all attempts included. */
+  deadlineMs?: number;
+  /** Told which provider is serving (again after each failover). */
+  onProvider?: (record: CapabilityRecord, attempt: number) => void;
+}
+
+/** The events a caller sees: the engine's, plus which provider is serving. */
+export type NetworkEvent = InferenceEvent | { type: "provider"; peerId: string; attempt: number; resumedAt: number };
+
+export async function* runOnNetwork(
+  node: InfernetNode,
+  model: ModelRef,
+  request: InferenceRequest,
+  options: NetworkRunOptions = {},
+): AsyncGenerator<NetworkEvent> {
+  const deadline = options.deadlineMs ? AbortSignal.timeout(options.deadlineMs) : undefined;
+  const signal = anySignal(options.signal, deadline);
+  const found = await node.capability.findProviders(model.sha256, {
+    ...(signal ? { signal } : {}),
+    timeoutMs: DISCOVERY_TIMEOUT_MS,
+  });
+  const failures: string[] = [];
+  const tried = new Set<string>();
+  const generated: { tokens: number[]; text: string } = { tokens: [], text: "" };
+  const usage: Usage = { inputTokens: 0, outputTokens: 0, computeMs: 0, firstOutputMs: 0 };
+  const started = performance.now();
+
+  for (let attempt = 1; attempt <= MAX_PROVIDER_ATTEMPTS; attempt++) {
+    await Promise.all(found.map((r) => node.latencyTo(r.peerId, signal)));
+    const [choice] = rankProviders(found, {
+      sha256: model.sha256,
+      ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
+      exclude: tried,
+      latencyMs: (id) => node.knownLatency(id),
+    });
+    if (!choice) break;
+    tried.add(choice.peerId);
+    options.onProvider?.(choice, attempt);
+    yield { type: "provider", peerId: choice.peerId, attempt, resumedAt: generated.tokens.length };
+
+    const attemptRequest = withResume(request, generated);
+    const carried = generated.tokens.length;
+    try {
+      for await (const event of node.infer.infer(peerIdFromString(choice.peerId), model, attemptRequest, {
+        ...(signal ? { signal } : {}),
+        ...(options.deadlineMs ? { deadlineMs: Math.max(1, options.deadlineMs - (performance.now() - started)) } : {}),
+      })) {
+        if (event.type === "token") {
+          if (usage.firstOutputMs === 0) usage.firstOutputMs = performance.now() - started;
+          generated.tokens.push(...event.tokens);
+          generated.text += event.text;
+          yield event;
+        } else if (event.type === "tensors") {
+          if (usage.firstOutputMs === 0) usage.firstOutputMs = performance.now() - started;
+          yield event;
+        } else {
+          yield {
+            type: "done",
+            finishReason: event.finishReason,
+            usage: merge(usage, event.usage, carried, generated.tokens.length),
+          };
+          return;
+        }
+      }
+      throw new InfernetError("the stream ended without a result");
+    } catch (err) {
+      if (signal?.aborted) throw abortReason(signal);
+      failures.push(`${shortId(choice.peerId)}: ${errorMessage(err)}`);
+      log.warn("provider failed; trying another", {
+        peerId: choice.peerId,
+        attempt,
+        tokensSoFar: generated.tokens.length,
+        err: errorMessage(err),
+      });
+      if (request.kind === "generate" && remainingTokens(request, generated) === 0) {
+        yield {
+          type: "done",
+          finishReason: "length" as FinishReason,
+          usage: merge(usage, undefined, 0, generated.tokens.length),
+        };
+        return;
+      }
+    }
+  }
+  if (found.length === 0) {
+    throw new NoProviderError(`no provider on the network serves ${model.name}`, {
+      hint: "check --bootstrap, or run it locally with --local",
+    });
+  }
+  if (failures.length === 0) {
+    throw new NoProviderError(
+      `no provider of ${model.name} is within your price (max ${options.maxPrice} sats per 1k tokens)`,
+      {
+        hint: "raise --max-price",
+      },
+    );
+  }
+  throw new NoProviderError(`every provider of ${model.name} failed (${failures.join("; ")})`, {
+    hint: "try again, or run it locally with --local",
+  });
+}
+
+/** After a failover mid-generation, the next provider continues from what was already received. */
+function withResume(request: InferenceRequest, generated: { tokens: number[]; text: string }): InferenceRequest {
+  if (request.kind !== "generate" || generated.tokens.length === 0) return request;
+  const previous = request.resume ?? { tokens: [], text: "" };
+  return {
+    ...request,
+    resume: { tokens: [...previous.tokens, ...generated.tokens], text: previous.text + generated.text },
+    ...(request.maxTokens !== undefined ? { maxTokens: remainingTokens(request, generated) } : {}),
+  };
+}
+
+function remainingTokens(request: InferenceRequest, generated: { tokens: number[] }): number | undefined {
+  if (request.kind !== "generate" || request.maxTokens === undefined) return undefined;
+  return Math.max(0, request.maxTokens - generated.tokens.length);
+}
+
+/**
+ * Usage of the whole run: every token received counts once, whichever provider produced it; input is
+ * the prompt as the user gave it (a resumed attempt also read the `carried` tokens again).
+ */
+function merge(total: Usage, last: Usage | undefined, carried: number, generatedTokens: number): Usage {
+  return {
+    inputTokens: last ? last.inputTokens - carried : total.inputTokens,
+    outputTokens: generatedTokens > 0 ? generatedTokens : (last?.outputTokens ?? 0),
+    computeMs: total.computeMs + (last?.computeMs ?? 0),
+    firstOutputMs: total.firstOutputMs,
+  };
+}
+
+function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const present = signals.filter((s): s is AbortSignal => s !== undefined);
+  return present.length === 0 ? undefined : present.length === 1 ? present[0] : AbortSignal.any(present);
+}
+
+function shortId(peerId: string): string {
+  return peerId.slice(-8);
+}

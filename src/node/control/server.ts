@@ -1,0 +1,118 @@
+import { chmodSync, existsSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { InferenceRequest } from "../../runtime/engine.ts";
+import { ConfigError, errorMessage, InfernetError } from "../../util/errors.ts";
+import { logger } from "../../util/logger.ts";
+import { runOnNetwork } from "../client.ts";
+import type { InfernetNode } from "../node.ts";
+import { probeControl } from "./client.ts";
+import {
+  CONTROL_SOCKET,
+  MAX_CONTROL_BODY_BYTES,
+  MAX_SOCKET_PATH,
+  type RunBody,
+  RunBodySchema,
+  type RunStreamLine,
+  requestFromWire,
+  tensorToWire,
+} from "./protocol.ts";
+
+/**
+ * The node's local control API: HTTP on a Unix socket inside INFERNET_HOME (directory 0700, socket
+ * 0600), so only this user can drive the node. `infernet run/peers/status` and the dashboard use it
+ * to reuse a running node's connections instead of starting their own.
+ */
+const log = logger("node:control");
+
+export interface ControlServer extends AsyncDisposable {
+  readonly path: string;
+  stop(): Promise<void>;
+}
+
+export async function startControlServer(node: InfernetNode, home: string): Promise<ControlServer> {
+  const path = join(home, CONTROL_SOCKET);
+  if (path.length > MAX_SOCKET_PATH) {
+    throw new ConfigError(`the control socket path ${path} is too long for a Unix socket`, {
+      hint: "use a shorter INFERNET_HOME",
+    });
+  }
+  if (existsSync(path)) {
+    if (await probeControl(path)) {
+      throw new ConfigError(`a node is already running with INFERNET_HOME ${home}`, {
+        hint: "stop it first, or use another INFERNET_HOME",
+      });
+    }
+    unlinkSync(path); // left behind by a node that did not exit cleanly
+  }
+  const server = Bun.serve({
+    unix: path,
+    maxRequestBodySize: MAX_CONTROL_BODY_BYTES,
+    fetch: (req) => route(node, req),
+    error: (err) => json({ type: "error", name: "InternalError", message: errorMessage(err) }, 500),
+  });
+  chmodSync(path, 0o600);
+  log.info("control API listening", { path });
+  const stop = async () => {
+    await server.stop(true);
+    if (existsSync(path)) unlinkSync(path);
+  };
+  return { path, stop, [Symbol.asyncDispose]: stop };
+}
+
+async function route(node: InfernetNode, req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  if (req.method === "GET" && url.pathname === "/v1/status") return json(node.status());
+  if (req.method === "GET" && url.pathname === "/v1/peers") return json(await node.peers(req.signal));
+  if (req.method === "POST" && url.pathname === "/v1/run") return run(node, req);
+  return json({ type: "error", name: "NotFound", message: `no such endpoint: ${req.method} ${url.pathname}` }, 404);
+}
+
+async function run(node: InfernetNode, req: Request): Promise<Response> {
+  let body: RunBody;
+  try {
+    const parsed = RunBodySchema.safeParse(await req.json());
+    if (!parsed.success) throw new Error(parsed.error.issues[0]?.message ?? "invalid");
+    body = parsed.data;
+  } catch (err) {
+    return json({ type: "error", name: "UsageError", message: `bad run request: ${errorMessage(err)}` }, 400);
+  }
+  const request: InferenceRequest = requestFromWire(body.request);
+  const events = node.serves(body.model.sha256)
+    ? node.runServed(body.model.sha256, request, req.signal)
+    : runOnNetwork(node, body.model, request, {
+        signal: req.signal,
+        ...(body.maxPrice !== undefined ? { maxPrice: body.maxPrice } : {}),
+        ...(body.deadlineMs !== undefined ? { deadlineMs: body.deadlineMs } : {}),
+      });
+  const encoder = new TextEncoder();
+  const line = (l: RunStreamLine) => encoder.encode(`${JSON.stringify(l)}\n`);
+  const stream = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      try {
+        for await (const event of events) {
+          if (event.type === "tensors") {
+            const outputs = Object.fromEntries(Object.entries(event.outputs).map(([k, t]) => [k, tensorToWire(t)]));
+            controller.enqueue(line({ type: "tensors", outputs }));
+          } else controller.enqueue(line(event));
+        }
+      } catch (err) {
+        if (!req.signal.aborted) {
+          controller.enqueue(
+            line({
+              type: "error",
+              name: err instanceof Error ? err.name : "Error",
+              message: errorMessage(err),
+              ...(err instanceof InfernetError && err.hint ? { hint: err.hint } : {}),
+            }),
+          );
+        }
+      }
+      controller.close();
+    },
+  });
+  return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
+}
+
+function json(value: unknown, status = 200): Response {
+  return Response.json(value, { status });
+}

@@ -1,0 +1,245 @@
+import type { PeerId } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
+import type { Config } from "../config/index.ts";
+import type { ResolvedModel } from "../models/local.ts";
+import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
+import { detectHardware, type HardwareInfo, machineFingerprint } from "../runtime/hardware/index.ts";
+import { sqliteBenchmarkStore } from "../store/benchmarks.ts";
+import type { Store } from "../store/db.ts";
+import { errorMessage } from "../util/errors.ts";
+import { logger } from "../util/logger.ts";
+import { VERSION } from "../version.ts";
+import { configuredEngines } from "./engines.ts";
+import { createHost, type Host } from "./host.ts";
+import { loadOrCreateIdentity } from "./identity.ts";
+import { type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
+import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+import { type InferLoad, type InferService, inferProtocol } from "./protocols/infer/index.ts";
+
+/**
+ * An Infernet node: the libp2p host plus Infernet's protocols, the engines it serves with, and what
+ * it knows about other peers. `infernet start` runs one for as long as it lives; one-off commands start
+ * an ephemeral one (random ports, DHT client mode, serves nothing).
+ */
+const log = logger("node");
+
+/** Listen addresses of an ephemeral node: any free port, QUIC and TCP. */
+export const EPHEMERAL_LISTEN = ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"];
+/** A measured round-trip time is reused for this long before measuring again. */
+export const LATENCY_TTL_MS = 30_000;
+/** Longest wait for one ping. */
+export const PING_TIMEOUT_MS = 3_000;
+
+export interface StartNodeOptions {
+  config: Config;
+  store: Store;
+  /** Models to serve (provider mode); empty or absent = client/relay node. */
+  serve?: ResolvedModel[];
+  /** Satoshis per 1,000 tokens (default: config.price). */
+  price?: number;
+  /** A short-lived node for one command. */
+  ephemeral?: boolean;
+  /** Engines to serve with (default: configured from `config`). */
+  engines?: Record<RuntimeName, Engine>;
+  signal?: AbortSignal;
+}
+
+export interface NodeStatus {
+  peerId: string;
+  version: string;
+  mode: "provider" | "client";
+  addresses: string[];
+  startedAt: number;
+  uptimeMs: number;
+  connections: number;
+  peersKnown: number;
+  load: InferLoad;
+  models: { name: string; sha256: string; runtime: RuntimeName }[];
+  price: number;
+}
+
+export interface PeerRow {
+  peerId: string;
+  addrs: string[];
+  connected: boolean;
+  latencyMs: number | undefined;
+  record: CapabilityRecord | undefined;
+}
+
+type InfernetHost = Host & { services: { infer: InferService; capability: CapabilityService } };
+
+export class InfernetNode implements AsyncDisposable {
+  private readonly latency = new Map<string, { ms: number; at: number }>();
+
+  private constructor(
+    readonly host: InfernetHost,
+    readonly serving: ResolvedModel[],
+    readonly price: number,
+    private readonly engines: Record<RuntimeName, Engine> | undefined,
+    private readonly startedAt: number,
+  ) {}
+
+  static async start(options: StartNodeOptions): Promise<InfernetNode> {
+    const { config, store } = options;
+    const serving = options.serve ?? [];
+    const price = options.price ?? config.price;
+    const engines = serving.length
+      ? (options.engines ?? (await configuredEngines(config, store, options.signal)))
+      : undefined;
+    const served = new Map(serving.filter((m) => m.sha256).map((m) => [m.sha256 as string, m]));
+    const hardware = serving.length
+      ? await detectHardware({ ...(options.signal ? { signal: options.signal } : {}) })
+      : undefined;
+    const bench = hardware ? benchmarksOf(store, hardware) : {};
+
+    let host: InfernetHost | undefined;
+    const describe = () => {
+      if (!host || !hardware) throw new Error("node not started");
+      const load = host.services.infer.load();
+      return {
+        addrs: host.getMultiaddrs().map(String),
+        software: VERSION,
+        hardware: {
+          gpus: hardware.nvidia.gpus.map((g) => ({
+            name: g.name,
+            vramTotal: g.memoryTotalBytes ?? 0,
+            vramFree: g.memoryFreeBytes ?? 0,
+            ...(g.cudaCores ? { cudaCores: g.cudaCores } : {}),
+            ...(g.computeCapability ? { computeCapability: g.computeCapability } : {}),
+          })),
+          cpu: { model: hardware.cpu.model, cores: hardware.cpu.logicalCores },
+          ramTotal: hardware.memory.totalBytes,
+          ...bench,
+        },
+        models: serving.map((m) => ({ name: m.name, sha256: m.sha256 ?? "", runtime: m.runtime })),
+        price: { satsPer1kTokens: price },
+        load: { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent },
+        reputation: { completed: load.served, failed: (load as { failed?: number }).failed ?? 0 },
+      };
+    };
+
+    host = (await createHost({
+      privateKey: await loadOrCreateIdentity(config.home),
+      listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
+      announce: config.announce,
+      bootstrap: config.bootstrap,
+      mdns: config.mdns,
+      dhtClient: options.ephemeral ?? false,
+      services: {
+        infer: inferProtocol({ served: () => served, ...(engines ? { engines } : {}) }),
+        capability: capabilityService(serving.length ? { describe } : {}),
+      },
+    })) as InfernetHost;
+    // Load (and calibrate) every served model now, so the first request does not pay for it.
+    for (const m of serving) await engines?.[m.runtime].preload(m, options.signal ? { signal: options.signal } : {});
+    const node = new InfernetNode(host, serving, price, engines, Date.now());
+    log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serving.map((m) => m.name) });
+    return node;
+  }
+
+  get peerId(): string {
+    return this.host.peerId.toString();
+  }
+
+  get infer(): InferService {
+    return this.host.services.infer;
+  }
+
+  get capability(): CapabilityService {
+    return this.host.services.capability;
+  }
+
+  /** Whether this node serves the model with this file sha256. */
+  serves(sha256: string): boolean {
+    return this.serving.some((m) => m.sha256 === sha256);
+  }
+
+  /** Runs a request on a model this node serves, with its own engines (no network). */
+  runServed(sha256: string, request: InferenceRequest, signal?: AbortSignal): AsyncIterable<InferenceEvent> {
+    const model = this.serving.find((m) => m.sha256 === sha256);
+    const engine = model && this.engines?.[model.runtime];
+    if (!model || !engine) throw new Error(`this node does not serve ${sha256}`);
+    return engine.run(model, request, signal ? { signal } : {});
+  }
+
+  addresses(): string[] {
+    return this.host.getMultiaddrs().map(String);
+  }
+
+  status(): NodeStatus {
+    return {
+      peerId: this.peerId,
+      version: VERSION,
+      mode: this.serving.length ? "provider" : "client",
+      addresses: this.addresses(),
+      startedAt: this.startedAt,
+      uptimeMs: Date.now() - this.startedAt,
+      connections: this.host.getConnections().length,
+      peersKnown: this.capability.directory.all().length,
+      load: this.infer.load(),
+      models: this.serving.map((m) => ({ name: m.name, sha256: m.sha256 ?? "", runtime: m.runtime })),
+      price: this.price,
+    };
+  }
+
+  /** Round-trip time to a peer, measured with ping and cached; undefined when unreachable. */
+  async latencyTo(peerId: string, signal?: AbortSignal): Promise<number | undefined> {
+    const known = this.latency.get(peerId);
+    if (known && Date.now() - known.at < LATENCY_TTL_MS) return known.ms;
+    try {
+      const timeout = AbortSignal.timeout(PING_TIMEOUT_MS);
+      const ms = await this.host.services.ping.ping(peerIdFromString(peerId) as PeerId, {
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+      this.latency.set(peerId, { ms, at: Date.now() });
+      return ms;
+    } catch (err) {
+      log.debug("ping failed", { peerId, err: errorMessage(err) });
+      return undefined;
+    }
+  }
+
+  /** Cached latency only (no network), for ranking. */
+  knownLatency(peerId: string): number | undefined {
+    return this.latency.get(peerId)?.ms;
+  }
+
+  /** Known peers: connected ones and those with a valid capability record, with measured latency. */
+  async peers(signal?: AbortSignal): Promise<PeerRow[]> {
+    const records = new Map(this.capability.directory.all().map((r) => [r.peerId, r]));
+    const connected = new Set(this.host.getConnections().map((c) => c.remotePeer.toString()));
+    const ids = [...new Set([...records.keys(), ...connected])].filter((id) => id !== this.peerId).sort();
+    return Promise.all(
+      ids.map(async (id) => ({
+        peerId: id,
+        addrs: records.get(id)?.addrs ?? [],
+        connected: connected.has(id),
+        latencyMs: await this.latencyTo(id, signal),
+        record: records.get(id),
+      })),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.host.stop();
+    if (this.engines) await Promise.all(Object.values(this.engines).map((e) => e.dispose()));
+    log.info("node stopped", { peerId: this.peerId });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+function benchmarksOf(
+  store: Store,
+  hardware: HardwareInfo,
+): { memoryBandwidthGBps?: number; tokensPerSecond?: number } {
+  const results = sqliteBenchmarkStore(store.db).list(machineFingerprint(hardware));
+  const out: { memoryBandwidthGBps?: number; tokensPerSecond?: number } = {};
+  for (const r of results) {
+    if (r.unit === "GB/s") out.memoryBandwidthGBps = r.value;
+    else if (r.unit === "tokens/s") out.tokensPerSecond = r.value;
+  }
+  return out;
+}

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { BUN, CLI, finish, infernet } from "./helpers/cli.ts";
+import { TEST_LISTEN, TestNetwork } from "./helpers/network.ts";
+import { SHARED_MODELS, STORIES_GREEDY_PREFIX } from "./helpers/paths.ts";
+
+/**
+ * Real processes on 127.0.0.1 over QUIC: one bootstrap node, three providers of stories260k and
+ * mnist-8, and client processes that know only the bootstrap (mDNS off), with no local models.
+ */
+const net = new TestNetwork();
+let bootstrap: string;
+let localText: string;
+const MAX_TOKENS = "300";
+
+beforeAll(async () => {
+  const boot = await net.start("bootstrap", []);
+  bootstrap = boot.quic;
+  await Promise.all(
+    ["p1", "p2", "p3"].map((name) =>
+      net.start(name, ["--provider", "--models", "stories260k,mnist-8", "--price", "10", "--bootstrap", bootstrap]),
+    ),
+  );
+  const local = await infernet(["run", "stories260k", "Once upon a time", "--max-tokens", MAX_TOKENS, "--local"], {
+    home: net.home("local"),
+  });
+  expect(local.code).toBe(0);
+  localText = local.stdout;
+});
+
+afterAll(async () => {
+  await net[Symbol.asyncDispose]();
+});
+
+const client = (name: string, args: string[]) =>
+  infernet([...args, "--bootstrap", bootstrap, "--no-mdns"], {
+    home: net.home(name),
+    env: { INFERNET_MODEL_MIRROR: "" },
+  });
+
+describe("a client that knows only the bootstrap", () => {
+  test("finds all three providers through the DHT", async () => {
+    const r = await client("peers-client", ["peers", "--model", "stories260k", "--json"]);
+    expect(r.code).toBe(0);
+    const rows = JSON.parse(r.stdout) as { peerId: string; record?: { models: { name: string }[] } }[];
+    const providers = net.nodes.filter((n) => n.status.mode === "provider").map((n) => n.status.peerId);
+    expect(rows.map((x) => x.peerId).sort()).toEqual(providers.sort());
+    expect(rows.every((x) => x.record?.models.some((m) => m.name === "stories260k"))).toBe(true);
+  });
+
+  test("runs stories260k remotely and gets exactly the local greedy text", async () => {
+    const r = await client("run-client", [
+      "run",
+      "stories260k",
+      "Once upon a time",
+      "--max-tokens",
+      MAX_TOKENS,
+      "--verbose",
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(localText);
+    expect(r.stdout.startsWith(STORIES_GREEDY_PREFIX)).toBe(true);
+    expect(r.stderr).toMatch(/running on provider 12D3Koo\w+ \(via ephemeral node\)/);
+  });
+});
+
+/** Starts a client run and returns its streams, so a test can act while tokens are flowing. */
+function streamingRun(home: string, boot: string) {
+  const proc = Bun.spawn(
+    [
+      BUN,
+      CLI,
+      "run",
+      "stories260k",
+      "Once upon a time",
+      "--max-tokens",
+      MAX_TOKENS,
+      "--verbose",
+      "--bootstrap",
+      boot,
+      "--no-mdns",
+    ],
+    {
+      env: { ...process.env, INFERNET_HOME: home, INFERNET_MODEL_MIRROR: "" },
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  let stdout = "";
+  let stderr = "";
+  const decoder = new TextDecoder();
+  const readOut = (async () => {
+    for await (const c of proc.stdout) stdout += decoder.decode(c);
+  })();
+  const readErr = (async () => {
+    for await (const c of proc.stderr) stderr += decoder.decode(c);
+  })();
+  return {
+    proc,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    async until(condition: () => boolean, what: string) {
+      const deadline = Date.now() + 30_000;
+      while (!condition()) {
+        if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`never saw ${what}: ${stderr}`);
+        await Bun.sleep(2);
+      }
+    },
+    async done() {
+      const code = await proc.exited;
+      await Promise.all([readOut, readErr]);
+      return { code, stdout, stderr };
+    },
+  };
+}
+
+describe("failover", () => {
+  test("a provider killed (SIGKILL) mid-stream: the stream continues on another; the text is the local one", async () => {
+    const run = streamingRun(net.home("failover-client"), bootstrap);
+    await run.until(() => /running on provider (\w+)/.test(run.stderr()), "the provider line");
+    const victim = net.byPeerId(/running on provider (\w+)/.exec(run.stderr())![1]!)!;
+    await run.until(() => run.stdout().length > 0, "the first tokens");
+    victim.proc.kill("SIGKILL");
+    const r = await run.done();
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(localText);
+    expect(r.stderr).toMatch(/continuing after \d+ tokens on provider/);
+  });
+
+  test("with no other provider: a clear error, never a hang", async () => {
+    await using solo = new TestNetwork();
+    const boot = await solo.start("bootstrap", []);
+    const only = await solo.start("only", ["--provider", "--models", "stories260k", "--bootstrap", boot.quic]);
+    const run = streamingRun(solo.home("client"), boot.quic);
+    await run.until(() => run.stdout().length > 0, "the first tokens");
+    only.proc.kill("SIGKILL");
+    const r = await run.done();
+    expect(r.code).toBe(9);
+    expect(r.stderr).toMatch(/every provider of stories260k failed/);
+    expect(localText.startsWith(r.stdout.trimEnd())).toBe(true);
+  });
+});
