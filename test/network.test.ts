@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { BUN, CLI, finish, infernet } from "./helpers/cli.ts";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { BUN, CLI, infernet } from "./helpers/cli.ts";
 import { TEST_LISTEN, TestNetwork } from "./helpers/network.ts";
-import { SHARED_MODELS, STORIES_GREEDY_PREFIX } from "./helpers/paths.ts";
+import { MNIST_DIR, STORIES_GREEDY_PREFIX, tempDir } from "./helpers/paths.ts";
 
 /**
  * Real processes on 127.0.0.1 over QUIC: one bootstrap node, three providers of stories260k and
@@ -112,6 +115,58 @@ function streamingRun(home: string, boot: string) {
     },
   };
 }
+
+describe("a running client node (the daemon)", () => {
+  test("run, peers and status use it through the control socket", async () => {
+    const daemon = await net.start("daemon", ["--bootstrap", bootstrap]);
+    const viaDaemon = (args: string[]) => infernet(args, { home: daemon.home, env: { INFERNET_MODEL_MIRROR: "" } });
+    const run = await viaDaemon(["run", "stories260k", "Once upon a time", "--max-tokens", MAX_TOKENS, "--verbose"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(localText);
+    expect(run.stderr).toMatch(/running on provider 12D3Koo\w+ \(via daemon node\)/);
+
+    const status = await viaDaemon(["status", "--json"]);
+    expect(status.code).toBe(0);
+    const s = JSON.parse(status.stdout);
+    expect(s.peerId).toBe(daemon.status.peerId);
+    expect(s.mode).toBe("client");
+    expect(s.connections).toBeGreaterThanOrEqual(1);
+
+    const peers = JSON.parse((await viaDaemon(["peers", "--model", "stories260k", "--json"])).stdout) as unknown[];
+    expect(peers.length).toBeGreaterThanOrEqual(1);
+  });
+
+  test("status without a running node says how to start one", async () => {
+    const r = await infernet(["status"], { home: net.home("no-daemon") });
+    expect(r.code).toBe(10);
+    expect(r.stderr).toMatch(/no node is running .* \(start one with `infernet start`\)/);
+  });
+});
+
+describe("ONNX over the network", () => {
+  test("mnist-8 on 100 real MNIST images remotely gives exactly the local answers", async () => {
+    using dir = tempDir();
+    const images = join(dir.path, "100-images.idx");
+    const labels = join(dir.path, "100-labels.idx");
+    const allImages = gunzipSync(readFileSync(join(MNIST_DIR, "t10k-images-idx3-ubyte.gz")));
+    const allLabels = gunzipSync(readFileSync(join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz")));
+    // IDX headers: magic, count, (rows, cols); rewrite the count to 100.
+    const imageHead = Buffer.from(allImages.subarray(0, 16));
+    imageHead.writeUInt32BE(100, 4);
+    writeFileSync(images, Buffer.concat([imageHead, allImages.subarray(16, 16 + 100 * 784)]));
+    const labelHead = Buffer.from(allLabels.subarray(0, 8));
+    labelHead.writeUInt32BE(100, 4);
+    writeFileSync(labels, Buffer.concat([labelHead, allLabels.subarray(8, 108)]));
+    const args = ["run", "mnist-8", "--input", images, "--labels", labels, "--json"];
+    const local = await infernet([...args, "--local"], { home: net.home("onnx-local") });
+    const remote = await client("onnx-client", [...args, "--verbose"]);
+    expect(local.code).toBe(0);
+    expect(remote.code).toBe(0);
+    expect(remote.stderr).toMatch(/running on provider/);
+    expect(remote.stdout).toBe(local.stdout);
+    expect(remote.stdout.trim().split("\n")).toHaveLength(101);
+  });
+});
 
 describe("failover", () => {
   test("a provider killed (SIGKILL) mid-stream: the stream continues on another; the text is the local one", async () => {

@@ -1,6 +1,6 @@
 import type { VisionSpec } from "../models/catalog.ts";
 import type { ResolvedModel } from "../models/local.ts";
-import type { Tensor } from "../runtime/engine.ts";
+import type { Engine, Tensor } from "../runtime/engine.ts";
 import { classify, loadClassNames, type Prediction } from "../runtime/onnx/classify.ts";
 import { createOnnxEngine, type OnnxEngine } from "../runtime/onnx/engine.ts";
 import { readExpected } from "../runtime/onnx/inputs/expected.ts";
@@ -31,7 +31,16 @@ export interface RunOnnxOptions {
   batch?: number;
 }
 
-export async function runOnnx(ctx: CliContext, model: ResolvedModel, options: RunOnnxOptions): Promise<number> {
+/**
+ * Runs an ONNX model here, or on `remote` (the network, for catalog image classifiers: the catalog says
+ * what the input looks like, so the client needs no model file).
+ */
+export async function runOnnx(
+  ctx: CliContext,
+  model: ResolvedModel,
+  options: RunOnnxOptions,
+  remote?: Engine,
+): Promise<number> {
   if (options.input === undefined) {
     throw new UsageError(`run: ${model.name} is an ONNX model and needs --input`, {
       hint: `e.g. infernet run ${model.name} --input digit.png (an image, a folder of images, an IDX file or a .npy array)`,
@@ -39,10 +48,18 @@ export async function runOnnx(ctx: CliContext, model: ResolvedModel, options: Ru
   }
   const top = checkedFlag("top", options.top ?? DEFAULT_TOP, MAX_TOP);
   const batch = checkedFlag("batch", options.batch ?? DEFAULT_BATCH, MAX_BATCH);
+  const spec = model.entry?.vision;
+  if (remote) {
+    if (!spec) throw new UsageError(`run: ${model.name} has no catalog vision spec, so it can only run here (--local)`);
+    const signature: Signature = {
+      inputs: [{ name: spec.input, type: spec.inputType, shape: [] }],
+      outputs: [{ name: spec.output, type: undefined, shape: [] }],
+    };
+    return await classifyInput(ctx, remote, model, signature, spec, { ...options, input: options.input, top, batch });
+  }
   const threads = ctx.config().threads;
   await using engine = createOnnxEngine(threads > 0 ? { intraOpNumThreads: threads } : {});
   const signature = await engine.signature(model, { signal: ctx.signal });
-  const spec = model.entry?.vision;
   if (spec)
     return await classifyInput(ctx, engine, model, signature, spec, { ...options, input: options.input, top, batch });
   if (options.labels !== undefined) {
@@ -61,7 +78,7 @@ interface Resolved {
 
 async function classifyInput(
   ctx: CliContext,
-  engine: OnnxEngine,
+  engine: Engine,
   model: ResolvedModel,
   signature: Signature,
   spec: VisionSpec,
@@ -159,7 +176,7 @@ async function tensorInput(
 }
 
 async function runOnce(
-  engine: OnnxEngine,
+  engine: Engine,
   model: ResolvedModel,
   inputs: Record<string, Tensor>,
   outputs: string[] | undefined,

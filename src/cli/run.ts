@@ -1,8 +1,8 @@
 import type { Config } from "../config/index.ts";
-import { cacheStatus } from "../models/cache.ts";
+import { cacheStatus, ensureFile } from "../models/cache.ts";
 import { type CatalogEntry, findModel, modelFile } from "../models/catalog.ts";
 import { looksLikePath, type ResolvedModel, resolveLocalModel } from "../models/local.ts";
-import type { GenerateRequest, RuntimeName } from "../runtime/engine.ts";
+import type { Engine, GenerateRequest, RuntimeName } from "../runtime/engine.ts";
 import type { Store } from "../store/db.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
 import { intFlag, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
@@ -78,14 +78,27 @@ Examples:
     const request = runtime === "llama" ? await generateRequest(values, promptWords) : undefined;
     const maxPrice = numberFlag("run", "max-price", values["max-price"], 0, 1_000_000);
 
-    // A catalog language model not on this machine runs on the network (--remote: even if it is here).
+    const onnxOptions = {
+      ...(values.input !== undefined ? { input: values.input } : {}),
+      ...(values.labels !== undefined ? { labels: values.labels } : {}),
+      json: Boolean(values.json),
+      ...(values.top !== undefined ? { top: intFlag("run", "top", values.top, 1, MAX_TOP) } : {}),
+      ...(values.batch !== undefined ? { batch: intFlag("run", "batch", values.batch, 1, MAX_BATCH) } : {}),
+    };
+
+    // A catalog model not on this machine runs on the network (--remote: even if it is here).
     const entry = looksLikePath(modelArg) ? undefined : findModel(modelArg);
-    if (entry && request && !values.local && (values.remote || !isDownloaded(config, ctx.store(), entry))) {
-      const ran = await runRemotely(ctx, entry, request, {
-        json: Boolean(values.json),
-        verbose: Boolean(values.verbose),
-        remoteOnly: Boolean(values.remote),
-        ...(maxPrice !== undefined ? { maxPrice } : {}),
+    if (entry && !values.local && (values.remote || !isDownloaded(config, ctx.store(), entry))) {
+      const options = { verbose: Boolean(values.verbose), remoteOnly: Boolean(values.remote), maxPrice };
+      const ran = await runRemotely(ctx, entry, options, async (model, engine) => {
+        if (request)
+          return (await import("./run-llama.ts")).runLlama(
+            ctx,
+            model,
+            { json: Boolean(values.json), verbose: Boolean(values.verbose), request },
+            engine,
+          );
+        return (await import("./run-onnx.ts")).runOnnx(ctx, model, onnxOptions, engine);
       });
       if (ran !== undefined) return ran;
       ctx.stderr.write(`infernet: no provider of ${entry.name} on the network; running it here\n`);
@@ -101,13 +114,7 @@ Examples:
     checkArguments(model.runtime, model.name, promptWords.length > 0, values.input !== undefined);
     if (model.runtime === "onnx") {
       const { runOnnx } = await import("./run-onnx.ts");
-      return runOnnx(ctx, model, {
-        ...(values.input !== undefined ? { input: values.input } : {}),
-        ...(values.labels !== undefined ? { labels: values.labels } : {}),
-        json: Boolean(values.json),
-        ...(values.top !== undefined ? { top: intFlag("run", "top", values.top, 1, MAX_TOP) } : {}),
-        ...(values.batch !== undefined ? { batch: intFlag("run", "batch", values.batch, 1, MAX_BATCH) } : {}),
-      });
+      return runOnnx(ctx, model, onnxOptions);
     }
 
     const { runLlama } = await import("./run-llama.ts");
@@ -143,14 +150,14 @@ function isDownloaded(config: Config, store: Store, entry: CatalogEntry): boolea
 }
 
 /**
- * Runs a generation on the network through the running node or an ephemeral one. Returns undefined
+ * Runs a catalog model on the network, through the running node or an ephemeral one. Returns undefined
  * when no provider could take it before any output (so the caller may run it here instead).
  */
 async function runRemotely(
   ctx: CliContext,
   entry: CatalogEntry,
-  request: Omit<GenerateRequest, "kind">,
-  options: { json: boolean; verbose: boolean; remoteOnly: boolean; maxPrice?: number },
+  options: { verbose: boolean; remoteOnly: boolean; maxPrice: number | undefined },
+  run: (model: ResolvedModel, engine: Engine) => Promise<number>,
 ): Promise<number | undefined> {
   await using access = await networkAccess(ctx);
   const engine = networkEngine(access, {
@@ -169,14 +176,29 @@ async function runRemotely(
     sha256: modelFile(entry).sha256,
     chat: entry.chat,
     entry,
+    ...(await companionFiles(ctx, entry)),
   };
-  const { runLlama } = await import("./run-llama.ts");
   try {
-    return await runLlama(ctx, model, { json: options.json, verbose: options.verbose, request }, engine);
+    return await run(model, engine);
   } catch (err) {
     if (err instanceof NoProviderError && !options.remoteOnly && !engine.outputSeen()) return undefined;
     throw err;
   }
+}
+
+/** A remote classifier still needs its class names here: fetch the (small) companion files, not the model. */
+async function companionFiles(ctx: CliContext, entry: CatalogEntry): Promise<{ extras?: Record<string, string> }> {
+  const extras: Record<string, string> = {};
+  for (const file of entry.files.filter((f) => f.role !== "model")) {
+    const got = await ensureFile(entry, file, {
+      config: ctx.config(),
+      store: ctx.store(),
+      signal: ctx.signal,
+      onProgress: progressReporter(ctx.stderr, entry.name),
+    });
+    extras[file.role] = got.path;
+  }
+  return Object.keys(extras).length ? { extras } : {};
 }
 
 function checkArguments(runtime: RuntimeName, model: string, prompt: boolean, input: boolean): void {

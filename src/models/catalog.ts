@@ -22,6 +22,8 @@ export const CatalogFileSchema = z.object({
 /** How to turn an image into the model's input tensor, and its output into labels. */
 export const VisionSpecSchema = z.object({
   input: z.string(),
+  /** Element type of the input tensor (lets a client without the model file prepare input for a provider). */
+  inputType: z.enum(["float32", "float16"]),
   output: z.string(),
   width: z.number().int().positive(),
   height: z.number().int().positive(),

@@ -38,7 +38,11 @@ export const RunBodySchema = z.object({
       seed: z.number().int().nonnegative().optional(),
       stop: z.array(z.string().min(1).max(256)).max(16).optional(),
     }),
-    z.object({ kind: z.literal("tensor"), inputs: z.record(z.string().max(256), WireTensorSchema) }),
+    z.object({
+      kind: z.literal("tensor"),
+      inputs: z.record(z.string().max(256), WireTensorSchema),
+      outputs: z.array(z.string().max(256)).max(64).optional(),
+    }),
   ]),
   maxPrice: z.number().nonnegative().optional(),
   deadlineMs: z.number().int().positive().optional(),
@@ -77,6 +81,7 @@ export function requestToWire(request: InferenceRequest): RunBody["request"] {
   return {
     kind: "tensor",
     inputs: Object.fromEntries(Object.entries(request.inputs).map(([k, t]) => [k, tensorToWire(t)])),
+    ...(request.outputs ? { outputs: request.outputs } : {}),
   };
 }
 
@@ -85,6 +90,7 @@ export function requestFromWire(wire: RunBody["request"]): InferenceRequest {
   return {
     kind: "tensor",
     inputs: Object.fromEntries(Object.entries(wire.inputs).map(([k, t]) => [k, tensorFromWire(t)])),
+    ...(wire.outputs ? { outputs: wire.outputs } : {}),
   };
 }
 
