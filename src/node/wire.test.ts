@@ -162,3 +162,57 @@ describe("readMessage over a real QUIC stream", () => {
     expect(await exchange(framed(cborEncode({ type: "ping", n: 3, v: 1 })))).toEqual({ v: 1, type: "ping", n: 3 });
   });
 });
+
+describe("FrameStream", () => {
+  /** A real stream whose far end writes `chunks` as separate sends, then closes. */
+  async function framesFrom(chunks: Uint8Array[], maxFrame = MAX_FRAME): Promise<(Uint8Array | string)[]> {
+    const RAW = "/infernet/test-raw/1.0.0";
+    await server.handle(
+      RAW,
+      async (stream: Stream) => {
+        for (const c of chunks) {
+          stream.send(c);
+          await Bun.sleep(2);
+        }
+        await stream.close();
+      },
+      { force: true },
+    );
+    const stream = await client.dialProtocol(server.peerId, RAW);
+    const frames = wireStream(stream, maxFrame);
+    const out: (Uint8Array | string)[] = [];
+    for (;;) {
+      try {
+        out.push(await frames.read({ signal: AbortSignal.timeout(2_000) }));
+      } catch (err) {
+        out.push((err as ProtocolError).code ?? (err as Error).name);
+        break;
+      }
+    }
+    stream.abort(new Error("done"));
+    return out;
+  }
+
+  test("frames split across chunks and many frames in one chunk come out whole and in order", async () => {
+    const a = new Uint8Array(300).fill(1);
+    const b = new Uint8Array([2, 2]);
+    const c = new Uint8Array(0);
+    const all = new Uint8Array([...framed(a), ...framed(b), ...framed(c), ...framed(b)]);
+    // 300 needs a two-byte prefix; cut inside the prefix, inside the data and between frames.
+    const got = await framesFrom([all.subarray(0, 1), all.subarray(1, 100), all.subarray(100, 303), all.subarray(303)]);
+    expect(got).toEqual([a, b, c, b, "ended"]);
+  });
+
+  test("a prefix over the limit fails at once; an endless prefix is malformed; unread frames are bounded", async () => {
+    expect(await framesFrom([varint(MAX_FRAME + 1)])).toEqual(["too-large"]);
+    expect(await framesFrom([new Uint8Array(11).fill(0x80)])).toEqual(["malformed"]);
+    // Ten 200-byte frames in one chunk: more than MAX_FRAME (1 KiB) waiting unread.
+    const many = new Uint8Array(Array.from({ length: 10 }, () => [...framed(new Uint8Array(200))]).flat());
+    expect((await framesFrom([many])).at(-1)).toBe("too-large");
+  });
+
+  test("a stream that ends inside a frame says so", async () => {
+    const whole = framed(new Uint8Array(50));
+    expect(await framesFrom([whole.subarray(0, 20)])).toEqual(["ended"]);
+  });
+});

@@ -1,11 +1,11 @@
 import type { Connection, Stream } from "@libp2p/interface";
-import type { LengthPrefixedStream } from "@libp2p/utils";
 import type { Engine, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
 import {
   abortable,
   errorFrame,
+  type FrameSink,
   ProtocolError,
   readMessage,
   timeoutSignal,
@@ -125,7 +125,7 @@ export class InferProvider {
   };
 
   /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
-  private async fail(stream: Stream, lp: LengthPrefixedStream, err: unknown, peer: string): Promise<void> {
+  private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {
     const { code, message } = classify(err);
     if (code === "internal") log.warn("request failed", { peer, error: err });
     else log.debug("request refused", { peer, code, message });
@@ -133,8 +133,9 @@ export class InferProvider {
       using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "sending the error");
       await writeMessage(lp, errorFrame(code, message), { signal: flush.signal });
       await abortable(stream.close(), flush.signal);
-      // Stop the client from sending the rest of a refused request (QUIC STOP_SENDING).
-      if (stream.remoteWriteStatus === "writable") await abortable(stream.closeRead(), flush.signal);
+      // A client still sending (the rest of a refused request) gets until the timeout to close its
+      // side, then the stream is reset, so a refused stream never lingers half-open.
+      await abortable(closed(stream), flush.signal);
     } catch (cause) {
       stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
     }
@@ -201,4 +202,10 @@ function classify(err: unknown): { code: RemoteErrorCode; message: string } {
   if (err instanceof InvalidInputError) return { code: "invalid-input", message: err.message };
   if (err instanceof AbortedError) return { code: "internal", message: err.message };
   return { code: "internal", message: `${err instanceof Error ? err.name : "Error"}: ${errorMessage(err)}` };
+}
+
+/** Resolves once `stream` is closed both ways (or reset). */
+function closed(stream: Stream): Promise<void> {
+  if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
+  return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
 }

@@ -1,25 +1,26 @@
-import type { LengthPrefixedStream } from "@libp2p/utils";
 import type { InferenceEvent } from "../../../runtime/engine.ts";
-import { encode, writeFrames } from "../../wire.ts";
+import { encode, type FrameSink, writeFrames } from "../../wire.ts";
 import { eventMessage } from "./messages.ts";
 
 /**
  * Streams an engine's events to the client, one frame per event, coalescing transport writes: a frame
  * goes out at once when nothing was written in the last `COALESCE_MS`, otherwise it waits (at most that
- * long) and leaves with the frames produced meanwhile in one write. Each QUIC write costs ~0.1 ms of
- * main-thread time here, as much as a small model takes per token, so one write per token would slow
- * generation itself; a person reading a stream cannot see a few milliseconds. The first token and
- * `done` are never held back.
+ * long) and leaves with the frames produced meanwhile in one write. Why: node-llama-cpp drives each
+ * token from the JS thread, so everything a write costs there (the native QUIC write, its completion,
+ * the peer's read) delays the next token. Measured on stories260k (~1,500 tokens/s, 2 cores), one
+ * write per token made remote generation ~15% slower than local; a write at most every 25 ms costs a
+ * few percent (bench/remote.ts). A model slower than 40 tokens/s never waits, and 25 ms bursts still
+ * read as a smooth stream. The first token and `done` are never held back.
  */
 
 /** Longest a frame waits to share a transport write with the next ones. */
-export const COALESCE_MS = 4;
+export const COALESCE_MS = 25;
 /** Encoded frames waiting beyond this go out at once, and reading the engine pauses until they are written. */
 export const MAX_PENDING_BYTES = 256 * 1024;
 
 /** `onDone` runs when the engine's `done` event arrives, before that frame is written. */
 export async function pump(
-  lp: LengthPrefixedStream,
+  lp: FrameSink,
   events: AsyncIterable<InferenceEvent>,
   signal: AbortSignal,
   onDone: () => void,
