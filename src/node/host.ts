@@ -27,6 +27,11 @@ export const MAX_CONNECTIONS = 300;
 export const MAX_PARALLEL_DIALS = 50;
 /** A dial that has not connected by then fails. */
 export const DIAL_TIMEOUT_MS = 10_000;
+/**
+ * Time a new stream may take to agree on a protocol. libp2p keeps an inbound stream's bookkeeping for
+ * this long, so a short value bounds the memory that finished requests hold.
+ */
+export const PROTOCOL_NEGOTIATION_TIMEOUT_MS = 5_000;
 /** Gossipsub heartbeat: how often meshes are repaired and gossip is sent. */
 export const GOSSIP_HEARTBEAT_MS = 700;
 /** mDNS query interval on a LAN. */
@@ -89,6 +94,8 @@ export async function createHost(init: HostInit): Promise<Host> {
         maxConnections: MAX_CONNECTIONS,
         maxParallelDials: MAX_PARALLEL_DIALS,
         dialTimeout: DIAL_TIMEOUT_MS,
+        inboundStreamProtocolNegotiationTimeout: PROTOCOL_NEGOTIATION_TIMEOUT_MS,
+        outboundStreamProtocolNegotiationTimeout: PROTOCOL_NEGOTIATION_TIMEOUT_MS,
       },
       services: {
         identify: identify(),

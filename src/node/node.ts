@@ -114,7 +114,7 @@ export class InfernetNode implements AsyncDisposable {
         models: serving.map((m) => ({ name: m.name, sha256: m.sha256 ?? "", runtime: m.runtime })),
         price: { satsPer1kTokens: price },
         load: { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent },
-        reputation: { completed: load.served, failed: (load as { failed?: number }).failed ?? 0 },
+        reputation: { completed: load.served, failed: load.failed },
       };
     };
 

@@ -59,6 +59,8 @@ export interface InferLoad {
   maxConcurrent: number;
   /** Requests this node has run to completion (`done` sent) since it started. */
   served: number;
+  /** Requests it accepted and then failed (engine error or its own deadline) since it started. */
+  failed: number;
 }
 
 export interface InferOptions {

@@ -49,18 +49,21 @@ class Refusal extends Error {
 export class InferProvider {
   private active = 0;
   private completed = 0;
+  /** Requests this node accepted and then failed itself (engine error, its own deadline); refusals do not count. */
+  private failures = 0;
   private readonly waiting: { admit: () => void }[] = [];
   /** Requests in flight; each is aborted when the service stops. */
   private readonly jobs = new Set<AbortController>();
 
   constructor(private readonly settings: ProviderSettings) {}
 
-  load(): { active: number; queued: number; maxConcurrent: number; served: number } {
+  load(): { active: number; queued: number; maxConcurrent: number; served: number; failed: number } {
     return {
       active: this.active,
       queued: this.waiting.length,
       maxConcurrent: this.settings.maxConcurrent,
       served: this.completed,
+      failed: this.failures,
     };
   }
 
@@ -127,6 +130,7 @@ export class InferProvider {
   /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
   private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {
     const { code, message } = classify(err);
+    if (code === "internal" || code === "timeout") this.failures += 1;
     if (code === "internal") log.warn("request failed", { peer, error: err });
     else log.debug("request refused", { peer, code, message });
     try {
