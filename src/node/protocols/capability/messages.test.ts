@@ -1,0 +1,175 @@
+import { describe, expect, test } from "bun:test";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import { decode } from "cborg";
+import { encode as encodeCbor, parseMessage } from "../../wire.ts";
+import { MNIST_SHA, STORIES_SHA, sampleRecord } from "./fixtures.ts";
+import {
+  type CapabilityRecord,
+  encodeSignedRecord,
+  GetRequestSchema,
+  MAX_ADDRS,
+  MAX_CLOCK_SKEW_MS,
+  MAX_MODELS,
+  MAX_RECORD_TTL_MS,
+  MAX_SIGNED_RECORD_BYTES,
+  modelCid,
+  ResponseSchema,
+  signedPayload,
+  signRecord,
+  verifyRecord,
+} from "./messages.ts";
+
+const alice = await generateKeyPair("Ed25519");
+const bob = await generateKeyPair("Ed25519");
+
+/** Signs any value as a record body, skipping signRecord's checks: what a malicious peer can send. */
+async function forge(record: unknown, key = alice, v: unknown = 1): Promise<Uint8Array> {
+  const body = encodeCbor(record);
+  return encodeCbor({ v, record: body, signature: await key.sign(signedPayload(body)) });
+}
+
+async function rejectsForged(bytes: Promise<Uint8Array>, now: number | undefined, name: string, reason?: string) {
+  const b = await bytes;
+  rejects(() => verifyRecord(b, now), name, reason);
+}
+
+function rejects(fn: () => unknown, name: string, reason?: string): void {
+  try {
+    fn();
+  } catch (err) {
+    expect((err as Error).name).toBe(name);
+    if (reason) expect((err as { reason?: string }).reason).toBe(reason);
+    return;
+  }
+  throw new Error(`expected ${name}`);
+}
+
+describe("signed capability records", () => {
+  test("a signed record verifies from its wire bytes and as an object", async () => {
+    const signed = await signRecord(sampleRecord(alice), alice);
+    const bytes = encodeSignedRecord(signed);
+    expect(bytes.byteLength).toBeLessThan(MAX_SIGNED_RECORD_BYTES);
+    expect(verifyRecord(bytes)).toEqual(signed.record);
+    expect(verifyRecord(signed)).toEqual(signed.record);
+  });
+
+  test("signRecord refuses invalid records and records naming another peer", async () => {
+    await expect(signRecord(sampleRecord(bob), alice)).rejects.toHaveProperty("name", "InvalidRecordError");
+    const bad = sampleRecord(alice, { price: { satsPer1kTokens: -1 } });
+    await expect(signRecord(bad, alice)).rejects.toHaveProperty("name", "InvalidRecordError");
+  });
+
+  test("a changed field breaks the signature (bytes and object)", async () => {
+    const signed = await signRecord(sampleRecord(alice), alice);
+    const envelope = decode(encodeSignedRecord(signed)) as { record: Uint8Array; signature: Uint8Array };
+    const cheaper = encodeCbor({ ...signed.record, price: { satsPer1kTokens: 1 } });
+    const tampered = encodeCbor({ v: 1, record: cheaper, signature: envelope.signature });
+    rejects(() => verifyRecord(tampered), "BadSignatureError");
+    rejects(() => verifyRecord({ ...signed, record: { ...signed.record, seq: 99 } }), "BadSignatureError");
+    const flipped = new Uint8Array(signed.signature);
+    flipped[0] = (flipped[0] ?? 0) ^ 1;
+    rejects(() => verifyRecord({ record: signed.record, signature: flipped }), "BadSignatureError");
+  });
+
+  test("a record signed with the wrong key, or another peer's record under my id, is rejected", async () => {
+    await rejectsForged(forge(sampleRecord(alice), bob), undefined, "BadSignatureError");
+    const bobs = await signRecord(sampleRecord(bob), bob);
+    const aliceId = sampleRecord(alice).peerId;
+    rejects(() => verifyRecord({ ...bobs, record: { ...bobs.record, peerId: aliceId } }), "BadSignatureError");
+  });
+
+  test("peer ids that are not Ed25519 keys are refused", async () => {
+    const secp = await generateKeyPair("secp256k1");
+    await rejectsForged(forge(sampleRecord(secp), alice), undefined, "InvalidRecordError", "unsupported-key");
+    const notAPeer = { ...sampleRecord(alice), peerId: "not-a-peer-id" };
+    await rejectsForged(forge(notAPeer), undefined, "InvalidRecordError", "invalid-value");
+  });
+
+  const now = Date.now();
+  const gpu = sampleRecord(alice).hardware.gpus[0];
+  const impossible: [string, Partial<CapabilityRecord> | Record<string, unknown>][] = [
+    ["negative price", { price: { satsPer1kTokens: -5 } }],
+    ["absurd price", { price: { satsPer1kTokens: 1e12 } }],
+    ["negative VRAM", { hardware: { ...sampleRecord(alice).hardware, gpus: [{ ...gpu, vramTotal: -1 }] } }],
+    ["free VRAM above total", { hardware: { ...sampleRecord(alice).hardware, gpus: [{ ...gpu, vramFree: 2 ** 40 }] } }],
+    ["absurd RAM", { hardware: { ...sampleRecord(alice).hardware, ramTotal: 2 ** 52 } }],
+    ["fractional cores", { hardware: { ...sampleRecord(alice).hardware, cpu: { model: "x", cores: 1.5 } } }],
+    ["more active jobs than slots", { load: { active: 5, queued: 0, maxConcurrent: 4 } }],
+    ["negative queue", { load: { active: 0, queued: -1, maxConcurrent: 4 } }],
+    ["score above 1", { reputation: { completed: 1, failed: 0, score: 7 } }],
+    ["bad sha256", { models: [{ name: "x", sha256: "XYZ", runtime: "llama" }] }],
+    ["unknown runtime", { models: [{ name: "x", sha256: STORIES_SHA, runtime: "tpu" }] }],
+    [
+      "too many models",
+      { models: Array.from({ length: MAX_MODELS + 1 }, () => ({ name: "m", sha256: MNIST_SHA, runtime: "onnx" })) },
+    ],
+    ["too many addrs", { addrs: Array.from({ length: MAX_ADDRS + 1 }, (_, i) => `/ip4/10.0.0.${i % 250}/tcp/1`) }],
+    ["an address that is not a multiaddr", { addrs: ["http://example.com"] }],
+    ["expiry too far ahead", { issuedAt: now, expiresAt: now + MAX_RECORD_TTL_MS + 1 }],
+    ["expiry before issue", { issuedAt: now, expiresAt: now - 1 }],
+    ["a float seq", { seq: 1.5 }],
+    ["missing load", { load: undefined }],
+  ];
+  for (const [what, change] of impossible) {
+    test(`impossible value rejected: ${what}`, async () => {
+      const record = JSON.parse(JSON.stringify({ ...sampleRecord(alice, {}, now), ...change }));
+      await rejectsForged(forge(record), now, "InvalidRecordError", "invalid-value");
+    });
+  }
+
+  test("issued in the future beyond the clock skew: rejected; within it: accepted", async () => {
+    const ahead = (ms: number) => sampleRecord(alice, { issuedAt: now + ms, expiresAt: now + ms + 60_000 }, now);
+    await rejectsForged(forge(ahead(MAX_CLOCK_SKEW_MS + 1000)), now, "InvalidRecordError", "invalid-value");
+    expect(verifyRecord(await forge(ahead(MAX_CLOCK_SKEW_MS - 1000)), now).peerId).toBe(sampleRecord(alice).peerId);
+  });
+
+  test("an expired record is rejected", async () => {
+    const bytes = encodeSignedRecord(await signRecord(sampleRecord(alice, {}, now), alice));
+    expect(verifyRecord(bytes, now + 59_000).seq).toBe(1);
+    rejects(() => verifyRecord(bytes, now + 60_000), "ExpiredRecordError");
+  });
+
+  test("unknown versions, garbage and oversized input are refused with a reason", async () => {
+    await rejectsForged(forge(sampleRecord(alice), alice, 2), undefined, "InvalidRecordError", "unsupported-version");
+    await rejectsForged(
+      forge({ ...sampleRecord(alice), v: 2 }),
+      undefined,
+      "InvalidRecordError",
+      "unsupported-version",
+    );
+    rejects(() => verifyRecord(new Uint8Array([0xff, 0x00, 0x13])), "InvalidRecordError", "malformed");
+    rejects(() => verifyRecord(encodeCbor([1, 2, 3])), "InvalidRecordError", "malformed");
+    rejects(() => verifyRecord(new Uint8Array(MAX_SIGNED_RECORD_BYTES + 1)), "InvalidRecordError", "malformed");
+    const noSig = encodeCbor({ v: 1, record: encodeCbor(sampleRecord(alice)), signature: new Uint8Array(3) });
+    rejects(() => verifyRecord(noSig), "InvalidRecordError", "malformed");
+  });
+});
+
+describe("model keys and requests", () => {
+  test("modelCid is CIDv1 raw over the sha2-256 digest of the file", () => {
+    const cid = modelCid(STORIES_SHA);
+    expect(cid.version).toBe(1);
+    expect(cid.code).toBe(0x55);
+    expect(cid.multihash.code).toBe(0x12);
+    expect(Buffer.from(cid.multihash.digest).toString("hex")).toBe(STORIES_SHA);
+    expect(modelCid(STORIES_SHA).equals(cid)).toBe(true);
+    expect(() => modelCid("abc")).toThrow();
+  });
+
+  test("request and answer schemas: bounded, versioned", async () => {
+    expect(parseMessage(encodeCbor({ v: 1, type: "get" }), GetRequestSchema)).toEqual({ v: 1, type: "get" });
+    expect(() => parseMessage(encodeCbor({ v: 2, type: "get" }), GetRequestSchema)).toThrow("unsupported wire version");
+    expect(() => parseMessage(encodeCbor({ v: 1, type: "put" }), GetRequestSchema)).toThrow("invalid message");
+    const signed = encodeSignedRecord(await signRecord(sampleRecord(alice), alice));
+    expect(parseMessage(encodeCbor({ v: 1, type: "record", signed }), ResponseSchema)).toMatchObject({
+      type: "record",
+    });
+    const huge = new Uint8Array(MAX_SIGNED_RECORD_BYTES + 1);
+    expect(() => parseMessage(encodeCbor({ v: 1, type: "record", signed: huge }), ResponseSchema)).toThrow();
+    expect(
+      parseMessage(encodeCbor({ v: 1, type: "error", code: "not-a-provider", message: "no" }), ResponseSchema),
+    ).toMatchObject({
+      code: "not-a-provider",
+    });
+  });
+});
