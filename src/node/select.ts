@@ -1,0 +1,97 @@
+import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+
+/**
+ * Provider choice for a direct job: among peers that serve the model at an acceptable price, the one
+ * expected to answer first, then the best reputation. Pure and deterministic, so a client retrying
+ * after a failure walks the same list minus the peers it excludes.
+ */
+
+/** Round-trip time assumed for a peer we have never measured: worse than a LAN, better than nothing. */
+export const UNKNOWN_RTT_MS = 250;
+/** Length of the job a queued request waits behind, in tokens (a short chat answer). */
+export const TYPICAL_JOB_TOKENS = 256;
+/** Generation speed assumed when a provider publishes no self-benchmark. */
+export const DEFAULT_TOKENS_PER_SECOND = 20;
+/**
+ * Expected latencies within the same bucket count as equal, so reputation decides between
+ * providers a few milliseconds apart instead of measurement noise.
+ */
+export const LATENCY_BUCKET_MS = 25;
+
+export interface SelectionCriteria {
+  /** File sha256 of the model to run. */
+  sha256: string;
+  /** Highest acceptable price, satoshis per 1,000 tokens. */
+  maxPrice?: number;
+  /** Peer ids never to pick (tried already, failed, banned). */
+  exclude?: Set<string>;
+  /** Measured round-trip time to a peer, undefined when unknown. */
+  latencyMs?: (peerId: string) => number | undefined;
+}
+
+/** Time a new job waits for a free slot on this provider, from its published load and speed. */
+export function queueWaitMs(record: CapabilityRecord): number {
+  const { active, queued, maxConcurrent } = record.load;
+  if (maxConcurrent <= 0) return Number.POSITIVE_INFINITY;
+  const ahead = active + queued - maxConcurrent + 1;
+  if (ahead <= 0) return 0;
+  const tokensPerSecond = record.hardware.tokensPerSecond || DEFAULT_TOKENS_PER_SECOND;
+  const jobMs = (TYPICAL_JOB_TOKENS / tokensPerSecond) * 1000;
+  return Math.ceil(ahead / maxConcurrent) * jobMs;
+}
+
+/** Round-trip time plus queue wait. */
+export function expectedLatencyMs(record: CapabilityRecord, rttMs: number | undefined): number {
+  return (rttMs ?? UNKNOWN_RTT_MS) + queueWaitMs(record);
+}
+
+/**
+ * Reputation in [0, 1]: the published score, or the success rate with one success and one failure
+ * assumed up front (Laplace), so a newcomer ranks 0.5 and one failure does not sink a long record.
+ */
+export function reputationScore(record: CapabilityRecord): number {
+  const { completed, failed, score } = record.reputation;
+  return score ?? (completed + 1) / (completed + failed + 2);
+}
+
+interface Scored {
+  record: CapabilityRecord;
+  latency: number;
+  bucket: number;
+  reputation: number;
+}
+
+/**
+ * Best provider first: serves the model, not excluded, price within `maxPrice`, has slots; then
+ * lowest expected latency (in LATENCY_BUCKET_MS buckets), best reputation, lowest exact latency,
+ * and peer id. Keeps one record per peer (the highest seq).
+ */
+export function rankProviders(records: CapabilityRecord[], criteria: SelectionCriteria): CapabilityRecord[] {
+  const newest = new Map<string, CapabilityRecord>();
+  for (const r of records) {
+    const known = newest.get(r.peerId);
+    if (!known || r.seq > known.seq) newest.set(r.peerId, r);
+  }
+  const scored: Scored[] = [];
+  for (const record of newest.values()) {
+    if (criteria.exclude?.has(record.peerId)) continue;
+    if (!record.models.some((m) => m.sha256 === criteria.sha256)) continue;
+    if (criteria.maxPrice !== undefined && record.price.satsPer1kTokens > criteria.maxPrice) continue;
+    if (record.load.maxConcurrent <= 0) continue;
+    const latency = expectedLatencyMs(record, criteria.latencyMs?.(record.peerId));
+    scored.push({
+      record,
+      latency,
+      bucket: Math.floor(latency / LATENCY_BUCKET_MS),
+      reputation: reputationScore(record),
+    });
+  }
+  scored.sort(
+    (a, b) =>
+      a.bucket - b.bucket ||
+      b.reputation - a.reputation ||
+      a.latency - b.latency ||
+      (a.record.peerId < b.record.peerId ? -1 : a.record.peerId > b.record.peerId ? 1 : 0),
+  );
+  return scored.map((s) => s.record);
+}
