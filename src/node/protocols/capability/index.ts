@@ -1,0 +1,375 @@
+import { type GossipSub, type Message, TopicValidatorResult } from "@libp2p/gossipsub";
+import {
+  type ContentRouting,
+  type Libp2pEvents,
+  type PeerId,
+  type PrivateKey,
+  type Startable,
+  serviceCapabilities,
+  serviceDependencies,
+  type TypedEventTarget,
+} from "@libp2p/interface";
+import type { AddressManager, ConnectionManager, Registrar } from "@libp2p/interface-internal";
+import type { SingleKadDHT } from "@libp2p/kad-dht";
+import { AbortedError, ConfigError, errorMessage } from "../../../util/errors.ts";
+import { logger } from "../../../util/logger.ts";
+import { PeerDirectory } from "../../directory.ts";
+import { TaskQueue, waitForRoutingPeers } from "./lookup.ts";
+import { type CapabilityRecord, ExpiredRecordError, modelCid, verifyRecord } from "./messages.ts";
+import { type CapabilityDescription, OwnRecord } from "./own-record.ts";
+import {
+  CAPABILITY_PROTOCOL,
+  fetchRecord,
+  MAX_INBOUND_STREAMS,
+  MAX_OUTBOUND_STREAMS,
+  serveRecord,
+} from "./protocol.ts";
+import { ModelProvider } from "./provide.ts";
+
+export type { CapabilityDescription } from "./own-record.ts";
+export { CAPABILITY_PROTOCOL } from "./protocol.ts";
+
+/**
+ * The capability service: providers announce signed records (gossip on CAPABILITY_TOPIC, DHT provider
+ * records keyed by model hash, CAPABILITY_PROTOCOL on request); every node verifies what it hears and
+ * keeps the newest record per peer in its directory; clients find the providers of a model.
+ */
+
+export const CAPABILITY_TOPIC = "/infernet/capabilities/1";
+/** A provider re-publishes its record this often (and on `announce()`). */
+export const DEFAULT_ANNOUNCE_INTERVAL_MS = 30_000;
+/** Records are valid this long: several announce intervals, so a lost message or two costs nothing. */
+export const DEFAULT_RECORD_TTL_MS = 4 * DEFAULT_ANNOUNCE_INTERVAL_MS;
+/** DHT provider records are put again this often, so peers that joined since hold them too. */
+export const DEFAULT_REPROVIDE_INTERVAL_MS = 10 * 60_000;
+/** Two announcements are at least this far apart; `announce()` calls in between are coalesced. */
+export const MIN_ANNOUNCE_GAP_MS = 500;
+/** Gossip from one peer closer together than this is not relayed (a flood of fresh seqs). */
+export const MIN_GOSSIP_GAP_MS = 250;
+/** `findProviders` gives up (returning what it has) after this long. */
+export const FIND_PROVIDERS_TIMEOUT_MS = 10_000;
+/** A record fetched or gossiped this recently is not fetched again by `findProviders`. */
+export const RECORD_FRESH_MS = 5_000;
+/** Records fetched in parallel during one lookup. */
+export const MAX_PARALLEL_FETCHES = 8;
+/** First retry of an announcement whose record could not be built yet (the host still starting). */
+export const FIRST_ANNOUNCE_RETRY_MS = 100;
+/** Expired records are dropped this often. */
+export const PRUNE_INTERVAL_MS = 10_000;
+
+const log = logger("node:capability");
+
+export interface CapabilityInit {
+  /** Builds this node's current record (the service fills peerId, seq, issuedAt, expiresAt). Absent = not a provider. */
+  describe?: () => CapabilityDescription;
+  announceIntervalMs?: number;
+  ttlMs?: number;
+  reprovideIntervalMs?: number;
+}
+
+/**
+ * What the service takes from libp2p: core components plus the `dht` and `pubsub` services, which
+ * libp2p hands every service by the names they have in `services` (host.ts). Optional in the type
+ * only because libp2p's service map is open; the service declares them as dependencies.
+ */
+export interface CapabilityComponents {
+  peerId: PeerId;
+  privateKey: PrivateKey;
+  registrar: Registrar;
+  connectionManager: ConnectionManager;
+  addressManager: AddressManager;
+  contentRouting: ContentRouting;
+  events: TypedEventTarget<Libp2pEvents>;
+  dht?: SingleKadDHT;
+  pubsub?: GossipSub;
+}
+
+export interface FindProvidersOptions {
+  signal?: AbortSignal;
+  /** Default FIND_PROVIDERS_TIMEOUT_MS; when it passes, the providers found so far are returned. */
+  timeoutMs?: number;
+  /** Stop the DHT walk once this many providers are found. */
+  limit?: number;
+}
+
+export interface CapabilityService extends Startable {
+  directory: PeerDirectory;
+  /**
+   * Providers of a model (by file sha256) with valid, unexpired records, this node excluded: a DHT
+   * provider lookup, each found peer's record fetched over CAPABILITY_PROTOCOL, plus what gossip
+   * delivered. Throws AbortedError when `signal` aborts.
+   */
+  findProviders(sha256: string, options?: FindProvidersOptions): Promise<CapabilityRecord[]>;
+  /** Re-announce now (after load or models changed); calls closer than MIN_ANNOUNCE_GAP_MS are coalesced. Never throws. */
+  announce(): Promise<void>;
+  /** This node's current record, if it is a provider. */
+  current(): CapabilityRecord | undefined;
+  /** Gossiped records by verdict since start: accepted (stored, relayed), ignored (stale), rejected (invalid). */
+  readonly gossip: Record<TopicValidatorResult, number>;
+}
+
+class DefaultCapabilityService implements CapabilityService {
+  readonly directory = new PeerDirectory();
+  readonly gossip = { accept: 0, ignore: 0, reject: 0 };
+  readonly [Symbol.toStringTag] = "@infernet/capability";
+  readonly [serviceCapabilities] = ["@infernet/capability"];
+  readonly [serviceDependencies] = ["@libp2p/pubsub", "@libp2p/kad-dht"];
+
+  private readonly announceIntervalMs: number;
+  private readonly reprovideIntervalMs: number;
+  private started = false;
+  private shutdown = new AbortController();
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
+  private readonly own: OwnRecord | undefined;
+  private lastAnnounceAt = 0;
+  private pendingAnnounce: Promise<void> | undefined;
+  private readonly provider: ModelProvider;
+  private readonly lastGossip = new Map<string, number>();
+
+  constructor(
+    private readonly components: CapabilityComponents,
+    init: CapabilityInit,
+  ) {
+    this.announceIntervalMs = init.announceIntervalMs ?? DEFAULT_ANNOUNCE_INTERVAL_MS;
+    this.reprovideIntervalMs = init.reprovideIntervalMs ?? DEFAULT_REPROVIDE_INTERVAL_MS;
+    this.own = init.describe
+      ? new OwnRecord({
+          describe: init.describe,
+          peerId: components.peerId,
+          privateKey: components.privateKey,
+          addresses: () => components.addressManager.getAddresses().map(String),
+          ttlMs: init.ttlMs ?? DEFAULT_RECORD_TTL_MS,
+        })
+      : undefined;
+    this.provider = new ModelProvider({
+      dht: () => this.dht,
+      connected: () => components.connectionManager.getConnections().length > 0,
+    });
+  }
+
+  private get dht(): SingleKadDHT {
+    return required(this.components.dht, "dht");
+  }
+
+  private get pubsub(): GossipSub {
+    return required(this.components.pubsub, "pubsub");
+  }
+
+  isStarted(): boolean {
+    return this.started;
+  }
+
+  async start(): Promise<void> {
+    this.shutdown = new AbortController();
+    await this.components.registrar.handle(
+      CAPABILITY_PROTOCOL,
+      (stream) => serveRecord(stream, () => this.currentBytes()),
+      { maxInboundStreams: MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS },
+    );
+    this.started = true;
+  }
+
+  /** Gossipsub accepts subscriptions only once it has started, which happens alongside us. */
+  async afterStart(): Promise<void> {
+    const pubsub = this.pubsub;
+    pubsub.topicValidators.set(CAPABILITY_TOPIC, this.validate);
+    pubsub.subscribe(CAPABILITY_TOPIC);
+    this.every(PRUNE_INTERVAL_MS, () => this.prune());
+    if (!this.own) return;
+    this.components.events.addEventListener("peer:identify", this.onIdentify);
+    this.every(this.announceIntervalMs, () => void this.announce());
+    this.every(this.reprovideIntervalMs, () => void this.provide(true));
+    // The host may not be fully constructed yet when `describe` is first needed: retry briefly.
+    this.later(0, () => void this.firstAnnounce(FIRST_ANNOUNCE_RETRY_MS));
+  }
+
+  async beforeStop(): Promise<void> {
+    this.components.events.removeEventListener("peer:identify", this.onIdentify);
+    try {
+      this.pubsub.unsubscribe(CAPABILITY_TOPIC);
+    } catch (err) {
+      log.debug("unsubscribe failed", { err: errorMessage(err) });
+    }
+    this.pubsub.topicValidators.delete(CAPABILITY_TOPIC);
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    this.shutdown.abort(new AbortedError("capability service stopped"));
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.provider.stop();
+    await this.components.registrar.unhandle(CAPABILITY_PROTOCOL);
+  }
+
+  current(): CapabilityRecord | undefined {
+    return this.own?.current?.record;
+  }
+
+  announce(): Promise<void> {
+    if (!this.own || !this.started) return Promise.resolve();
+    this.pendingAnnounce ??= this.announceSoon();
+    return this.pendingAnnounce;
+  }
+
+  /** Publishes once the gap since the last announcement has passed; calls until then share it. */
+  private async announceSoon(): Promise<void> {
+    await Promise.resolve(); // `pendingAnnounce` is assigned before anything below runs
+    const wait = this.lastAnnounceAt + MIN_ANNOUNCE_GAP_MS - Date.now();
+    if (wait > 0) await new Promise((resolve) => this.later(wait, resolve));
+    this.pendingAnnounce = undefined;
+    if (this.started) await this.publish();
+  }
+
+  async findProviders(sha256: string, options: FindProvidersOptions = {}): Promise<CapabilityRecord[]> {
+    const cid = modelCid(sha256);
+    const timeout = AbortSignal.timeout(options.timeoutMs ?? FIND_PROVIDERS_TIMEOUT_MS);
+    const signal = AbortSignal.any([timeout, this.shutdown.signal, ...(options.signal ? [options.signal] : [])]);
+    const self = this.components.peerId;
+    const seen = new Set<string>();
+    const queue = new TaskQueue(MAX_PARALLEL_FETCHES);
+    try {
+      await waitForRoutingPeers(this.dht, signal);
+      for await (const peer of this.components.contentRouting.findProviders(cid, { signal })) {
+        const id = peer.id.toString();
+        if (peer.id.equals(self) || seen.has(id)) continue;
+        seen.add(id);
+        queue.add(() => this.refresh(peer.id, signal));
+        if (options.limit !== undefined && seen.size >= options.limit) break;
+      }
+    } catch (err) {
+      if (!signal.aborted) log.debug("provider lookup failed", { sha256, err: errorMessage(err) });
+    }
+    await queue.idle();
+    if (options.signal?.aborted) throw new AbortedError("provider lookup cancelled", { cause: options.signal.reason });
+    return this.directory.providersOf(sha256).filter((r) => r.peerId !== self.toString());
+  }
+
+  /** Fetches a peer's record unless a fresh one is already held. */
+  private async refresh(peerId: PeerId, signal: AbortSignal): Promise<void> {
+    const id = peerId.toString();
+    const at = this.directory.receivedAt(id);
+    if (at !== undefined && Date.now() - at < RECORD_FRESH_MS && this.directory.get(id)) return;
+    try {
+      const record = await fetchRecord(this.components.connectionManager, peerId, signal);
+      this.directory.upsert(record);
+    } catch (err) {
+      log.debug("could not fetch a capability record", { peer: id, err: errorMessage(err) });
+    }
+  }
+
+  /** Gossip validator: verified, newer records are stored and relayed; bad ones rejected; never throws. */
+  private readonly validate = (_from: PeerId, message: Message): TopicValidatorResult => {
+    const verdict = this.judge(message);
+    this.gossip[verdict]++;
+    return verdict;
+  };
+
+  /** Verified, newer records are stored and relayed; bad ones rejected; never throws. */
+  private judge(message: Message): TopicValidatorResult {
+    try {
+      if (message.type !== "signed") return TopicValidatorResult.Reject;
+      const author = message.from.toString();
+      const record = verifyRecord(message.data);
+      if (record.peerId !== author) {
+        log.info("dropped a record published by another peer", { author, record: record.peerId });
+        return TopicValidatorResult.Reject;
+      }
+      if (author === this.components.peerId.toString()) return TopicValidatorResult.Ignore;
+      const now = Date.now();
+      if (now - (this.lastGossip.get(author) ?? 0) < MIN_GOSSIP_GAP_MS) return TopicValidatorResult.Ignore;
+      if (!this.directory.upsert(record, now)) return TopicValidatorResult.Ignore;
+      this.lastGossip.set(author, now);
+      return TopicValidatorResult.Accept;
+    } catch (err) {
+      if (err instanceof ExpiredRecordError) return TopicValidatorResult.Ignore;
+      log.info("dropped an invalid capability record", { err: errorMessage(err) });
+      return TopicValidatorResult.Reject;
+    }
+  }
+
+  private readonly onIdentify = (): void => {
+    this.provider.peerIdentified();
+  };
+
+  private async firstAnnounce(retryMs: number): Promise<void> {
+    if (!this.started) return;
+    if (await this.publish()) return;
+    this.later(retryMs, () => void this.firstAnnounce(Math.min(retryMs * 2, this.announceIntervalMs)));
+  }
+
+  /** Signs a fresh record and publishes it; returns false when the record could not be built. */
+  private async publish(): Promise<boolean> {
+    if (!this.own) return false;
+    this.lastAnnounceAt = Date.now();
+    let bytes: Uint8Array;
+    try {
+      ({ bytes } = await this.own.refresh());
+    } catch (err) {
+      log.warn("cannot build this node's capability record", { err: errorMessage(err) });
+      return false;
+    }
+    try {
+      await this.pubsub.publish(CAPABILITY_TOPIC, bytes);
+    } catch (err) {
+      log.debug("capability gossip not sent", { err: errorMessage(err) });
+    }
+    void this.provide(false);
+    return true;
+  }
+
+  /** The signed record to answer CAPABILITY_PROTOCOL with: the current one, re-signed when stale. */
+  private async currentBytes(): Promise<Uint8Array | undefined> {
+    if (!this.own) return undefined;
+    try {
+      return (await this.own.fresh(MIN_ANNOUNCE_GAP_MS)).bytes;
+    } catch (err) {
+      log.warn("cannot build this node's capability record", { err: errorMessage(err) });
+      const last = this.own.current;
+      return last && last.record.expiresAt > Date.now() ? last.bytes : undefined;
+    }
+  }
+
+  /** DHT provider records for the served models (all again when `again`, else only new ones). */
+  private async provide(again: boolean): Promise<void> {
+    const record = this.own?.current?.record;
+    if (!record || !this.started) return;
+    await this.provider.update(
+      record.models.map((m) => m.sha256),
+      again,
+    );
+  }
+
+  private prune(): void {
+    this.directory.prune();
+    const cutoff = Date.now() - MIN_GOSSIP_GAP_MS;
+    for (const [peer, at] of this.lastGossip) if (at < cutoff) this.lastGossip.delete(peer);
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const tick = () => {
+      if (!this.started) return;
+      fn();
+      this.later(ms, tick);
+    };
+    this.later(ms, tick);
+  }
+
+  private later(ms: number, fn: (value?: unknown) => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+}
+
+function required<T>(service: T | undefined, name: string): T {
+  if (!service) throw new ConfigError(`the capability service needs the libp2p "${name}" service`);
+  return service;
+}
+
+/** The libp2p service factory: `services: { capability: capabilityService({ describe }) }`. */
+export function capabilityService(init: CapabilityInit = {}): (components: CapabilityComponents) => CapabilityService {
+  return (components) => new DefaultCapabilityService(components, init);
+}

@@ -1,0 +1,104 @@
+import type { SingleKadDHT } from "@libp2p/kad-dht";
+import { errorMessage } from "../../../util/errors.ts";
+import { logger } from "../../../util/logger.ts";
+import { modelCid } from "./messages.ts";
+
+/**
+ * DHT provider records for the models a node serves, keyed by model hash (see `modelCid`), so
+ * "who serves model X" is one lookup. A provide that reached no peer (the routing table was still
+ * empty) is retried with backoff while the node has connections, and on the next identified peer.
+ */
+
+/** One provide round (all served models) may take this long. */
+export const PROVIDE_TIMEOUT_MS = 30_000;
+/** First retry of a provide that reached no peer; doubles up to PROVIDE_RETRY_MAX_MS. */
+export const PROVIDE_RETRY_MS = 250;
+export const PROVIDE_RETRY_MAX_MS = 10_000;
+
+const log = logger("node:capability");
+
+export interface ModelProviderInit {
+  dht: () => SingleKadDHT;
+  /** Whether a retry can succeed now (the node has at least one connection). */
+  connected: () => boolean;
+}
+
+export class ModelProvider {
+  private wanted = new Set<string>();
+  private readonly provided = new Set<string>();
+  private running = false;
+  private retryMs = PROVIDE_RETRY_MS;
+  private retry: ReturnType<typeof setTimeout> | undefined;
+  private shutdown = new AbortController();
+
+  constructor(private readonly init: ModelProviderInit) {}
+
+  /** Sets the served models (file sha256s) and provides those not provided yet; all of them when `again`. */
+  async update(sha256s: string[], again = false): Promise<void> {
+    const wanted = new Set(sha256s);
+    for (const sha of this.provided) {
+      if (wanted.has(sha)) continue;
+      this.provided.delete(sha);
+      this.init
+        .dht()
+        .cancelReprovide(modelCid(sha))
+        .catch(() => {});
+    }
+    this.wanted = wanted;
+    await this.run(again);
+  }
+
+  /** A peer finished identify: if a provide is owed, try again shortly (its DHT entry lands after). */
+  peerIdentified(): void {
+    if (this.retry || this.pending().length === 0) return;
+    this.schedule(PROVIDE_RETRY_MS);
+  }
+
+  stop(): void {
+    this.shutdown.abort();
+    this.shutdown = new AbortController();
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = undefined;
+  }
+
+  private pending(): string[] {
+    return [...this.wanted].filter((sha) => !this.provided.has(sha));
+  }
+
+  private async run(again: boolean): Promise<void> {
+    const todo = again ? [...this.wanted] : this.pending();
+    if (this.running || todo.length === 0) return;
+    this.running = true;
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(PROVIDE_TIMEOUT_MS)]);
+    let missed = 0;
+    try {
+      for (const sha of todo) {
+        let reached = 0;
+        for await (const event of this.init.dht().provide(modelCid(sha), { signal })) {
+          if (event.name === "PEER_RESPONSE" && event.messageName === "ADD_PROVIDER") reached++;
+        }
+        if (reached > 0) this.provided.add(sha);
+        else missed++;
+        log.debug("provided model", { sha256: sha, peers: reached });
+      }
+    } catch (err) {
+      missed++;
+      if (!signal.aborted) log.debug("provide failed", { err: errorMessage(err) });
+    } finally {
+      this.running = false;
+    }
+    if (missed === 0) this.retryMs = PROVIDE_RETRY_MS;
+    else if (!this.shutdown.signal.aborted && this.init.connected()) {
+      this.schedule(this.retryMs);
+      this.retryMs = Math.min(this.retryMs * 2, PROVIDE_RETRY_MAX_MS);
+    }
+  }
+
+  private schedule(ms: number): void {
+    if (this.retry) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      void this.run(false);
+    }, ms);
+  }
+}
