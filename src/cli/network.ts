@@ -5,10 +5,12 @@ import { InfernetNode } from "../node/node.ts";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RunOptions } from "../runtime/engine.ts";
 import type { CliContext } from "./command.ts";
 
-/** How long a fresh ephemeral node waits for its bootstrap connections before asking the network. */
-export const EPHEMERAL_SETTLE_MS = 1_500;
-/** Longest wait for the first connection of an ephemeral node. */
+/** How long a fresh ephemeral node lets its routing table fill after its first connection. */
+export const EPHEMERAL_SETTLE_MS = 500;
+/** Longest wait for the first connection when bootstrap peers are configured. */
 export const EPHEMERAL_CONNECT_TIMEOUT_MS = 10_000;
+/** Longest wait for a LAN peer (mDNS) when no bootstrap peer is configured. */
+export const MDNS_CONNECT_TIMEOUT_MS = 1_000;
 
 /** The network as this command sees it: the running node's (through its control socket) or its own. */
 export interface NetworkAccess extends AsyncDisposable {
@@ -23,7 +25,12 @@ export interface NetworkAccess extends AsyncDisposable {
   control?: ControlClient;
 }
 
-export async function networkAccess(ctx: CliContext): Promise<NetworkAccess> {
+/**
+ * The running node, or an ephemeral one connected to at least one peer; undefined when this machine
+ * has no way onto a network (no node running, no bootstrap peer, no LAN peer answering mDNS), so the
+ * caller can work locally at once instead of waiting for discovery that cannot succeed.
+ */
+export async function networkAccess(ctx: CliContext): Promise<NetworkAccess | undefined> {
   const config = ctx.config();
   const control = await ControlClient.connect(config.home);
   if (control) {
@@ -34,8 +41,13 @@ export async function networkAccess(ctx: CliContext): Promise<NetworkAccess> {
       [Symbol.asyncDispose]: async () => {},
     };
   }
+  if (!config.bootstrap.length && !config.mdns) return undefined;
   const node = await InfernetNode.start({ config, store: ctx.store(), ephemeral: true, signal: ctx.signal });
-  await settle(node, ctx.signal);
+  const wait = config.bootstrap.length ? EPHEMERAL_CONNECT_TIMEOUT_MS : MDNS_CONNECT_TIMEOUT_MS;
+  if (!(await settle(node, wait, ctx.signal))) {
+    await node.stop();
+    return undefined;
+  }
   return {
     via: "ephemeral",
     node,
@@ -44,13 +56,15 @@ export async function networkAccess(ctx: CliContext): Promise<NetworkAccess> {
   };
 }
 
-/** Gives a new node time to connect to its bootstrap peers and fill its routing table. */
-async function settle(node: InfernetNode, signal: AbortSignal): Promise<void> {
-  const deadline = Date.now() + EPHEMERAL_CONNECT_TIMEOUT_MS;
+/** Gives a new node time to connect and fill its routing table; false when it found no peer at all. */
+async function settle(node: InfernetNode, connectTimeoutMs: number, signal: AbortSignal): Promise<boolean> {
+  const deadline = Date.now() + connectTimeoutMs;
   while (node.host.getConnections().length === 0 && Date.now() < deadline && !signal.aborted) {
-    await Bun.sleep(50);
+    await Bun.sleep(20);
   }
-  if (node.host.getConnections().length > 0) await Bun.sleep(EPHEMERAL_SETTLE_MS);
+  if (node.host.getConnections().length === 0) return false;
+  await Bun.sleep(EPHEMERAL_SETTLE_MS);
+  return true;
 }
 
 /**

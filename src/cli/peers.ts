@@ -24,7 +24,8 @@ joins through --bootstrap (and mDNS) and looks up the providers of every catalog
     applyNetworkOptions(ctx, values);
     await using access = await networkAccess(ctx);
     let rows: PeerRow[];
-    if (access.control) rows = await access.control.peers(ctx.signal);
+    if (!access) rows = [];
+    else if (access.control) rows = await access.control.peers(ctx.signal);
     else {
       const node = access.node!;
       const models = wanted ? [wanted] : catalog();

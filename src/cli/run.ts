@@ -101,7 +101,6 @@ Examples:
         return (await import("./run-onnx.ts")).runOnnx(ctx, model, onnxOptions, engine);
       });
       if (ran !== undefined) return ran;
-      ctx.stderr.write(`infernet: no provider of ${entry.name} on the network; running it here\n`);
     }
 
     const model: ResolvedModel = await resolveLocalModel(modelArg, {
@@ -160,6 +159,14 @@ async function runRemotely(
   run: (model: ResolvedModel, engine: Engine) => Promise<number>,
 ): Promise<number | undefined> {
   await using access = await networkAccess(ctx);
+  if (!access) {
+    if (options.remoteOnly) {
+      throw new NoProviderError("not connected to any peer", {
+        hint: "start a node (`infernet start`) or give --bootstrap <multiaddr>",
+      });
+    }
+    return undefined;
+  }
   const engine = networkEngine(access, {
     ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
     onProvider: (peerId, attempt, resumedAt) => {
@@ -181,7 +188,10 @@ async function runRemotely(
   try {
     return await run(model, engine);
   } catch (err) {
-    if (err instanceof NoProviderError && !options.remoteOnly && !engine.outputSeen()) return undefined;
+    if (err instanceof NoProviderError && !options.remoteOnly && !engine.outputSeen()) {
+      ctx.stderr.write(`infernet: ${err.message}; running it here\n`);
+      return undefined;
+    }
     throw err;
   }
 }

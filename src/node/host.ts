@@ -34,6 +34,12 @@ export const DIAL_TIMEOUT_MS = 10_000;
 export const PROTOCOL_NEGOTIATION_TIMEOUT_MS = 5_000;
 /** Gossipsub heartbeat: how often meshes are repaired and gossip is sent. */
 export const GOSSIP_HEARTBEAT_MS = 700;
+/**
+ * Delay before the bootstrap module dials its list after start (libp2p's default). Shorter delays race
+ * with a node's own early dial of the same peer and, measured here, can leave the DHT routing table
+ * empty; a short-lived node that cannot wait dials its bootstrap peers itself (see node.ts).
+ */
+export const BOOTSTRAP_DELAY_MS = 1_000;
 /** mDNS query interval on a LAN. */
 export const MDNS_INTERVAL_MS = 10_000;
 
@@ -76,7 +82,7 @@ export async function createHost(init: HostInit): Promise<Host> {
   checkAddresses("announce", init.announce ?? []);
   checkAddresses("bootstrap", init.bootstrap ?? []);
   const peerDiscovery = [];
-  if (init.bootstrap?.length) peerDiscovery.push(bootstrap({ list: init.bootstrap }));
+  if (init.bootstrap?.length) peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: BOOTSTRAP_DELAY_MS }));
   if (init.mdns ?? true) peerDiscovery.push(mdns({ interval: MDNS_INTERVAL_MS }));
   try {
     return await createLibp2p({

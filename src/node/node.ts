@@ -1,5 +1,6 @@
 import type { PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
@@ -25,6 +26,8 @@ const log = logger("node");
 
 /** Listen addresses of an ephemeral node: any free port, QUIC and TCP. */
 export const EPHEMERAL_LISTEN = ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"];
+/** Longest wait for a bootstrap peer dialled directly. */
+export const BOOTSTRAP_DIAL_TIMEOUT_MS = 5_000;
 /** A measured round-trip time is reused for this long before measuring again. */
 export const LATENCY_TTL_MS = 30_000;
 /** Longest wait for one ping. */
@@ -70,6 +73,7 @@ type InfernetHost = Host & { services: { infer: InferService; capability: Capabi
 
 export class InfernetNode implements AsyncDisposable {
   private readonly latency = new Map<string, { ms: number; at: number }>();
+  private readonly pinging = new Map<string, Promise<number | undefined>>();
 
   private constructor(
     readonly host: InfernetHost,
@@ -77,6 +81,7 @@ export class InfernetNode implements AsyncDisposable {
     readonly price: number,
     private readonly engines: Record<RuntimeName, Engine> | undefined,
     private readonly startedAt: number,
+    private readonly bootstrapAddrs: string[],
   ) {}
 
   static async start(options: StartNodeOptions): Promise<InfernetNode> {
@@ -111,7 +116,7 @@ export class InfernetNode implements AsyncDisposable {
           ramTotal: hardware.memory.totalBytes,
           ...bench,
         },
-        models: serving.map((m) => ({ name: m.name, sha256: m.sha256 ?? "", runtime: m.runtime })),
+        models: serving.flatMap((m) => (m.sha256 ? [{ name: m.name, sha256: m.sha256, runtime: m.runtime }] : [])),
         price: { satsPer1kTokens: price },
         load: { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent },
         reputation: { completed: load.served, failed: load.failed },
@@ -126,15 +131,33 @@ export class InfernetNode implements AsyncDisposable {
       mdns: config.mdns,
       dhtClient: options.ephemeral ?? false,
       services: {
-        infer: inferProtocol({ served: () => served, ...(engines ? { engines } : {}) }),
+        infer: inferProtocol({
+          served: () => served,
+          // Load changes are announced as they happen (the service merges bursts), so clients rank on live load.
+          ...(engines ? { engines: announcing(engines, () => void host?.services.capability.announce()) } : {}),
+        }),
         capability: capabilityService(serving.length ? { describe } : {}),
       },
     })) as InfernetHost;
     // Load (and calibrate) every served model now, so the first request does not pay for it.
     for (const m of serving) await engines?.[m.runtime].preload(m, options.signal ? { signal: options.signal } : {});
-    const node = new InfernetNode(host, serving, price, engines, Date.now());
+    const node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap);
+    if (options.ephemeral) await node.dialBootstrap(options.signal);
     log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serving.map((m) => m.name) });
     return node;
+  }
+
+  /** Dials the configured bootstrap peers now (the bootstrap module waits a second first). */
+  async dialBootstrap(signal?: AbortSignal): Promise<void> {
+    const timeout = AbortSignal.timeout(BOOTSTRAP_DIAL_TIMEOUT_MS);
+    const dialSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const results = await Promise.allSettled(
+      this.bootstrapAddrs.map((a) => this.host.dial(multiaddr(a), { signal: dialSignal })),
+    );
+    for (const [i, r] of results.entries()) {
+      if (r.status === "rejected")
+        log.warn("bootstrap peer unreachable", { addr: this.bootstrapAddrs[i], err: errorMessage(r.reason) });
+    }
   }
 
   get peerId(): string {
@@ -182,10 +205,24 @@ export class InfernetNode implements AsyncDisposable {
     };
   }
 
-  /** Round-trip time to a peer, measured with ping and cached; undefined when unreachable. */
+  /**
+   * Round-trip time to a peer: the connection monitor's measurement when there is one, else one ping
+   * (one at a time per peer: libp2p allows a single ping stream per connection); undefined when unreachable.
+   */
   async latencyTo(peerId: string, signal?: AbortSignal): Promise<number | undefined> {
+    const monitored = this.host.getConnections().find((c) => c.remotePeer.toString() === peerId && c.rtt !== undefined);
+    if (monitored?.rtt !== undefined) return monitored.rtt;
     const known = this.latency.get(peerId);
     if (known && Date.now() - known.at < LATENCY_TTL_MS) return known.ms;
+    let pending = this.pinging.get(peerId);
+    if (!pending) {
+      pending = this.ping(peerId, signal).finally(() => this.pinging.delete(peerId));
+      this.pinging.set(peerId, pending);
+    }
+    return pending;
+  }
+
+  private async ping(peerId: string, signal?: AbortSignal): Promise<number | undefined> {
     try {
       const timeout = AbortSignal.timeout(PING_TIMEOUT_MS);
       const ms = await this.host.services.ping.ping(peerIdFromString(peerId) as PeerId, {
@@ -199,9 +236,10 @@ export class InfernetNode implements AsyncDisposable {
     }
   }
 
-  /** Cached latency only (no network), for ranking. */
+  /** Latency already known (no network), for ranking. */
   knownLatency(peerId: string): number | undefined {
-    return this.latency.get(peerId)?.ms;
+    const monitored = this.host.getConnections().find((c) => c.remotePeer.toString() === peerId && c.rtt !== undefined);
+    return monitored?.rtt ?? this.latency.get(peerId)?.ms;
   }
 
   /** Known peers: connected ones and those with a valid capability record, with measured latency. */
@@ -229,6 +267,25 @@ export class InfernetNode implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** Wraps engines so every request start and end triggers `onChange` (a load announcement). */
+function announcing(engines: Record<RuntimeName, Engine>, onChange: () => void): Record<RuntimeName, Engine> {
+  const wrap = (engine: Engine): Engine => ({
+    runtime: engine.runtime,
+    async *run(model, request, options) {
+      onChange();
+      try {
+        yield* engine.run(model, request, options);
+      } finally {
+        onChange();
+      }
+    },
+    preload: (model, options) => engine.preload(model, options),
+    dispose: () => engine.dispose(),
+    [Symbol.asyncDispose]: () => engine.dispose(),
+  });
+  return { llama: wrap(engines.llama), onnx: wrap(engines.onnx) };
 }
 
 function benchmarksOf(

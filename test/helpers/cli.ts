@@ -13,7 +13,10 @@ export interface CliResult {
 export interface CliOptions {
   /** INFERNET_HOME for the run (required: tests never touch ~/.infernet). */
   home: string;
-  /** Extra environment, applied last; INFERNET_MODEL_MIRROR defaults to the shared models folder. */
+  /**
+   * Extra environment, applied last. INFERNET_MODEL_MIRROR defaults to the shared models folder and
+   * mDNS is off (a test never looks for peers on the LAN; network tests name their bootstrap).
+   */
   env?: Record<string, string>;
   stdin?: string;
 }
@@ -26,6 +29,7 @@ export function spawnInfernet(args: string[], options: CliOptions) {
       INFERNET_MODEL_MIRROR: SHARED_MODELS,
       INFERNET_HOME: options.home,
       INFERNET_LOG: "info",
+      INFERNET_MDNS: "false",
       ...options.env,
     },
     stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
