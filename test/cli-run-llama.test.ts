@@ -96,6 +96,14 @@ describe("infernet run: user mistakes get one clear line and an exit code", () =
     });
   }
 
+  test("--deadline: a run not done in time stops with exit code 124", async () => {
+    const r = await infernet(["run", "stories260k", "Once upon a time", "--max-tokens", "2000", "--deadline", "0.05"], {
+      home,
+    });
+    expect(r.code).toBe(124);
+    expect(r.stderr.trim()).toBe("infernet: the deadline passed");
+  });
+
   test("a corrupted GGUF file", async () => {
     const bad = join(dir.path, "corrupt.gguf");
     const bytes = readFileSync(STORIES_GGUF);

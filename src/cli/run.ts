@@ -38,6 +38,7 @@ const RUN_OPTIONS = {
   verbose: { type: "boolean", description: "Print timing figures (and which provider served) to stderr" },
   local: { type: "boolean", description: "Run on this machine (download the model if needed)" },
   remote: { type: "boolean", description: "Run on the network even if the model is on this machine" },
+  deadline: { type: "string", value: "SECONDS", description: "Give up (exit 124) if not done by then" },
   "max-price": { type: "string", value: "SATS", description: "Highest price accepted, satoshis per 1,000 tokens" },
   ...NETWORK_OPTIONS,
   ...RUN_ONNX_OPTIONS,
@@ -61,8 +62,13 @@ Examples:
   infernet run mnist-8 --input digit.png
   infernet run mnist-8 --input t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz --json`,
   options: RUN_OPTIONS,
-  async run(ctx, { values, positionals }) {
+  async run(outer, { values, positionals }) {
     const [modelArg, ...promptWords] = positionals;
+    const deadline = numberFlag("run", "deadline", values.deadline, 0.001, 7 * 24 * 3600);
+    const ctx: CliContext =
+      deadline === undefined
+        ? outer
+        : { ...outer, signal: AbortSignal.any([outer.signal, AbortSignal.timeout(Math.ceil(deadline * 1000))]) };
     if (!modelArg)
       throw new UsageError("run: which model?", { hint: 'e.g. infernet run stories260k "Once upon a time"' });
     if (values.chat && values.raw) throw new UsageError("run: --chat and --raw contradict each other");

@@ -148,12 +148,15 @@ export function createLlamaEngine(options: LlamaEngineOptions = {}): LlamaEngine
       }
       validate(request);
       const started = performance.now();
-      using lease = await acquire(model, runOptions.signal);
-      yield* generate(lease.value, model, request, {
-        started,
-        defaultMaxTokens,
-        ...(runOptions.signal ? { signal: runOptions.signal } : {}),
-      });
+      const { signal } = runOptions;
+      try {
+        using lease = await acquire(model, signal);
+        yield* generate(lease.value, model, request, { started, defaultMaxTokens, ...(signal ? { signal } : {}) });
+      } catch (err) {
+        // Whatever the native side threw while stopping, a cancelled or expired request says so.
+        if (signal?.aborted) throw abortReason(signal);
+        throw err;
+      }
     },
 
     async preload(model: LocalModel, runOptions: RunOptions = {}): Promise<void> {
