@@ -18,11 +18,13 @@ const MAX_TOKENS = "300";
 beforeAll(async () => {
   const boot = await net.start("bootstrap", []);
   bootstrap = boot.quic;
-  await Promise.all(
+  const providers = await Promise.all(
     ["p1", "p2", "p3"].map((name) =>
       net.start(name, ["--provider", "--models", "stories260k,mnist-8", "--price", "10", "--bootstrap", bootstrap]),
     ),
   );
+  // A provider is findable once its DHT provider record is stored; wait for that, as a slow machine needs.
+  await net.discoverable(bootstrap, "stories260k", providers);
   const local = await infernet(["run", "stories260k", "Once upon a time", "--max-tokens", MAX_TOKENS, "--local"], {
     home: net.home("local"),
   });
@@ -48,6 +50,13 @@ describe("a client that knows only the bootstrap", () => {
     const providers = net.nodes.filter((n) => n.status.mode === "provider").map((n) => n.status.peerId);
     expect(rows.map((x) => x.peerId).sort()).toEqual(providers.sort());
     expect(rows.every((x) => x.record?.models.some((m) => m.name === "stories260k"))).toBe(true);
+    // Each provider measured itself on start and announces the figures.
+    for (const row of rows as unknown as {
+      record: { hardware: { tokensPerSecond?: number; memoryBandwidthGBps?: number } };
+    }[]) {
+      expect(row.record.hardware.tokensPerSecond).toBeGreaterThan(0);
+      expect(row.record.hardware.memoryBandwidthGBps).toBeGreaterThan(0);
+    }
   });
 
   test("runs stories260k remotely and gets exactly the local greedy text", async () => {
@@ -185,6 +194,7 @@ describe("failover", () => {
     await using solo = new TestNetwork();
     const boot = await solo.start("bootstrap", []);
     const only = await solo.start("only", ["--provider", "--models", "stories260k", "--bootstrap", boot.quic]);
+    await solo.discoverable(boot.quic, "stories260k", [only]);
     const run = streamingRun(solo.home("client"), boot.quic);
     await run.until(() => run.stdout().length > 0, "the first tokens");
     only.proc.kill("SIGKILL");

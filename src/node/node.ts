@@ -5,6 +5,7 @@ import type { Config } from "../config/index.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
 import { detectHardware, type HardwareInfo, machineFingerprint } from "../runtime/hardware/index.ts";
+import { engineTokensBenchmark, runSelfBench } from "../runtime/hardware/self-bench.ts";
 import { sqliteBenchmarkStore } from "../store/benchmarks.ts";
 import type { Store } from "../store/db.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -95,6 +96,7 @@ export class InfernetNode implements AsyncDisposable {
     const hardware = serving.length
       ? await detectHardware({ ...(options.signal ? { signal: options.signal } : {}) })
       : undefined;
+    if (hardware && engines) await selfBenchIfMissing(store, hardware, engines, serving, options.signal);
     const bench = hardware ? benchmarksOf(store, hardware) : {};
 
     let host: InfernetHost | undefined;
@@ -142,7 +144,8 @@ export class InfernetNode implements AsyncDisposable {
     // Load (and calibrate) every served model now, so the first request does not pay for it.
     for (const m of serving) await engines?.[m.runtime].preload(m, options.signal ? { signal: options.signal } : {});
     const node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap);
-    if (options.ephemeral) await node.dialBootstrap(options.signal);
+    // Dial the bootstrap peers now rather than after the bootstrap module's delay (see host.ts).
+    await node.dialBootstrap(options.signal);
     log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serving.map((m) => m.name) });
     return node;
   }
@@ -286,6 +289,38 @@ function announcing(engines: Record<RuntimeName, Engine>, onChange: () => void):
     [Symbol.asyncDispose]: () => engine.dispose(),
   });
   return { llama: wrap(engines.llama), onnx: wrap(engines.onnx) };
+}
+
+/** The model every provider measures tokens/s on, so announced figures compare across machines. */
+export const BENCH_MODEL = "stories260k";
+
+/**
+ * A provider announces measured memory bandwidth and tokens/s; measure them once per machine if
+ * `infernet gpu --bench` never has (about a second; tokens/s only when the bench model is served).
+ */
+async function selfBenchIfMissing(
+  store: Store,
+  hardware: HardwareInfo,
+  engines: Record<RuntimeName, Engine>,
+  serving: ResolvedModel[],
+  signal?: AbortSignal,
+): Promise<void> {
+  const machine = machineFingerprint(hardware);
+  const benchmarks = sqliteBenchmarkStore(store.db);
+  const have = new Set(benchmarks.list(machine).map((r) => r.unit));
+  const benchModel = serving.find((m) => m.name === BENCH_MODEL);
+  const tokens =
+    !have.has("tokens/s") && benchModel
+      ? [engineTokensBenchmark(`llama.${BENCH_MODEL}`, engines.llama, benchModel)]
+      : [];
+  if (have.has("GB/s") && tokens.length === 0) return;
+  log.info("measuring this machine for its announcements", { memory: !have.has("GB/s"), tokens: tokens.length > 0 });
+  await runSelfBench({
+    ...(have.has("GB/s") ? { memory: false as const } : {}),
+    tokens,
+    onResult: (r) => benchmarks.put(machine, r),
+    ...(signal ? { signal } : {}),
+  });
 }
 
 function benchmarksOf(

@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { NodeStatus } from "../../src/node/node.ts";
-import { BUN, CLI } from "./cli.ts";
+import { BUN, CLI, infernet } from "./cli.ts";
 import { SHARED_MODELS, tempDir } from "./paths.ts";
 
 /** Loopback listen addresses for test nodes: free ports, QUIC and TCP, never mDNS. */
@@ -64,6 +64,21 @@ export class TestNetwork implements AsyncDisposable {
     const node: NodeProcess = { name, home, status, quic, proc, log: () => stderr };
     this.nodes.push(node);
     return node;
+  }
+
+  /** Waits until a fresh client that knows only `bootstrap` finds these providers of `model`. */
+  async discoverable(bootstrap: string, model: string, providers: NodeProcess[]): Promise<void> {
+    const want = providers.map((p) => p.status.peerId).sort();
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (let i = 0; ; i++) {
+      const r = await infernet(["peers", "--model", model, "--json", "--bootstrap", bootstrap, "--no-mdns"], {
+        home: this.home(`probe-${i}`),
+      });
+      const found = r.code === 0 ? (JSON.parse(r.stdout) as { peerId: string }[]).map((x) => x.peerId).sort() : [];
+      if (want.every((id) => found.includes(id))) return;
+      if (Date.now() > deadline) throw new Error(`providers not discoverable: found ${found.join(", ")}\n${r.stderr}`);
+      await Bun.sleep(200);
+    }
   }
 
   byPeerId(peerId: string): NodeProcess | undefined {
