@@ -387,8 +387,8 @@ export function wireStream(stream: Stream, maxFrameBytes: number): FrameStream {
   return new FrameStream(stream, maxFrameBytes);
 }
 
-/** The unsigned varint (multiformats unsigned-varint) of `n`. */
-function varint(n: number): Uint8Array {
+/** The unsigned varint (multiformats unsigned-varint) of `n`, as length prefixes are written. */
+export function varint(n: number): Uint8Array {
   const out: number[] = [];
   let v = n;
   while (v >= 0x80) {

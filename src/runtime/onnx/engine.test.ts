@@ -8,7 +8,7 @@ import { toHalfArray } from "./float16.ts";
 import { readExpected } from "./inputs/expected.ts";
 import { preprocess } from "./inputs/preprocess.ts";
 import { openImageInput } from "./inputs/source.ts";
-import { onnxModel, visionSpec } from "./test-models.ts";
+import { DYNAMIC_BATCH_GRAPH, onnxModel, visionSpec } from "./test-models.ts";
 
 const SHARED = join(import.meta.dir, "../../../../shared");
 const MNIST: LocalModel = { name: "mnist-8", runtime: "onnx", path: join(SHARED, "models/mnist-8.onnx") };
@@ -32,21 +32,7 @@ async function fixture(name: string, bytes: Uint8Array): Promise<LocalModel> {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "infernet-onnx-"));
   engine = createOnnxEngine();
-  fixtures.dynamic = await fixture(
-    "dynamic",
-    onnxModel({
-      inputs: [{ name: "x", type: "float32", shape: ["N", 3] }],
-      outputs: [
-        { name: "y", type: "float32", shape: ["N", 3] },
-        { name: "s", type: "int64", shape: [2] },
-      ],
-      nodes: [
-        { op: "Mul", inputs: ["x", "two"], outputs: ["y"] },
-        { op: "Shape", inputs: ["x"], outputs: ["s"] },
-      ],
-      constants: [{ name: "two", dims: [], values: [2] }],
-    }),
-  );
+  fixtures.dynamic = await fixture("dynamic", onnxModel(DYNAMIC_BATCH_GRAPH));
   fixtures.pairs = await fixture(
     "pairs",
     onnxModel({

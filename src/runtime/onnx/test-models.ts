@@ -131,3 +131,20 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A model with a free batch dimension: y = 2x and s = shape(x), so a test can see that a whole batch
+ * went through in one call.
+ */
+export const DYNAMIC_BATCH_GRAPH: GraphSpec = {
+  inputs: [{ name: "x", type: "float32", shape: ["N", 3] }],
+  outputs: [
+    { name: "y", type: "float32", shape: ["N", 3] },
+    { name: "s", type: "int64", shape: [2] },
+  ],
+  nodes: [
+    { op: "Mul", inputs: ["x", "two"], outputs: ["y"] },
+    { op: "Shape", inputs: ["x"], outputs: ["s"] },
+  ],
+  constants: [{ name: "two", dims: [], values: [2] }],
+};

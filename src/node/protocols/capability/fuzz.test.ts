@@ -4,7 +4,7 @@ import type { PrivateKey } from "@libp2p/interface";
 import { lpStream } from "@libp2p/utils";
 import { decode } from "cborg";
 import { createHost, type Host } from "../../host.ts";
-import { encode as encodeCbor } from "../../wire.ts";
+import { encode as encodeCbor, varint } from "../../wire.ts";
 import { STORIES_SHA, sampleRecord } from "./fixtures.ts";
 import { CAPABILITY_TOPIC } from "./index.ts";
 import { encodeSignedRecord, MAX_REQUEST_BYTES, signedPayload, signRecord } from "./messages.ts";
@@ -73,16 +73,6 @@ function rng(seed: number): () => number {
 
 function bytes(rand: () => number, n: number): Uint8Array {
   return Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
-}
-
-function varint(n: number): Uint8Array {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return Uint8Array.from(out);
 }
 
 const frame = (body: Uint8Array) => new Uint8Array([...varint(body.byteLength), ...body]);

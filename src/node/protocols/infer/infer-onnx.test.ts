@@ -7,7 +7,7 @@ import { createOnnxEngine, type OnnxEngine } from "../../../runtime/onnx/engine.
 import { readExpected } from "../../../runtime/onnx/inputs/expected.ts";
 import { preprocess } from "../../../runtime/onnx/inputs/preprocess.ts";
 import { openImageInput } from "../../../runtime/onnx/inputs/source.ts";
-import { onnxModel, visionSpec } from "../../../runtime/onnx/test-models.ts";
+import { DYNAMIC_BATCH_GRAPH, onnxModel, visionSpec } from "../../../runtime/onnx/test-models.ts";
 import { type InferService, inferProtocol } from "./index.ts";
 import { MAX_REQUEST_FRAME_BYTES, tensorBytes } from "./messages.ts";
 import { connect, type TestHost, testHost } from "./test-hosts.ts";
@@ -46,21 +46,7 @@ beforeAll(async () => {
       nodes: [{ op: "Identity", inputs: ["h"], outputs: ["o"] }],
     }),
   );
-  writeFileSync(
-    SHAPE.path,
-    onnxModel({
-      inputs: [{ name: "x", type: "float32", shape: ["N", 3] }],
-      outputs: [
-        { name: "y", type: "float32", shape: ["N", 3] },
-        { name: "s", type: "int64", shape: [2] },
-      ],
-      nodes: [
-        { op: "Mul", inputs: ["x", "two"], outputs: ["y"] },
-        { op: "Shape", inputs: ["x"], outputs: ["s"] },
-      ],
-      constants: [{ name: "two", dims: [], values: [2] }],
-    }),
-  );
+  writeFileSync(SHAPE.path, onnxModel(DYNAMIC_BATCH_GRAPH));
   local = createOnnxEngine();
   served = createOnnxEngine();
   const models = new Map([MNIST, HALF, SHAPE].map((m) => [m.sha256 as string, m]));

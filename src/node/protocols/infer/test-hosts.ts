@@ -1,6 +1,7 @@
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { ServiceFactoryMap } from "libp2p";
 import { createHost, type Host } from "../../host.ts";
+import { varint } from "../../wire.ts";
 
 /**
  * Test support: real libp2p hosts (the production `createHost`) listening on QUIC on 127.0.0.1 with
@@ -25,17 +26,7 @@ export async function connect(a: Host, b: Host): Promise<void> {
   await a.dial(addr);
 }
 
-/** The unsigned varint (multiformats unsigned-varint) of `n`, as length prefixes are written. */
-export function varint(n: number): Uint8Array {
-  const out: number[] = [];
-  let v = n;
-  while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80);
-    v = Math.floor(v / 0x80);
-  }
-  out.push(v);
-  return new Uint8Array(out);
-}
+export { varint };
 
 /** `payload` behind its length prefix: one frame as the wire carries it. */
 export function framed(payload: Uint8Array): Uint8Array {
