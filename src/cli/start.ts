@@ -1,8 +1,9 @@
 import { join } from "node:path";
 import { resolveLocalModel } from "../models/local.ts";
+import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
-import { UsageError } from "../util/errors.ts";
+import { ConfigError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
 import { numberFlag } from "./args.ts";
 import { defineCommand } from "./command.ts";
@@ -44,7 +45,11 @@ Examples:
     if (price !== undefined) ctx.overrides.price = price;
     applyNetworkOptions(ctx, values);
     const config = ctx.config();
-    configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: true });
+    if (await ControlClient.connect(config.home)) {
+      throw new ConfigError(`a node is already running with INFERNET_HOME ${config.home}`, {
+        hint: "stop it first, or use another INFERNET_HOME",
+      });
+    }
     const store = ctx.store();
     const serve = [];
     for (const name of names) {
@@ -60,6 +65,8 @@ Examples:
     const node = await InfernetNode.start({ config, store, serve, signal: ctx.signal });
     try {
       await using _control = await startControlServer(node, config.home);
+      // Up and serving: from here on the log goes to stderr too (a refusal before this point is one line).
+      configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: true });
       if (values.json) ctx.stdout.write(`${JSON.stringify(node.status())}\n`);
       else {
         const s = node.status();

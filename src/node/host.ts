@@ -122,9 +122,18 @@ export async function createHost(init: HostInit): Promise<Host> {
       },
     });
   } catch (cause) {
-    throw new ConfigError(`cannot start the network node: ${errorMessage(cause)}`, {
+    throw new ConfigError(`cannot start the network node: ${conciseStartError(cause)}`, {
       hint: "check --listen (is the port in use?) and --bootstrap addresses",
       cause,
     });
   }
+}
+
+/** libp2p's listen failure lists every address with a stack trace; keep the address and the reason. */
+function conciseStartError(err: unknown): string {
+  const text = errorMessage(err);
+  const failures = [...text.matchAll(/^\s*(\/\S+): (?:Error: )?([^\n]*)$/gm)].map(
+    ([, addr, reason]) => `${addr}: ${reason?.replace(/^listen \S+: /, "")}`,
+  );
+  return failures.length ? `cannot listen on ${failures.join("; ")}` : (text.split("\n")[0] ?? text);
 }
