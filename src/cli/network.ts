@@ -2,7 +2,14 @@ import type { NetworkEvent } from "../node/client.ts";
 import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { InfernetNode } from "../node/node.ts";
-import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RunOptions } from "../runtime/engine.ts";
+import type {
+  Engine,
+  InferenceEvent,
+  InferenceRequest,
+  LocalModel,
+  RunOptions,
+  RuntimeName,
+} from "../runtime/engine.ts";
 import type { CliContext } from "./command.ts";
 
 /** How long a fresh ephemeral node lets its routing table fill after its first connection. */
@@ -74,11 +81,12 @@ async function settle(node: InfernetNode, connectTimeoutMs: number, signal: Abor
  */
 export function networkEngine(
   access: NetworkAccess,
+  runtime: RuntimeName,
   options: { maxPrice?: number; onProvider?: (peerId: string, attempt: number, resumedAt: number) => void },
 ): Engine & { outputSeen(): boolean } {
   let seen = false;
   return {
-    runtime: "llama",
+    runtime,
     outputSeen: () => seen,
     async *run(
       model: LocalModel,

@@ -173,7 +173,7 @@ async function runRemotely(
     }
     return undefined;
   }
-  const engine = networkEngine(access, {
+  const engine = networkEngine(access, entry.runtime, {
     ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
     onProvider: (peerId, attempt, resumedAt) => {
       if (options.verbose || attempt > 1) {
