@@ -102,6 +102,7 @@ export class ControlClient {
           const line = JSON.parse(buffered.slice(0, newline)) as RunStreamLine;
           buffered = buffered.slice(newline + 1);
           newline = buffered.indexOf("\n");
+          if (line.type === "heartbeat") continue;
           if (line.type === "error") throw rebuild(line);
           if (line.type === "tensors") {
             yield {

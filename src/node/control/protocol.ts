@@ -8,6 +8,11 @@ import type { InferenceEvent, InferenceRequest, Tensor, TensorType } from "../..
 export const CONTROL_SOCKET = "control.sock";
 /** Largest request body the control server reads (tensor batches included). */
 export const MAX_CONTROL_BODY_BYTES = 64 * 1024 * 1024;
+/**
+ * A run stream with nothing to say sends a heartbeat line this often: Bun's server closes a connection
+ * idle for 10 s, and a queued request or a slow model's first token can take longer than that.
+ */
+export const CONTROL_HEARTBEAT_MS = 5_000;
 /** Unix socket paths longer than this do not fit in sockaddr_un on Linux. */
 export const MAX_SOCKET_PATH = 100;
 
@@ -99,4 +104,5 @@ export type RunStreamLine =
   | Exclude<InferenceEvent, { type: "tensors" }>
   | { type: "tensors"; outputs: Record<string, WireTensor> }
   | { type: "provider"; peerId: string; attempt: number; resumedAt: number }
-  | { type: "error"; name: string; message: string; hint?: string };
+  | { type: "error"; name: string; message: string; hint?: string }
+  | { type: "heartbeat" };

@@ -7,6 +7,7 @@ import { runOnNetwork } from "../client.ts";
 import type { InfernetNode } from "../node.ts";
 import { probeControl } from "./client.ts";
 import {
+  CONTROL_HEARTBEAT_MS,
   CONTROL_SOCKET,
   MAX_CONTROL_BODY_BYTES,
   MAX_SOCKET_PATH,
@@ -86,28 +87,48 @@ async function run(node: InfernetNode, req: Request): Promise<Response> {
       });
   const encoder = new TextEncoder();
   const line = (l: RunStreamLine) => encoder.encode(`${JSON.stringify(l)}\n`);
+  let quietSince = Date.now();
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
   const stream = new ReadableStream<Uint8Array>({
     async start(controller) {
+      const send = (l: RunStreamLine) => {
+        quietSince = Date.now();
+        try {
+          controller.enqueue(line(l));
+        } catch {
+          // The client is gone (the stream was cancelled); its request signal stops the work.
+        }
+      };
+      heartbeat = setInterval(() => {
+        if (Date.now() - quietSince >= CONTROL_HEARTBEAT_MS) send({ type: "heartbeat" });
+      }, CONTROL_HEARTBEAT_MS);
       try {
         for await (const event of events) {
           if (event.type === "tensors") {
             const outputs = Object.fromEntries(Object.entries(event.outputs).map(([k, t]) => [k, tensorToWire(t)]));
-            controller.enqueue(line({ type: "tensors", outputs }));
-          } else controller.enqueue(line(event));
+            send({ type: "tensors", outputs });
+          } else send(event);
         }
       } catch (err) {
         if (!req.signal.aborted) {
-          controller.enqueue(
-            line({
-              type: "error",
-              name: err instanceof Error ? err.name : "Error",
-              message: errorMessage(err),
-              ...(err instanceof InfernetError && err.hint ? { hint: err.hint } : {}),
-            }),
-          );
+          send({
+            type: "error",
+            name: err instanceof Error ? err.name : "Error",
+            message: errorMessage(err),
+            ...(err instanceof InfernetError && err.hint ? { hint: err.hint } : {}),
+          });
         }
+      } finally {
+        clearInterval(heartbeat);
       }
-      controller.close();
+      try {
+        controller.close();
+      } catch {
+        // already cancelled by the client
+      }
+    },
+    cancel() {
+      clearInterval(heartbeat);
     },
   });
   return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
