@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { BUN, CLI, infernet } from "./helpers/cli.ts";
-import { TEST_LISTEN, TestNetwork } from "./helpers/network.ts";
+import { TestNetwork } from "./helpers/network.ts";
 import { MNIST_DIR, STORIES_GREEDY_PREFIX, tempDir } from "./helpers/paths.ts";
 
 /**
