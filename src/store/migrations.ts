@@ -46,4 +46,71 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: "jobs, shards and assignments",
+    sql: `
+      -- One row per submitted job; idempotency_key makes a retried submission find it again.
+      CREATE TABLE jobs (
+        id              TEXT PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        spec_json       TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        model_sha256    TEXT NOT NULL,
+        redundancy      INTEGER NOT NULL CHECK (redundancy >= 1),
+        max_price_msat  INTEGER NOT NULL,
+        deadline_ms     INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        -- Counters kept in step with shards so progress and completion are O(1).
+        shard_count     INTEGER NOT NULL,
+        shards_returned INTEGER NOT NULL DEFAULT 0,
+        shards_verified INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        finished_at     INTEGER
+      );
+      CREATE INDEX jobs_state ON jobs (state);
+      -- A contiguous range of input records; state follows its assignments.
+      CREATE TABLE shards (
+        id           INTEGER PRIMARY KEY,
+        job_id       TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        idx          INTEGER NOT NULL,
+        first_record INTEGER NOT NULL,
+        record_count INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        retries      INTEGER NOT NULL DEFAULT 0,
+        -- Copies still to lease: redundancy minus live copies, 0 once verified or failed.
+        missing      INTEGER NOT NULL,
+        result_sha256 TEXT,
+        updated_at   INTEGER NOT NULL,
+        UNIQUE (job_id, idx)
+      );
+      CREATE INDEX shards_job_state ON shards (job_id, state);
+      CREATE INDEX shards_open ON shards (job_id, idx) WHERE missing > 0;
+      -- One provider's lease on one copy of a shard, and what it returned.
+      CREATE TABLE assignments (
+        id             TEXT PRIMARY KEY,
+        shard_id       INTEGER NOT NULL REFERENCES shards (id) ON DELETE CASCADE,
+        job_id         TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        provider       TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        leased_at      INTEGER NOT NULL,
+        lease_deadline INTEGER NOT NULL,
+        started_at     INTEGER,
+        returned_at    INTEGER,
+        ended_at       INTEGER,
+        reason         TEXT,
+        result_sha256  TEXT,
+        result_bytes   BLOB,
+        result_path    TEXT
+      );
+      -- Never two live copies of one shard on the same provider.
+      CREATE UNIQUE INDEX assignments_one_copy_per_provider ON assignments (shard_id, provider)
+        WHERE state IN ('leased', 'running', 'returned', 'verified');
+      CREATE INDEX assignments_in_flight ON assignments (lease_deadline) WHERE state IN ('leased', 'running');
+      CREATE INDEX assignments_shard ON assignments (shard_id);
+      CREATE INDEX assignments_job ON assignments (job_id, state);
+    `,
+  },
 ];

@@ -1,0 +1,166 @@
+import type { JobSpec } from "./spec.ts";
+import type { AssignmentState, JobState, ShardState } from "./states.ts";
+
+/** A job as stored. Times are Unix milliseconds. */
+export interface JobRecord {
+  id: string;
+  idempotencyKey: string;
+  spec: JobSpec;
+  state: JobState;
+  /** Why the job failed, when it did. */
+  error: string | undefined;
+  shardCount: number;
+  /** Shards with `redundancy` copies back (returned or verified). */
+  shardsReturned: number;
+  shardsVerified: number;
+  createdAt: number;
+  updatedAt: number;
+  finishedAt: number | undefined;
+}
+
+/** One contiguous range of input records. */
+export interface ShardRecord {
+  id: number;
+  jobId: string;
+  index: number;
+  firstRecord: number;
+  recordCount: number;
+  state: ShardState;
+  /** Copies lost (lease expired, provider gone) or rejected so far. */
+  retries: number;
+  /** Copies still to lease before the shard has `redundancy` of them. */
+  missing: number;
+  /** The accepted result's sha256, once verified. */
+  resultSha256: string | undefined;
+  updatedAt: number;
+}
+
+/** One provider's lease on one copy of a shard. */
+export interface AssignmentRecord {
+  id: string;
+  shardId: number;
+  jobId: string;
+  provider: string;
+  state: AssignmentState;
+  leasedAt: number;
+  leaseDeadline: number;
+  startedAt: number | undefined;
+  returnedAt: number | undefined;
+  /** When it became verified, failed or reassigned. */
+  endedAt: number | undefined;
+  /** Why it failed or was reassigned. */
+  reason: string | undefined;
+  resultSha256: string | undefined;
+  /** Where the result lies when it was stored as a file rather than in the database. */
+  resultPath: string | undefined;
+}
+
+export interface JobRow {
+  id: string;
+  idempotency_key: string;
+  spec_json: string;
+  state: string;
+  error: string | null;
+  shard_count: number;
+  shards_returned: number;
+  shards_verified: number;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+}
+
+export interface ShardRow {
+  id: number;
+  job_id: string;
+  idx: number;
+  first_record: number;
+  record_count: number;
+  state: string;
+  retries: number;
+  missing: number;
+  result_sha256: string | null;
+  updated_at: number;
+}
+
+export interface AssignmentRow {
+  id: string;
+  shard_id: number;
+  job_id: string;
+  provider: string;
+  state: string;
+  leased_at: number;
+  lease_deadline: number;
+  started_at: number | null;
+  returned_at: number | null;
+  ended_at: number | null;
+  reason: string | null;
+  result_sha256: string | null;
+  result_path: string | null;
+}
+
+export const JOB_COLUMNS =
+  "id, idempotency_key, spec_json, state, error, shard_count, shards_returned, shards_verified, created_at, updated_at, finished_at";
+export const SHARD_COLUMNS =
+  "id, job_id, idx, first_record, record_count, state, retries, missing, result_sha256, updated_at";
+export const ASSIGNMENT_COLUMNS =
+  "id, shard_id, job_id, provider, state, leased_at, lease_deadline, started_at, returned_at, ended_at, reason, result_sha256, result_path";
+
+const opt = <T>(v: T | null): T | undefined => v ?? undefined;
+
+export function toJob(r: JobRow): JobRecord {
+  return {
+    id: r.id,
+    idempotencyKey: r.idempotency_key,
+    spec: JSON.parse(r.spec_json) as JobSpec,
+    state: r.state as JobState,
+    error: opt(r.error),
+    shardCount: r.shard_count,
+    shardsReturned: r.shards_returned,
+    shardsVerified: r.shards_verified,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    finishedAt: opt(r.finished_at),
+  };
+}
+
+export function toShard(r: ShardRow): ShardRecord {
+  return {
+    id: r.id,
+    jobId: r.job_id,
+    index: r.idx,
+    firstRecord: r.first_record,
+    recordCount: r.record_count,
+    state: r.state as ShardState,
+    retries: r.retries,
+    missing: r.missing,
+    resultSha256: opt(r.result_sha256),
+    updatedAt: r.updated_at,
+  };
+}
+
+export function toAssignment(r: AssignmentRow): AssignmentRecord {
+  return {
+    id: r.id,
+    shardId: r.shard_id,
+    jobId: r.job_id,
+    provider: r.provider,
+    state: r.state as AssignmentState,
+    leasedAt: r.leased_at,
+    leaseDeadline: r.lease_deadline,
+    startedAt: opt(r.started_at),
+    returnedAt: opt(r.returned_at),
+    endedAt: opt(r.ended_at),
+    reason: opt(r.reason),
+    resultSha256: opt(r.result_sha256),
+    resultPath: opt(r.result_path),
+  };
+}
+
+/** JSON with object keys sorted, so two equal specs compare equal as text. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v,
+  );
+}
