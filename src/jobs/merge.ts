@@ -8,6 +8,8 @@ import { errorMessage, FileNotFoundError } from "../util/errors.ts";
 import { npyHeader } from "./npy-writer.ts";
 import {
   ConflictingResultError,
+  MAX_PROVIDER_ID_CHARS,
+  MAX_PROVIDERS_PER_SHARD,
   MissingShardsError,
   ResultShapeError,
   type ShardPlan,
@@ -29,12 +31,6 @@ export const DEFAULT_TOP_K = 1;
 
 /** Most classes ranked per record. */
 export const MAX_TOP_K = 100;
-
-/** Most providers recorded as having computed one shard. */
-export const MAX_PROVIDERS_PER_SHARD = 64;
-
-/** Longest provider id accepted in a result. */
-export const MAX_PROVIDER_ID_CHARS = 128;
 
 const PARTIAL_SUFFIX = ".partial";
 
@@ -70,6 +66,8 @@ export interface MergeSummary {
 export interface Merger extends AsyncDisposable {
   /** Records written so far (always a prefix of the input). */
   readonly written: number;
+  /** Results held in memory because a shard before them is still missing. */
+  readonly pending: number;
   /** Takes one shard result; `merged` when it (and perhaps others after it) reached the file. */
   add(result: ShardResult, signal?: AbortSignal): Promise<AddOutcome>;
   /** Shards with no result yet, in order. */
@@ -99,7 +97,7 @@ export async function createMerger(options: MergerOptions): Promise<Merger> {
 class ShardMerger implements Merger {
   written = 0;
   private next = 0;
-  private readonly pending = new Map<number, ShardResult>();
+  private readonly waiting = new Map<number, ShardResult>();
   private readonly digests: (string | undefined)[];
   private readonly provenance: string[][];
   private recordShape: number[] | undefined;
@@ -135,15 +133,19 @@ class ShardMerger implements Merger {
     this.digests[result.shard] = digest;
     this.addProviders(result.shard, result.providers);
     if (result.shard !== this.next) {
-      this.pending.set(result.shard, result);
+      this.waiting.set(result.shard, result);
       return "pending";
     }
     await this.write(result);
-    for (let ready = this.pending.get(this.next); ready; ready = this.pending.get(this.next)) {
-      this.pending.delete(ready.shard);
+    for (let ready = this.waiting.get(this.next); ready; ready = this.waiting.get(this.next)) {
+      this.waiting.delete(ready.shard);
       await this.write(ready);
     }
     return "merged";
+  }
+
+  get pending(): number {
+    return this.waiting.size;
   }
 
   missing(): number[] {

@@ -22,6 +22,12 @@ export const MAX_JOB_RECORDS = 100_000_000;
 /** Largest payload of one shard sent to a provider (what the shard protocol will accept). */
 export const MAX_SHARD_BYTES = 16 * 1024 ** 2;
 
+/** Most providers recorded as having computed one shard. */
+export const MAX_PROVIDERS_PER_SHARD = 64;
+
+/** Longest provider id (a libp2p peer id is about 52 characters). */
+export const MAX_PROVIDER_ID_CHARS = 128;
+
 /** Longest prompt, in UTF-16 code units. */
 export const MAX_PROMPT_CHARS = 256 * 1024;
 

@@ -4,6 +4,8 @@ import { ARRAY_OF, elementCount, TENSOR_TYPES } from "../runtime/onnx/tensors.ts
 import { InvalidInputError } from "../util/errors.ts";
 import {
   MAX_JOB_RECORDS,
+  MAX_PROVIDER_ID_CHARS,
+  MAX_PROVIDERS_PER_SHARD,
   MAX_SHARD_BYTES,
   MAX_SHARDS,
   PromptRecordSchema,
@@ -31,10 +33,6 @@ export const MAX_WIRE_TENSOR_DIMS = 8;
 
 /** Largest result sent back for one shard. */
 export const MAX_RESULT_BYTES = 64 * 1024 ** 2;
-
-/** Longest provider id in a result. */
-const MAX_PROVIDER_CHARS = 128;
-const MAX_PROVIDERS = 64;
 
 const bytes = z.custom<Uint8Array>((x) => x instanceof Uint8Array, "must be a byte string");
 
@@ -90,7 +88,7 @@ const WireShardSchema = z.strictObject({
   payload: WirePayloadSchema,
 });
 
-const providers = z.array(z.string().min(1).max(MAX_PROVIDER_CHARS)).min(1).max(MAX_PROVIDERS);
+const providers = z.array(z.string().min(1).max(MAX_PROVIDER_ID_CHARS)).min(1).max(MAX_PROVIDERS_PER_SHARD);
 
 const WireResultSchema = z.discriminatedUnion("kind", [
   z.strictObject({
