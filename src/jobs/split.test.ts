@@ -170,11 +170,14 @@ describe("splitPrompts", () => {
     ]);
   });
 
-  test("a prompt larger than the shard limit is a RecordTooLargeError", async () => {
+  test("a prompt over the shard limit is a RecordTooLargeError, a shard over it a ShardTooLargeError, before any shard is made", async () => {
     const path = join(dir, "big.jsonl");
     await writeFile(path, `{"prompt":"short"}\n{"prompt":"${"y".repeat(500)}"}\n`);
     const err = await rejection(splitPrompts(path, { maxShardBytes: 200 }));
     expect(err.name).toBe("RecordTooLargeError");
     expect(err.message).toContain("prompt 1 is");
+    const shard = await rejection(splitPrompts(path, { shardSize: 2, maxShardBytes: 520 }));
+    expect(shard.name).toBe("ShardTooLargeError");
+    expect(shard.message).toMatch(/^shard 0 \(2 records\) is 531 bytes/);
   });
 });

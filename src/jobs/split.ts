@@ -52,12 +52,23 @@ export async function splitPrompts(path: string, options: SplitOptions = {}): Pr
   const prompts = parsePrompts(await readPromptsFile(path, options.signal), path);
   const plan = planShards(prompts.length, options);
   const limit = options.maxShardBytes ?? MAX_SHARD_BYTES;
-  prompts.forEach((p, i) => {
+  // Every prompt is in memory already, so a record or shard over the limit is refused before any shard is made.
+  const sizes = prompts.map((p, i) => {
     const bytes = promptBytes(p);
     if (bytes > limit) {
       throw new RecordTooLargeError(`${path}: prompt ${i} is ${bytes} bytes, more than a shard holds (${limit})`);
     }
+    return bytes;
   });
+  for (let index = 0; index < plan.shardCount; index++) {
+    const { start, count } = shardRange(plan, index);
+    tooLarge(
+      index,
+      count,
+      sizes.slice(start, start + count).reduce((a, b) => a + b, 0),
+      limit,
+    );
+  }
   return {
     path,
     kind: "prompts",
@@ -185,13 +196,15 @@ function checkRecord(path: string, index: number, bytes: number, limit: number):
 }
 
 function checked(shard: Shard, limit: number): Shard {
-  const bytes = payloadBytes(shard.payload);
-  if (bytes > limit) {
-    const perRecord = Math.max(1, Math.floor((limit * shard.count) / bytes));
-    throw new ShardTooLargeError(
-      `shard ${shard.index} (${shard.count} records) is ${bytes} bytes, more than the ${limit} a shard may hold`,
-      { hint: `use a shard size of at most about ${perRecord} records` },
-    );
-  }
+  tooLarge(shard.index, shard.count, payloadBytes(shard.payload), limit);
   return shard;
+}
+
+function tooLarge(index: number, count: number, bytes: number, limit: number): void {
+  if (bytes <= limit) return;
+  const perShard = Math.max(1, Math.floor((limit * count) / bytes));
+  throw new ShardTooLargeError(
+    `shard ${index} (${count} records) is ${bytes} bytes, more than the ${limit} a shard may hold`,
+    { hint: `use a shard size of at most about ${perShard} records` },
+  );
 }
