@@ -10,14 +10,12 @@ import {
   type JobRow,
   SHARD_COLUMNS,
   type ShardRecord,
+  type ShardResult,
   type ShardRow,
   toAssignment,
   toJob,
   toShard,
 } from "./rows.ts";
-
-/** A shard result, held in the database or in a file; `sha256` is the digest of its bytes. */
-export type ShardResult = { sha256: string; bytes: Uint8Array } | { sha256: string; path: string };
 
 /** Read-only queries over jobs, shards and assignments; `JobStore` adds the state changes. */
 export class JobReader {

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { tempDir } from "../../test/helpers/paths.ts";
 import { Store } from "../store/db.ts";
-import { JobStore, type ShardPlan } from "./job-store.ts";
+import { type AssignmentRecord, JobStore, type ShardPlan } from "./job-store.ts";
 import type { JobSpecInput } from "./spec.ts";
 
 const SHA = "ab".repeat(32);
@@ -229,5 +229,28 @@ describe("job store", () => {
     expect(p.copies).toMatchObject({ leased: 1, running: 1, returned: 0 });
     expect(s.jobs.unfinishedJobs().map((j) => j.id)).toEqual([one.id, two.id]);
     expect(s.jobs.inFlight(one.id).map((x) => x.provider)).toEqual(["peerA", "peerB"]);
+  });
+  test("a provider's window is leased in one call; a batch of results keeps the good ones when one is refused", () => {
+    using dir = tempDir();
+    using s = open(dir.path);
+    const { job } = s.jobs.submit(spec(), plans(5));
+    const window = s.jobs.leaseMany(job.id, "peerA", 3, LEASE_MS);
+    expect(window.map((a) => s.jobs.shard(a.shardId).index)).toEqual([0, 1, 2]);
+    expect(s.jobs.leaseMany(job.id, "peerA", 10, LEASE_MS)).toHaveLength(2);
+    expect(s.jobs.leaseMany(job.id, "peerA", 10, LEASE_MS)).toEqual([]);
+    const [a, b, c] = window as [AssignmentRecord, AssignmentRecord, AssignmentRecord];
+    const outcomes = s.jobs.recordResults([
+      { assignmentId: a.id, result: { sha256: digest("0"), path: "/0" } },
+      { assignmentId: b.id, result: { sha256: digest("1"), bytes: Buffer.from("wrong") } },
+      { assignmentId: a.id, result: { sha256: digest("0"), path: "/0" } },
+      { assignmentId: c.id, result: { sha256: digest("2"), path: "/2" } },
+    ]);
+    expect(outcomes.map((o) => ("error" in o ? o.error.name : o.duplicate))).toEqual([
+      false,
+      "IntegrityError",
+      true,
+      false,
+    ]);
+    expect([a, b, c].map((x) => s.jobs.assignment(x.id).state)).toEqual(["returned", "leased", "returned"]);
   });
 });

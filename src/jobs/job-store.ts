@@ -1,5 +1,4 @@
 import type { Store } from "../store/db.ts";
-import { IntegrityError, InvalidInputError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import {
   IdempotencyConflictError,
@@ -8,14 +7,19 @@ import {
   LeaseRefusedError,
   ResultConflictError,
 } from "./errors.ts";
-import { JobReader, type ShardResult } from "./job-reader.ts";
+import { JobReader } from "./job-reader.ts";
 import {
   ASSIGNMENT_COLUMNS,
   type AssignmentRecord,
   type AssignmentRow,
   canonicalJson,
+  checkResult,
+  insertJob,
   type JobRecord,
+  type RecordedResult,
+  type ResultOutcome,
   type ShardRecord,
+  type ShardResult,
   toAssignment,
   toJob,
 } from "./rows.ts";
@@ -82,29 +86,7 @@ export class JobStore extends JobReader {
       }
       const id = this.newId();
       const now = this.now();
-      this.db
-        .query(
-          `INSERT INTO jobs (id, idempotency_key, spec_json, model, model_sha256, redundancy, max_price_msat,
-             deadline_ms, state, shard_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
-        )
-        .run(
-          id,
-          spec.idempotencyKey,
-          specJson,
-          spec.model.name,
-          spec.model.sha256,
-          spec.redundancy,
-          spec.maxPriceMsat,
-          spec.deadlineMs,
-          shards.length,
-          now,
-          now,
-        );
-      const insert = this.db.query(
-        `INSERT INTO shards (job_id, idx, first_record, record_count, state, missing, updated_at)
-         VALUES (?, ?, ?, ?, 'queued', ?, ?)`,
-      );
-      for (const [i, s] of shards.entries()) insert.run(id, i, s.firstRecord, s.recordCount, spec.redundancy, now);
+      insertJob(this.db, id, spec, specJson, shards, now);
       log.info("job submitted", { job: id, shards: shards.length, redundancy: spec.redundancy });
       return { job: this.job(id), created: true };
     });
@@ -150,6 +132,14 @@ export class JobStore extends JobReader {
     });
   }
 
+  /**
+   * Leases up to `count` shards of a job to one provider in one transaction (its in-flight
+   * window), in input order; fewer, or none, when fewer shards need a copy it may take.
+   */
+  leaseMany(jobId: string, provider: string, count: number, leaseMs: number): AssignmentRecord[] {
+    return this.tx(() => this.leasableShards(jobId, provider, count).map((s) => this.lease(s.id, provider, leaseMs)));
+  }
+
   /** The provider has begun computing the copy. */
   start(assignmentId: string): AssignmentRecord {
     return this.tx(() => {
@@ -175,12 +165,8 @@ export class JobStore extends JobReader {
    * recorded twice counts once (`duplicate: true`); a different one for the same assignment is a
    * `ResultConflictError`, and one for a lease already lost is a `LeaseLostError`.
    */
-  recordResult(assignmentId: string, result: ShardResult): { assignment: AssignmentRecord; duplicate: boolean } {
-    if (!/^[0-9a-f]{64}$/.test(result.sha256)) throw new InvalidInputError("result sha256 must be 64 lowercase hex");
-    if ("bytes" in result) {
-      const actual = new Bun.CryptoHasher("sha256").update(result.bytes).digest("hex");
-      if (actual !== result.sha256) throw new IntegrityError(`result bytes hash to ${actual}, not ${result.sha256}`);
-    }
+  recordResult(assignmentId: string, result: ShardResult): RecordedResult {
+    checkResult(result);
     return this.tx(() => {
       const a = this.assignment(assignmentId);
       if (a.state === "returned" || a.state === "verified") {
@@ -198,6 +184,23 @@ export class JobStore extends JobReader {
       });
       return { assignment: this.assignment(assignmentId), duplicate: false };
     });
+  }
+
+  /**
+   * Records many results in one transaction, each as `recordResult` would; one refused result
+   * (its error in the outcome) does not undo the others.
+   */
+  recordResults(results: readonly { assignmentId: string; result: ShardResult }[]): ResultOutcome[] {
+    return this.tx(() =>
+      results.map(({ assignmentId, result }) => {
+        try {
+          // A nested transaction is a savepoint: a refused result leaves nothing behind.
+          return this.db.transaction(() => this.recordResult(assignmentId, result))();
+        } catch (error) {
+          return { assignmentId, error: error as Error };
+        }
+      }),
+    );
   }
 
   /** The provider is gone or gave up: its copy goes back so another provider can take the shard. */
@@ -383,4 +386,13 @@ export class JobStore extends JobReader {
   }
 }
 
-export type { JobSpec, ShardPlan, ShardResult };
+export type {
+  AssignmentRecord,
+  JobRecord,
+  JobSpec,
+  RecordedResult,
+  ResultOutcome,
+  ShardPlan,
+  ShardRecord,
+  ShardResult,
+};

@@ -1,4 +1,6 @@
-import type { JobSpec } from "./spec.ts";
+import type { Database } from "bun:sqlite";
+import { IntegrityError, InvalidInputError } from "../util/errors.ts";
+import type { JobSpec, ShardPlan } from "./spec.ts";
 import type { AssignmentState, JobState, ShardState } from "./states.ts";
 
 /** A job as stored. Times are Unix milliseconds. */
@@ -163,4 +165,57 @@ export function canonicalJson(value: unknown): string {
       ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
       : v,
   );
+}
+
+/** A shard result, held in the database or in a file; `sha256` is the digest of its bytes. */
+export type ShardResult = { sha256: string; bytes: Uint8Array } | { sha256: string; path: string };
+
+/** A result stored, or found already stored (`duplicate`). */
+export interface RecordedResult {
+  assignment: AssignmentRecord;
+  duplicate: boolean;
+}
+
+/** One result of a batch: recorded, or refused with the error `recordResult` would throw. */
+export type ResultOutcome = RecordedResult | { assignmentId: string; error: Error };
+
+/** Refuses a malformed digest, and bytes that do not hash to the digest they came with. */
+export function checkResult(result: ShardResult): void {
+  if (!/^[0-9a-f]{64}$/.test(result.sha256)) throw new InvalidInputError("result sha256 must be 64 lowercase hex");
+  if ("bytes" in result) {
+    const actual = new Bun.CryptoHasher("sha256").update(result.bytes).digest("hex");
+    if (actual !== result.sha256) throw new IntegrityError(`result bytes hash to ${actual}, not ${result.sha256}`);
+  }
+}
+
+/** Inserts a job and its shards, all queued; the caller holds the transaction. */
+export function insertJob(
+  db: Database,
+  id: string,
+  spec: JobSpec,
+  specJson: string,
+  shards: readonly ShardPlan[],
+  now: number,
+): void {
+  db.query(
+    `INSERT INTO jobs (id, idempotency_key, spec_json, model, model_sha256, redundancy, max_price_msat,
+     deadline_ms, state, shard_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
+  ).run(
+    id,
+    spec.idempotencyKey,
+    specJson,
+    spec.model.name,
+    spec.model.sha256,
+    spec.redundancy,
+    spec.maxPriceMsat,
+    spec.deadlineMs,
+    shards.length,
+    now,
+    now,
+  );
+  const insert = db.query(
+    `INSERT INTO shards (job_id, idx, first_record, record_count, state, missing, updated_at)
+     VALUES (?, ?, ?, ?, 'queued', ?, ?)`,
+  );
+  for (const [i, s] of shards.entries()) insert.run(id, i, s.firstRecord, s.recordCount, spec.redundancy, now);
 }
