@@ -113,6 +113,17 @@ export class JobReader {
       .map(toJob);
   }
 
+  /** Unfinished jobs whose deadline is at or before `now`: the scheduler fails them. */
+  overdueJobs(now: number): JobRecord[] {
+    return this.db
+      .query<JobRow, [number]>(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'returned') AND deadline_ms <= ?
+         ORDER BY deadline_ms, rowid`,
+      )
+      .all(now)
+      .map(toJob);
+  }
+
   /** Counts of shards and copies per state. */
   progress(jobId: string): JobProgress {
     return jobProgress(this.db, this.job(jobId));

@@ -2,8 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { tempDir } from "../../test/helpers/paths.ts";
 import { Store } from "../store/db.ts";
-import { type AssignmentRecord, JobStore, type ShardPlan } from "./job-store.ts";
-import type { JobSpecInput } from "./spec.ts";
+import { JobStore } from "./job-store.ts";
+import type { AssignmentRecord } from "./rows.ts";
+import type { JobSpecInput, ShardPlan } from "./spec.ts";
 
 const SHA = "ab".repeat(32);
 const LEASE_MS = 1_000;
@@ -252,5 +253,28 @@ describe("job store", () => {
       false,
     ]);
     expect([a, b, c].map((x) => s.jobs.assignment(x.id).state)).toEqual(["returned", "leased", "returned"]);
+  });
+  test("rejecting a returned copy sends its shard and a returned job back to work", () => {
+    using dir = tempDir();
+    using s = open(dir.path);
+    const { job } = s.jobs.submit(spec({ redundancy: 1 }), plans(1));
+    const a = s.jobs.leaseNext(job.id, "peerA", LEASE_MS)!;
+    s.jobs.recordResult(a.id, { sha256: digest("wrong shape"), path: "/a" });
+    expect(s.jobs.job(job.id).state).toBe("returned");
+    s.jobs.reject(a.id, "wrong shape");
+    expect(s.jobs.job(job.id)).toMatchObject({ state: "running", shardsReturned: 0 });
+    expect(s.jobs.shard(a.shardId)).toMatchObject({ state: "reassigned", missing: 1, retries: 1 });
+    expect(s.jobs.leaseNext(job.id, "peerA", LEASE_MS)?.shardId).toBe(a.shardId);
+  });
+
+  test("jobs past their deadline are listed so the scheduler can fail them", () => {
+    using dir = tempDir();
+    using s = open(dir.path);
+    const soon = s.jobs.submit(spec({ idempotencyKey: "soon", deadlineMs: s.clock.t + 10 }), plans(1)).job;
+    s.jobs.submit(spec({ idempotencyKey: "later", deadlineMs: s.clock.t + 1_000 }), plans(1));
+    expect(s.jobs.overdueJobs(s.clock.t + 9)).toEqual([]);
+    expect(s.jobs.overdueJobs(s.clock.t + 10).map((j) => j.id)).toEqual([soon.id]);
+    s.jobs.failJob(soon.id, "deadline passed");
+    expect(s.jobs.overdueJobs(s.clock.t + 10)).toEqual([]);
   });
 });

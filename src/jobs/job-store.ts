@@ -23,7 +23,7 @@ import {
   toAssignment,
   toJob,
 } from "./rows.ts";
-import { checkShardPlans, type JobSpec, parseJobSpec, type ShardPlan } from "./spec.ts";
+import { checkShardPlans, parseJobSpec, type ShardPlan } from "./spec.ts";
 import {
   type AssignmentState,
   assertAssignmentTransition,
@@ -54,7 +54,16 @@ const isReturnedish = (s: ShardState) => s === "returned" || s === "verified";
 /**
  * Jobs, their shards and the leases on them, in SQLite. Every method that changes state runs as
  * one immediate transaction that checks each change against the tables in `states.ts`, so a crash
- * at any point leaves either all of a change or none of it.
+ * at any point leaves either all of a change or none of it. An aggregator's loop:
+ *
+ * ```ts
+ * const { job } = jobs.submit(spec, plans);                     // again after a retry: same job
+ * for (const a of jobs.leaseMany(job.id, peer, window, leaseMs)) send(a);
+ * jobs.recordResults(replies);                                  // duplicates count once
+ * jobs.expireLeases(Date.now());                                // lost copies go back to the pool
+ * jobs.verifyShard(shardId, sha256);                            // when its copies agree
+ * for (const j of jobs.unfinishedJobs()) resume(j);             // after a restart
+ * ```
  */
 export class JobStore extends JobReader {
   private readonly maxShardRetries: number;
@@ -385,14 +394,3 @@ export class JobStore extends JobReader {
     return row?.redundancy ?? 1;
   }
 }
-
-export type {
-  AssignmentRecord,
-  JobRecord,
-  JobSpec,
-  RecordedResult,
-  ResultOutcome,
-  ShardPlan,
-  ShardRecord,
-  ShardResult,
-};
