@@ -17,7 +17,7 @@ const LEASE_MS = 60_000;
 const window = Number(process.argv[3] ?? 32);
 const result = Buffer.from('{"label":7}\n');
 const sha256 = new Bun.CryptoHasher("sha256").update(result).digest("hex");
-const plans = Array.from({ length: shards }, (_, i) => ({ firstRecord: i, recordCount: 1 }));
+const plans = Array.from({ length: shards }, (_, i) => ({ start: i, count: 1 }));
 const perS = (n: number, ms: number) => ((n * 1000) / ms).toFixed(0);
 
 /** Leases, returns and verifies every copy; returns the copy count and the phase times. */

@@ -10,8 +10,8 @@ import {
   type JobRow,
   SHARD_COLUMNS,
   type ShardRecord,
-  type ShardResult,
   type ShardRow,
+  type StoredResult,
   toAssignment,
   toJob,
   toShard,
@@ -92,7 +92,7 @@ export class JobReader {
   }
 
   /** A stored result: its bytes when kept in the database, otherwise its path. */
-  result(assignmentId: string): ShardResult | undefined {
+  result(assignmentId: string): StoredResult | undefined {
     const row = this.db
       .query<{ result_sha256: string | null; result_bytes: Uint8Array | null; result_path: string | null }, [string]>(
         "SELECT result_sha256, result_bytes, result_path FROM assignments WHERE id = ?",

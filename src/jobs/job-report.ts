@@ -30,8 +30,8 @@ export interface CopyReport {
 
 export interface ShardReport {
   index: number;
-  firstRecord: number;
-  recordCount: number;
+  start: number;
+  count: number;
   state: ShardState;
   retries: number;
   resultSha256: string | undefined;
@@ -114,8 +114,8 @@ export function jobReport(
   }
   const shardReports = shards.map((s) => ({
     index: s.index,
-    firstRecord: s.firstRecord,
-    recordCount: s.recordCount,
+    start: s.start,
+    count: s.count,
     state: s.state,
     retries: s.retries,
     resultSha256: s.resultSha256,

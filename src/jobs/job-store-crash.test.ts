@@ -16,7 +16,7 @@ const SPEC = {
   deadlineMs: 2_000_000_000_000,
   idempotencyKey: "crash-job",
 };
-const PLANS = Array.from({ length: SHARDS }, (_, i) => ({ firstRecord: i * 5, recordCount: 5 }));
+const PLANS = Array.from({ length: SHARDS }, (_, i) => ({ start: i * 5, count: 5 }));
 
 /**
  * An aggregator that returns half the shards, leaves some leases in flight, and is killed with

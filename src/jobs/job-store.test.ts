@@ -4,7 +4,7 @@ import { tempDir } from "../../test/helpers/paths.ts";
 import { Store } from "../store/db.ts";
 import { JobStore } from "./job-store.ts";
 import type { AssignmentRecord } from "./rows.ts";
-import type { JobSpecInput, ShardPlan } from "./spec.ts";
+import type { JobSpecInput, ShardRange } from "./spec.ts";
 
 const SHA = "ab".repeat(32);
 const LEASE_MS = 1_000;
@@ -21,8 +21,8 @@ function spec(over: Partial<JobSpecInput> = {}): JobSpecInput {
   };
 }
 
-function plans(n: number, size = 10): ShardPlan[] {
-  return Array.from({ length: n }, (_, i) => ({ firstRecord: i * size, recordCount: size }));
+function plans(n: number, size = 10): ShardRange[] {
+  return Array.from({ length: n }, (_, i) => ({ start: i * size, count: size }));
 }
 
 const digest = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
@@ -52,7 +52,7 @@ describe("job store", () => {
     expect(first.created).toBe(true);
     expect(first.job.state).toBe("queued");
     expect(first.job.spec.redundancy).toBe(2);
-    expect(s.jobs.shards(first.job.id).map((x) => [x.index, x.firstRecord, x.state, x.missing])).toEqual([
+    expect(s.jobs.shards(first.job.id).map((x) => [x.index, x.start, x.state, x.missing])).toEqual([
       [0, 0, "queued", 2],
       [1, 10, "queued", 2],
       [2, 20, "queued", 2],
@@ -63,7 +63,7 @@ describe("job store", () => {
     expect(s.store.db.query("SELECT count(*) AS n FROM shards").get()).toEqual({ n: 3 });
     expect(errorOf(() => s.jobs.submit(spec({ maxPriceMsat: 5 }), plans(3)))?.name).toBe("IdempotencyConflictError");
     expect(errorOf(() => s.jobs.submit(spec({ redundancy: 0 }), plans(3)))?.name).toBe("InvalidInputError");
-    expect(errorOf(() => s.jobs.submit(spec({ shardCount: 3 }), plans(3)))?.message).toMatch(/exactly one of/);
+    expect(errorOf(() => s.jobs.submit(spec({ shardCount: 3 }), plans(3)))?.message).toMatch(/not both/);
     expect(errorOf(() => s.jobs.submit(spec({ idempotencyKey: "k2" }), []))?.name).toBe("InvalidInputError");
   });
 

@@ -19,11 +19,11 @@ import {
   type RecordedResult,
   type ResultOutcome,
   type ShardRecord,
-  type ShardResult,
+  type StoredResult,
   toAssignment,
   toJob,
 } from "./rows.ts";
-import { checkShardPlans, parseJobSpec, type ShardPlan } from "./spec.ts";
+import { checkShardRanges, parseJobSpec, type ShardRange } from "./spec.ts";
 import {
   type AssignmentState,
   assertAssignmentTransition,
@@ -79,9 +79,9 @@ export class JobStore extends JobReader {
    * Records a job and its shards, all queued. Submitting the same idempotency key again returns
    * the job it created (`created: false`); the same key with a different spec is refused.
    */
-  submit(specInput: unknown, shards: readonly ShardPlan[]): { job: JobRecord; created: boolean } {
+  submit(specInput: unknown, shards: readonly ShardRange[]): { job: JobRecord; created: boolean } {
     const spec = parseJobSpec(specInput);
-    checkShardPlans(shards);
+    checkShardRanges(shards);
     const specJson = canonicalJson(spec);
     return this.tx(() => {
       const existing = this.jobRow("idempotency_key", spec.idempotencyKey);
@@ -174,7 +174,7 @@ export class JobStore extends JobReader {
    * recorded twice counts once (`duplicate: true`); a different one for the same assignment is a
    * `ResultConflictError`, and one for a lease already lost is a `LeaseLostError`.
    */
-  recordResult(assignmentId: string, result: ShardResult): RecordedResult {
+  recordResult(assignmentId: string, result: StoredResult): RecordedResult {
     checkResult(result);
     return this.tx(() => {
       const a = this.assignment(assignmentId);
@@ -199,7 +199,7 @@ export class JobStore extends JobReader {
    * Records many results in one transaction, each as `recordResult` would; one refused result
    * (its error in the outcome) does not undo the others.
    */
-  recordResults(results: readonly { assignmentId: string; result: ShardResult }[]): ResultOutcome[] {
+  recordResults(results: readonly { assignmentId: string; result: StoredResult }[]): ResultOutcome[] {
     return this.tx(() =>
       results.map(({ assignmentId, result }) => {
         try {

@@ -1,6 +1,6 @@
 import type { Database } from "bun:sqlite";
 import { IntegrityError, InvalidInputError } from "../util/errors.ts";
-import type { JobSpec, ShardPlan } from "./spec.ts";
+import type { JobSpec, ShardRange } from "./spec.ts";
 import type { AssignmentState, JobState, ShardState } from "./states.ts";
 
 /** A job as stored. Times are Unix milliseconds. */
@@ -25,8 +25,8 @@ export interface ShardRecord {
   id: number;
   jobId: string;
   index: number;
-  firstRecord: number;
-  recordCount: number;
+  start: number;
+  count: number;
   state: ShardState;
   /** Copies lost (lease expired, provider gone) or rejected so far. */
   retries: number;
@@ -130,8 +130,8 @@ export function toShard(r: ShardRow): ShardRecord {
     id: r.id,
     jobId: r.job_id,
     index: r.idx,
-    firstRecord: r.first_record,
-    recordCount: r.record_count,
+    start: r.first_record,
+    count: r.record_count,
     state: r.state as ShardState,
     retries: r.retries,
     missing: r.missing,
@@ -168,7 +168,7 @@ export function canonicalJson(value: unknown): string {
 }
 
 /** A shard result, held in the database or in a file; `sha256` is the digest of its bytes. */
-export type ShardResult = { sha256: string; bytes: Uint8Array } | { sha256: string; path: string };
+export type StoredResult = { sha256: string; bytes: Uint8Array } | { sha256: string; path: string };
 
 /** A result stored, or found already stored (`duplicate`). */
 export interface RecordedResult {
@@ -180,7 +180,7 @@ export interface RecordedResult {
 export type ResultOutcome = RecordedResult | { assignmentId: string; error: Error };
 
 /** Refuses a malformed digest, and bytes that do not hash to the digest they came with. */
-export function checkResult(result: ShardResult): void {
+export function checkResult(result: StoredResult): void {
   if (!/^[0-9a-f]{64}$/.test(result.sha256)) throw new InvalidInputError("result sha256 must be 64 lowercase hex");
   if ("bytes" in result) {
     const actual = new Bun.CryptoHasher("sha256").update(result.bytes).digest("hex");
@@ -194,7 +194,7 @@ export function insertJob(
   id: string,
   spec: JobSpec,
   specJson: string,
-  shards: readonly ShardPlan[],
+  shards: readonly ShardRange[],
   now: number,
 ): void {
   db.query(
@@ -217,5 +217,5 @@ export function insertJob(
     `INSERT INTO shards (job_id, idx, first_record, record_count, state, missing, updated_at)
      VALUES (?, ?, ?, ?, 'queued', ?, ?)`,
   );
-  for (const [i, s] of shards.entries()) insert.run(id, i, s.firstRecord, s.recordCount, spec.redundancy, now);
+  for (const [i, s] of shards.entries()) insert.run(id, i, s.start, s.count, spec.redundancy, now);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { DEFAULT_REDUNDANCY, MAX_SPEC_BYTES, parseJobSpec, parseJobSpecJson } from "./spec.ts";
+import { DEFAULT_REDUNDANCY, MAX_SPEC_BYTES, parseJobSpec, parseJobSpecJson, shardRanges } from "./spec.ts";
 
 const GOOD = {
   model: { name: "stories260k", sha256: "ef".repeat(32) },
@@ -29,14 +29,20 @@ describe("job spec", () => {
     });
   });
 
+  test("a splitter's plan becomes contiguous ranges, the last one short", () => {
+    expect(parseJobSpec({ ...GOOD, shardCount: undefined }).shardCount).toBeUndefined();
+    expect(shardRanges({ records: 1_001, shardSize: 500, shardCount: 3 })).toEqual([
+      { start: 0, count: 500 },
+      { start: 500, count: 500 },
+      { start: 1_000, count: 1 },
+    ]);
+  });
+
   test("bad specs are refused with InvalidInputError naming the field", () => {
     expect(messageOf(() => parseJobSpec({ ...GOOD, model: { name: "x", sha256: "nope" } }))).toBe(
       "InvalidInputError: invalid job spec: model.sha256: a lowercase hex sha256",
     );
-    expect(messageOf(() => parseJobSpec({ ...GOOD, shardSize: 10 }))).toMatch(
-      /exactly one of shardSize and shardCount/,
-    );
-    expect(messageOf(() => parseJobSpec({ ...GOOD, shardCount: undefined }))).toMatch(/exactly one of/);
+    expect(messageOf(() => parseJobSpec({ ...GOOD, shardSize: 10 }))).toMatch(/shardSize or shardCount, not both/);
     expect(messageOf(() => parseJobSpec({ ...GOOD, input: { kind: "video", path: "x" } }))).toMatch(
       /^InvalidInputError: .*input/,
     );

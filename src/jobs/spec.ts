@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { InvalidInputError } from "../util/errors.ts";
+import { MAX_SHARDS, type ShardPlan } from "./records.ts";
 
 /** Copies of each shard computed by different providers unless the spec says otherwise (verification). */
 export const DEFAULT_REDUNDANCY = 2;
@@ -9,8 +10,6 @@ export const MAX_REDUNDANCY = 8;
 export const MAX_SPEC_BYTES = 64 * 1024;
 /** Longest idempotency key a client may choose. */
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
-/** A job may be split into at most this many shards. */
-export const MAX_SHARDS = 1_000_000;
 
 const SHA256 = z.string().regex(/^[0-9a-f]{64}$/, "a lowercase hex sha256");
 
@@ -31,9 +30,9 @@ export const JobSpecSchema = z
   .object({
     model: z.object({ name: z.string().min(1), sha256: SHA256 }),
     input: InputRefSchema,
-    /** Records per shard; exactly one of shardSize and shardCount. */
+    /** Records per shard; at most one of shardSize and shardCount (neither: the splitter's default). */
     shardSize: z.number().int().positive().optional(),
-    /** Number of shards; exactly one of shardSize and shardCount. */
+    /** Number of shards; at most one of shardSize and shardCount. */
     shardCount: z.number().int().positive().max(MAX_SHARDS).optional(),
     redundancy: z.number().int().min(1).max(MAX_REDUNDANCY).default(DEFAULT_REDUNDANCY),
     /** Most the client pays for the whole job, in millisatoshi. */
@@ -47,8 +46,8 @@ export const JobSpecSchema = z
     params: z.record(z.string(), z.unknown()).optional(),
   })
   .strict()
-  .refine((s) => (s.shardSize === undefined) !== (s.shardCount === undefined), {
-    message: "give exactly one of shardSize and shardCount",
+  .refine((s) => s.shardSize === undefined || s.shardCount === undefined, {
+    message: "give shardSize or shardCount, not both",
   });
 export type JobSpec = z.output<typeof JobSpecSchema>;
 /** A spec as written by a client: redundancy may be left out. */
@@ -81,23 +80,26 @@ export function parseJobSpecJson(text: string): JobSpec {
   return parseJobSpec(value);
 }
 
-/** One shard as the splitter planned it: a contiguous range of input records. */
-export interface ShardPlan {
-  firstRecord: number;
-  recordCount: number;
+/** One shard's records: `count` records from global record index `start` (as in `Shard`). */
+export interface ShardRange {
+  start: number;
+  count: number;
 }
 
-/** Refuses an empty plan, too many shards or a record range that is not a natural number. */
-export function checkShardPlans(shards: readonly ShardPlan[]): void {
+/** The ranges of a splitter's plan: shard `i` holds `[i * shardSize, min(records, (i + 1) * shardSize))`. */
+export function shardRanges(plan: ShardPlan): ShardRange[] {
+  return Array.from({ length: plan.shardCount }, (_, i) => {
+    const start = i * plan.shardSize;
+    return { start, count: Math.min(plan.records, start + plan.shardSize) - start };
+  });
+}
+
+/** Refuses an empty list, too many shards or a record range that is not a natural number. */
+export function checkShardRanges(shards: readonly ShardRange[]): void {
   if (shards.length === 0) throw new InvalidInputError("a job needs at least one shard");
   if (shards.length > MAX_SHARDS) throw new InvalidInputError(`a job may have at most ${MAX_SHARDS} shards`);
   for (const [i, s] of shards.entries()) {
-    if (
-      !Number.isSafeInteger(s.firstRecord) ||
-      s.firstRecord < 0 ||
-      !Number.isSafeInteger(s.recordCount) ||
-      s.recordCount < 1
-    ) {
+    if (!Number.isSafeInteger(s.start) || s.start < 0 || !Number.isSafeInteger(s.count) || s.count < 1) {
       throw new InvalidInputError(`shard ${i} has an invalid record range`);
     }
   }
