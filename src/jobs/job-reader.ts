@@ -78,7 +78,10 @@ export class JobReader {
       .map(toAssignment);
   }
 
-  /** Shards of a job that still need copies and that `provider` holds none of, in input order. */
+  /**
+   * Shards of a job that still need copies and that `provider` holds none of, in input order.
+   * Cost grows with the shards this provider holds that still wait for other copies (its window).
+   */
   leasableShards(jobId: string, provider: string, limit: number): ShardRecord[] {
     return this.db
       .query<ShardRow, [string, string, number]>(
