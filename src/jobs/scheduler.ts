@@ -1,0 +1,253 @@
+import type { CapabilityRecord } from "../node/protocols/capability/messages.ts";
+import { DEFAULT_TOKENS_PER_SECOND } from "../node/select.ts";
+import {
+  checkDeadline,
+  DeadlineTooShortError,
+  eligibleProviders,
+  expectedFinishMs,
+  expectedShardMs,
+  type JobTerms,
+  MAX_IN_FLIGHT_PER_PROVIDER,
+  ModelNotServedError,
+  measuredSpeeds,
+  type PlanCopy,
+  PriceTooLowError,
+  type ShardWork,
+  WINDOW_TARGET_MS,
+  windowFor,
+} from "./feasibility.ts";
+
+/**
+ * The aggregator's planner: given every unfinished job's shards and copies, the providers' capability
+ * records and the time, which copies to lease to whom now. Pure and deterministic (the same input
+ * gives the same plan), so it is tested without a network and a restarted aggregator plans the same.
+ *
+ * ```ts
+ * const plan = planAssignments({ jobs: unfinished.map((j) => snapshotJob(jobs, j.id)) }, records, now);
+ * for (const r of plan.refused) { jobs.failJob(r.jobId, r.error.message); tell(r.jobId, r.error); }
+ * for (const l of plan.leases) send(jobs.lease(l.shardId, l.provider, l.leaseMs));
+ * ```
+ */
+
+/** Speculation starts when at most this fraction of a job's shards is unverified... */
+export const SPECULATE_FRACTION = 0.05;
+/** ...or at most this many, whichever is more. */
+export const SPECULATE_MIN_SHARDS = 2;
+/** A copy in flight this many times longer than expected is slow: it may get a speculative twin. */
+export const SLOW_FACTOR = 2;
+/** Extra copies a shard may have in flight beyond its redundancy. */
+export const MAX_SPECULATIVE_COPIES = 1;
+/** A lease lasts this many times the copy's expected finish, so a busy provider is not cut off. */
+export const LEASE_SLACK = 3;
+/** Shortest lease handed out (covers connection set-up and a slow first token). */
+export const MIN_LEASE_MS = 5_000;
+
+export interface PlanShard {
+  id: number;
+  index: number;
+  /** Records in the shard. */
+  count: number;
+  /** Verified (or failed) shards need nothing more. */
+  done: boolean;
+  /** Copies still to lease before the shard has `redundancy` of them. */
+  missing: number;
+  /** Live copies: leased, running, returned or verified. */
+  copies: readonly PlanCopy[];
+}
+
+export interface PlanJob extends JobTerms {
+  /** Work units per record (tokens for prompts, 1 for tensor records). */
+  tokensPerRecord: number;
+  /** Shards in input order. */
+  shards: readonly PlanShard[];
+}
+
+export interface SchedulerState {
+  jobs: readonly PlanJob[];
+}
+
+export interface PlanOptions {
+  /** Peers never to lease to: banned, or failed for this aggregator. */
+  exclude?: ReadonlySet<string>;
+  /** Work a provider's window holds, ms (default `WINDOW_TARGET_MS`). */
+  windowTargetMs?: number;
+  /** Most copies one provider holds over all jobs (default `MAX_IN_FLIGHT_PER_PROVIDER`). */
+  maxInFlight?: number;
+  /** Disable speculative duplicates. */
+  speculate?: boolean;
+}
+
+/** One copy to lease now. */
+export interface PlannedLease {
+  jobId: string;
+  shardId: number;
+  shardIndex: number;
+  provider: string;
+  /** An extra copy beyond the redundancy, because another copy is slow near the end of the job. */
+  speculative: boolean;
+  /** Expected compute time of this copy on this provider. */
+  expectedMs: number;
+  /** Suggested lease: the provider's queue ahead of it plus this copy, with slack. */
+  leaseMs: number;
+}
+
+export type SchedulingError = ModelNotServedError | PriceTooLowError | DeadlineTooShortError;
+
+export interface Plan {
+  leases: PlannedLease[];
+  /** Jobs that cannot be served: nothing is leased for them; the aggregator fails them with the error. */
+  refused: { jobId: string; error: SchedulingError }[];
+  /** Running jobs expected to miss their deadline: still planned, the client is warned. */
+  late: { jobId: string; expectedFinishMs: number }[];
+}
+
+const IN_FLIGHT = new Set<PlanCopy["state"]>(["leased", "running"]);
+
+/** Plans the leases for `now`; see the module comment. */
+export function planAssignments(
+  state: SchedulerState,
+  providers: readonly CapabilityRecord[],
+  now: number,
+  options: PlanOptions = {},
+): Plan {
+  const plan: Plan = { leases: [], refused: [], late: [] };
+  const jobs = [...state.jobs].sort((a, b) => a.deadlineMs - b.deadlineMs || cmp(a.id, b.id));
+  const speeds = measuredSpeeds(
+    jobs.flatMap((j) => j.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(j, s) })))),
+  );
+  // Copies each provider holds over all jobs, including those planned here.
+  const load = new Map<string, number>();
+  for (const j of jobs) {
+    for (const s of j.shards) {
+      for (const c of s.copies) if (IN_FLIGHT.has(c.state)) load.set(c.provider, (load.get(c.provider) ?? 0) + 1);
+    }
+  }
+  for (const job of jobs) {
+    let eligible: CapabilityRecord[];
+    try {
+      eligible = eligibleProviders(job, providers, now, options.exclude);
+      const remaining = job.shards.reduce(
+        (sum, s) => sum + (s.done ? 0 : (s.missing + inFlightCount(s)) * s.count * job.tokensPerRecord),
+        0,
+      );
+      checkDeadline(job, expectedFinishMs(remaining, eligible, speeds, now), now);
+    } catch (error) {
+      if (error instanceof DeadlineTooShortError && started(job) && now < job.deadlineMs) {
+        plan.late.push({ jobId: job.id, expectedFinishMs: error.expectedFinishMs });
+        eligible = eligibleProviders(job, providers, now, options.exclude);
+      } else if (isSchedulingError(error)) {
+        plan.refused.push({ jobId: job.id, error });
+        continue;
+      } else throw error;
+    }
+    planJob(job, eligible, load, speeds, now, options, plan);
+  }
+  return plan;
+}
+
+function planJob(
+  job: PlanJob,
+  ranked: readonly CapabilityRecord[],
+  load: Map<string, number>,
+  speeds: ReadonlyMap<string, number>,
+  now: number,
+  options: PlanOptions,
+  plan: Plan,
+): void {
+  const typical = job.shards.find((s) => !s.done) ?? job.shards[0];
+  if (!typical) return;
+  const windows = new Map(
+    ranked.map((p) => [
+      p.peerId,
+      windowFor(
+        expectedShardMs(p, workOf(job, typical), speeds.get(p.peerId)),
+        options.windowTargetMs ?? WINDOW_TARGET_MS,
+        options.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
+      ),
+    ]),
+  );
+  const place = (shard: PlanShard, holders: Set<string>, speculative: boolean): boolean => {
+    // Earliest expected finish wins (a slow or busy provider gets fewer copies); ties go to rank.
+    let best: { id: string; finish: number; ms: number } | undefined;
+    for (const record of ranked) {
+      const id = record.peerId;
+      const held = load.get(id) ?? 0;
+      if (holders.has(id) || held >= (windows.get(id) as number)) continue;
+      const ms = expectedShardMs(record, workOf(job, shard), speeds.get(id));
+      const finish = (held + 1) * ms;
+      if (!best || finish < best.finish) best = { id, finish, ms };
+    }
+    if (!best) return false;
+    load.set(best.id, (load.get(best.id) ?? 0) + 1);
+    holders.add(best.id);
+    plan.leases.push({
+      jobId: job.id,
+      shardId: shard.id,
+      shardIndex: shard.index,
+      provider: best.id,
+      speculative,
+      expectedMs: Math.ceil(best.ms),
+      leaseMs: Math.max(MIN_LEASE_MS, Math.ceil(best.finish * LEASE_SLACK)),
+    });
+    return true;
+  };
+
+  const holdersOf = (s: PlanShard) => new Set(s.copies.map((c) => c.provider));
+  for (const shard of job.shards) {
+    if (shard.done || shard.missing <= 0) continue;
+    const holders = holdersOf(shard);
+    for (let k = 0; k < shard.missing; k++) if (!place(shard, holders, false)) break;
+  }
+
+  if (options.speculate === false) return;
+  const unfinished = job.shards.filter((s) => !s.done);
+  const threshold = Math.max(SPECULATE_MIN_SHARDS, Math.ceil(job.shards.length * SPECULATE_FRACTION));
+  if (unfinished.length === 0 || unfinished.length > threshold) return;
+  const inFlightOf = new Map<string, number>();
+  for (const s of job.shards) {
+    for (const c of s.copies)
+      if (IN_FLIGHT.has(c.state)) inFlightOf.set(c.provider, (inFlightOf.get(c.provider) ?? 0) + 1);
+  }
+  const recordOf = new Map(ranked.map((p) => [p.peerId, p]));
+  for (const shard of unfinished) {
+    if (shard.missing > 0 || shard.copies.length >= job.redundancy + MAX_SPECULATIVE_COPIES) continue;
+    const slow = shard.copies.some((c) =>
+      isSlow(c, workOf(job, shard), recordOf.get(c.provider), speeds, inFlightOf.get(c.provider) ?? 1, now),
+    );
+    if (slow) place(shard, holdersOf(shard), true);
+  }
+}
+
+/**
+ * Whether an in-flight copy is overdue: running longer than `SLOW_FACTOR` times its expected time,
+ * or leased longer than that times the provider's whole queue. A copy whose provider has no record
+ * (it vanished from the network) is judged at the network's default speed.
+ */
+function isSlow(
+  copy: PlanCopy,
+  work: ShardWork,
+  record: CapabilityRecord | undefined,
+  speeds: ReadonlyMap<string, number>,
+  queue: number,
+  now: number,
+): boolean {
+  if (!IN_FLIGHT.has(copy.state)) return false;
+  const measured = speeds.get(copy.provider);
+  const ms = record
+    ? expectedShardMs(record, work, measured)
+    : work.count * work.tokensPerRecord * (measured ?? 1000 / DEFAULT_TOKENS_PER_SECOND);
+  if (copy.startedAt !== undefined) return now - copy.startedAt > SLOW_FACTOR * ms;
+  return now - copy.leasedAt > SLOW_FACTOR * ms * queue;
+}
+
+function isSchedulingError(e: unknown): e is SchedulingError {
+  return e instanceof ModelNotServedError || e instanceof PriceTooLowError || e instanceof DeadlineTooShortError;
+}
+
+const workOf = (job: PlanJob, shard: PlanShard): ShardWork => ({
+  count: shard.count,
+  tokensPerRecord: job.tokensPerRecord,
+});
+const inFlightCount = (s: PlanShard) => s.copies.filter((c) => IN_FLIGHT.has(c.state)).length;
+const started = (job: PlanJob) => job.shards.some((s) => s.done || s.copies.length > 0);
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
