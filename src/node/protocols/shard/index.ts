@@ -1,0 +1,181 @@
+import type { PeerId, Startable } from "@libp2p/interface";
+import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
+import type { Shard } from "../../../jobs/records.ts";
+import type { Engine, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
+import { AbortedError } from "../../../util/errors.ts";
+import type { ModelRef } from "../infer/index.ts";
+import { DEFAULT_BATCH_RECORDS } from "./execute.ts";
+import { ShardProvider } from "./provider.ts";
+import { callShard, type ShardEvent } from "./requester.ts";
+
+/**
+ * /infernet/shard/1.0.0: an aggregator hands one shard of a job to a provider and gets its results
+ * back, streamed in record order. See messages.ts for the frames, execute.ts for how a shard runs on
+ * the engines, provider.ts for the serving side and requester.ts for the calling side.
+ */
+export const SHARD_PROTOCOL = "/infernet/shard/1.0.0";
+/** Shards computing at once on a provider, by default (each keeps an engine busy for a while). */
+export const DEFAULT_MAX_CONCURRENT = 2;
+/** Shards waiting for a slot, by default; one more is refused with "busy". */
+export const DEFAULT_MAX_QUEUED = 8;
+/** A provider's hard cap on one shard (queueing included), by default. */
+export const DEFAULT_SHARD_TIMEOUT_MS = 30 * 60_000;
+/** A client's deadline when the caller gives none. */
+export const DEFAULT_CLIENT_DEADLINE_MS = DEFAULT_SHARD_TIMEOUT_MS;
+/** Shard streams open at once on one connection, each way. */
+export const MAX_INBOUND_STREAMS = 32;
+export const MAX_OUTBOUND_STREAMS = 32;
+
+export { RemoteShardError } from "./errors.ts";
+export { DEFAULT_BATCH_RECORDS } from "./execute.ts";
+export {
+  MAX_REQUEST_FRAME_BYTES,
+  MAX_RESPONSE_FRAME_BYTES,
+  REMOTE_SHARD_ERROR_CODES,
+  type RemoteShardErrorCode,
+  type ShardUsage,
+} from "./messages.ts";
+export { CLOSE_TIMEOUT_MS, REQUEST_READ_TIMEOUT_MS } from "./provider.ts";
+export type { ShardEvent } from "./requester.ts";
+
+export interface ShardInit {
+  /** Models this node serves, by sha256 (lowercase hex). Called per shard (the served set can change). */
+  served?: () => Map<string, LocalModel>;
+  /** Engines by runtime. Absent = this node runs no shards (an aggregator that only hands them out). */
+  engines?: Partial<Record<RuntimeName, Engine>>;
+  /** Shards computing at once (default `DEFAULT_MAX_CONCURRENT`); more wait in a bounded queue. */
+  maxConcurrent?: number;
+  /** Shards waiting for a slot (default `DEFAULT_MAX_QUEUED`); beyond, the reply is error "busy". */
+  maxQueued?: number;
+  /** Hard cap per shard on the provider, queueing included (default `DEFAULT_SHARD_TIMEOUT_MS`). */
+  shardTimeoutMs?: number;
+  /** Images or tensor rows per ONNX call, and so per partial result (default `DEFAULT_BATCH_RECORDS`). */
+  batchRecords?: number;
+}
+
+export interface ShardComponents {
+  registrar: Registrar;
+  connectionManager: ConnectionManager;
+  peerId: PeerId;
+}
+
+export interface ShardLoad {
+  /** Shards computing now. */
+  active: number;
+  /** Shards waiting for a slot. */
+  queued: number;
+  maxConcurrent: number;
+  /** Shards run to completion (`done` sent) since the node started. */
+  served: number;
+  /** Shards accepted and then failed (engine error or deadline) since the node started. */
+  failed: number;
+}
+
+export interface RunShardOptions {
+  signal?: AbortSignal;
+  /** Budget for the whole shard, dial included (default `DEFAULT_CLIENT_DEADLINE_MS`); then `TimeoutError`. */
+  deadlineMs?: number;
+}
+
+export interface ShardService extends Startable {
+  /**
+   * Client side: runs `shard` on `peer`, yielding `partial` events (records in order, each checked
+   * against the shard) and ending with `done` (the whole result, `providers: [peer]`, and usage).
+   * Throws `RemoteShardError` (refused, failed, `bad-result`, or the stream ended before `done`),
+   * `InvalidInputError` for a shard too large to send, `AbortedError` when `signal` aborts,
+   * `TimeoutError` when the deadline passes; leaving the loop early cancels the shard on the provider.
+   */
+  runShard(peer: PeerId, model: ModelRef, shard: Shard, options?: RunShardOptions): AsyncIterable<ShardEvent>;
+  /** Provider side load, for announcements. */
+  load(): ShardLoad;
+}
+
+class DefaultShardService implements ShardService {
+  private readonly provider: ShardProvider;
+  private readonly serves: boolean;
+  private readonly calls = new Set<AbortController>();
+  private stopped = false;
+  private started = false;
+
+  constructor(
+    private readonly components: ShardComponents,
+    init: ShardInit,
+  ) {
+    const engines = init.engines ?? {};
+    this.serves = Object.keys(engines).length > 0;
+    this.provider = new ShardProvider({
+      served: init.served ?? (() => new Map()),
+      engines,
+      self: components.peerId.toString(),
+      maxConcurrent: positive("maxConcurrent", init.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
+      maxQueued: atLeastZero("maxQueued", init.maxQueued ?? DEFAULT_MAX_QUEUED),
+      shardTimeoutMs: positive("shardTimeoutMs", init.shardTimeoutMs ?? DEFAULT_SHARD_TIMEOUT_MS),
+      batchRecords: positive("batchRecords", init.batchRecords ?? DEFAULT_BATCH_RECORDS),
+    });
+  }
+
+  readonly [Symbol.toStringTag] = "@infernet/shard";
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    // A node that serves nothing does not register the handler: peers get "protocol not supported".
+    if (this.serves) {
+      await this.components.registrar.handle(SHARD_PROTOCOL, this.provider.handle, {
+        maxInboundStreams: MAX_INBOUND_STREAMS,
+        maxOutboundStreams: MAX_OUTBOUND_STREAMS,
+      });
+    }
+    this.started = true;
+  }
+
+  async stop(): Promise<void> {
+    if (this.serves) await this.components.registrar.unhandle(SHARD_PROTOCOL);
+    this.stopped = true;
+    for (const call of this.calls) call.abort(new AbortedError("the node is stopping"));
+    this.provider.stop();
+    this.started = false;
+  }
+
+  isStarted(): boolean {
+    return this.started;
+  }
+
+  runShard(peer: PeerId, model: ModelRef, shard: Shard, options: RunShardOptions = {}): AsyncIterable<ShardEvent> {
+    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
+    return callShard({
+      connectionManager: this.components.connectionManager,
+      protocol: SHARD_PROTOCOL,
+      peer,
+      model,
+      shard,
+      deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
+      signal: options.signal,
+      inFlight: this.calls,
+    });
+  }
+
+  load(): ShardLoad {
+    return this.provider.load();
+  }
+}
+
+/** The libp2p service factory: `services: { shard: shardProtocol({ served, engines }) }`. */
+export function shardProtocol(init: ShardInit = {}): (components: ShardComponents) => ShardService {
+  return (components) => new DefaultShardService(components, init);
+}
+
+// biome-ignore lint/correctness/useYield: an iterable that fails when iterated, like a refused call
+async function* refuse(error: Error): AsyncGenerator<ShardEvent> {
+  throw error;
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1)
+    throw new RangeError(`${name} must be a positive whole number, got ${value}`);
+  return value;
+}
+
+function atLeastZero(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a whole number >= 0, got ${value}`);
+  return value;
+}

@@ -1,0 +1,174 @@
+import type { Connection, Stream } from "@libp2p/interface";
+import type { Shard } from "../../../jobs/records.ts";
+import { resultToWire, shardFromWire } from "../../../jobs/shard-codec.ts";
+import type { Engine, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
+import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
+import { logger } from "../../../util/logger.ts";
+import {
+  abortable,
+  errorFrame,
+  type FrameSink,
+  ProtocolError,
+  readMessage,
+  timeoutSignal,
+  WIRE_VERSION,
+  wireStream,
+  writeMessage,
+} from "../../wire.ts";
+import { executeShard } from "./execute.ts";
+import { MAX_REQUEST_FRAME_BYTES, type RemoteShardErrorCode, ShardRequestSchema } from "./messages.ts";
+import { Slots } from "./slots.ts";
+
+/**
+ * The provider side of /infernet/shard/1.0.0: reads one shard per stream, validates it, waits for a
+ * slot (bounded concurrency, bounded FIFO queue), runs it and streams `partial` frames as records
+ * finish, then `done` with usage. The engines' signal fires when the aggregator resets or closes the
+ * stream, the deadline passes, or the service stops, so a cancelled shard stops computing at once.
+ */
+const log = logger("node:shard");
+
+/** The shard frame must arrive this soon after the stream opens (it can be 32 MiB). */
+export const REQUEST_READ_TIMEOUT_MS = 30_000;
+/** Longest wait to flush a final frame (an error or after `done`) before the stream is reset. */
+export const CLOSE_TIMEOUT_MS = 5_000;
+
+export interface ShardProviderSettings {
+  served: () => Map<string, LocalModel>;
+  engines: Partial<Record<RuntimeName, Engine>>;
+  self: string;
+  maxConcurrent: number;
+  maxQueued: number;
+  shardTimeoutMs: number;
+  batchRecords: number;
+}
+
+/** Why a shard was refused or failed, as the code and message of its error frame. */
+class Refusal extends Error {
+  constructor(
+    readonly code: RemoteShardErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class ShardProvider {
+  private readonly slots: Slots;
+  private completed = 0;
+  private failures = 0;
+  /** Shards in flight; each is aborted when the service stops. */
+  private readonly jobs = new Set<AbortController>();
+
+  constructor(private readonly settings: ShardProviderSettings) {
+    this.slots = new Slots(settings.maxConcurrent, settings.maxQueued);
+  }
+
+  load(): { active: number; queued: number; maxConcurrent: number; served: number; failed: number } {
+    return { ...this.slots.load(), served: this.completed, failed: this.failures };
+  }
+
+  stop(): void {
+    for (const job of this.jobs) job.abort(new AbortedError("the provider is stopping"));
+  }
+
+  readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
+    const peer = connection.remotePeer.toString();
+    const lp = wireStream(stream, MAX_REQUEST_FRAME_BYTES);
+    const job = new AbortController();
+    const { signal } = job;
+    const gone = new AbortedError("the client closed the stream");
+    const onClose = () => job.abort(gone);
+    stream.addEventListener("close", onClose);
+    this.jobs.add(job);
+    let deadline = setTimeout(
+      () => job.abort(new TimeoutError(`no shard arrived within ${REQUEST_READ_TIMEOUT_MS} ms`)),
+      REQUEST_READ_TIMEOUT_MS,
+    );
+    let release: (() => void) | undefined;
+    try {
+      const message = await readMessage(lp, ShardRequestSchema, { signal });
+      clearTimeout(deadline);
+      const budgetMs = Math.min(message.deadlineMs ?? this.settings.shardTimeoutMs, this.settings.shardTimeoutMs);
+      deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
+      const model = this.settings.served().get(message.model.sha256);
+      if (!model || !this.settings.engines[model.runtime]) {
+        throw new Refusal(
+          "model-not-served",
+          `this node does not serve ${message.model.name} (${message.model.sha256})`,
+        );
+      }
+      const shard = toShard(message.shard);
+      release = await this.slots.acquire(signal, () => {
+        throw new Refusal(
+          "busy",
+          `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
+        );
+      });
+      log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
+      const usage = await executeShard(
+        model,
+        shard,
+        (first, result) =>
+          writeMessage(lp, { v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }, { signal }),
+        { engines: this.settings.engines, batchRecords: this.settings.batchRecords, self: this.settings.self, signal },
+      );
+      release();
+      this.completed += 1;
+      await writeMessage(lp, { v: WIRE_VERSION, type: "done", usage }, { signal });
+      stream.removeEventListener("close", onClose);
+      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "closing the stream");
+      await abortable(stream.close(), flush.signal).catch((err: Error) => stream.abort(err));
+    } catch (err) {
+      release?.();
+      if (signal.reason === gone) stream.abort(gone);
+      else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer);
+    } finally {
+      clearTimeout(deadline);
+      stream.removeEventListener("close", onClose);
+      this.jobs.delete(job);
+      release?.();
+    }
+  };
+
+  /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
+  private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {
+    const { code, message } = classify(err);
+    if (code === "internal" || code === "timeout") this.failures += 1;
+    if (code === "internal") log.warn("shard failed", { peer, error: err });
+    else log.debug("shard refused", { peer, code, message });
+    try {
+      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "sending the error");
+      await writeMessage(lp, errorFrame(code, message), { signal: flush.signal });
+      await abortable(stream.close(), flush.signal);
+      await abortable(closed(stream), flush.signal);
+    } catch (cause) {
+      stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
+    }
+  }
+}
+
+function toShard(value: unknown): Shard {
+  try {
+    return shardFromWire(value);
+  } catch (cause) {
+    throw new Refusal("bad-request", errorMessage(cause));
+  }
+}
+
+function classify(err: unknown): { code: RemoteShardErrorCode; message: string } {
+  if (err instanceof Refusal) return { code: err.code, message: err.message };
+  if (err instanceof ProtocolError) {
+    if (err.code === "unsupported-version") return { code: "unsupported-version", message: err.message };
+    return { code: "bad-request", message: err.message };
+  }
+  if (err instanceof TimeoutError) return { code: "timeout", message: err.message };
+  if (err instanceof InvalidInputError) return { code: "invalid-input", message: err.message };
+  if (err instanceof AbortedError) return { code: "internal", message: err.message };
+  return { code: "internal", message: `${err instanceof Error ? err.name : "Error"}: ${errorMessage(err)}` };
+}
+
+/** Resolves once `stream` is closed both ways (or reset). */
+function closed(stream: Stream): Promise<void> {
+  if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
+  return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
+}
