@@ -29,7 +29,7 @@ const BATCH = 100;
 const PROMPTS: PromptRecord[] = [
   { prompt: "Once upon a time", maxTokens: 48 },
   { prompt: "The little dog", maxTokens: 32 },
-  { prompt: "Tom and Lily went to the park", maxTokens: 40, stop: ["."] },
+  { prompt: "Tom and Lily went to the park", maxTokens: 40, stop: ["box."] },
   { prompt: "One day, a girl", maxTokens: 24 },
 ];
 
