@@ -1,0 +1,279 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { SHARED_MODELS, STORIES_GGUF, STORIES_SHA256 } from "../../../../test/helpers/paths.ts";
+import type { LocalModel } from "../../../runtime/engine.ts";
+import { createLlamaEngine, type LlamaEngine } from "../../../runtime/llama/engine.ts";
+import { createOnnxEngine, type OnnxEngine } from "../../../runtime/onnx/engine.ts";
+import { decode, encode, WIRE_VERSION, wireStream } from "../../wire.ts";
+import { eventually } from "../infer/test-engines.ts";
+import { connect, framed, type TestHost, testHost, varint } from "../infer/test-hosts.ts";
+import { SHARD_PROTOCOL, type ShardEvent, type ShardService, shardProtocol } from "./index.ts";
+import { MAX_REQUEST_FRAME_BYTES, MAX_RESPONSE_FRAME_BYTES, ShardResponseSchema } from "./messages.ts";
+
+/**
+ * Fuzz loop: hostile inputs sent raw to a real provider's /infernet/shard/1.0.0 handler over QUIC
+ * (garbage, truncated, oversized, wrong-version, wrong-type, mutated, inconsistent shards). The
+ * provider must answer each with an error frame or a closed stream, never crash or hang, keep serving
+ * valid shards exactly, and free every slot and stream.
+ */
+const CASES = 400;
+/** Longest wait for the provider's answer to one case. */
+const REPLY_TIMEOUT_MS = 3_000;
+
+const STORIES: LocalModel = { name: "stories260k", runtime: "llama", path: STORIES_GGUF, sha256: STORIES_SHA256 };
+const MNIST: LocalModel = {
+  name: "mnist-8",
+  runtime: "onnx",
+  path: join(SHARED_MODELS, "mnist-8.onnx"),
+  sha256: "2f06e72de813a8635c9bc0397ac447a601bdbfa7df4bebc278723b958831c9bf",
+};
+const REF = { name: "stories260k", sha256: STORIES_SHA256 };
+const SHARD = {
+  index: 1,
+  start: 2,
+  count: 2,
+  payload: {
+    kind: "prompts",
+    prompts: [
+      { prompt: "Once upon a time", maxTokens: 2 },
+      { prompt: "A cat", maxTokens: 2 },
+    ],
+  },
+};
+const VALID = { v: WIRE_VERSION, type: "shard", model: REF, shard: SHARD, deadlineMs: 10_000 };
+const image = (w: number, h: number, channels: number, bytes: number) => ({
+  width: w,
+  height: h,
+  channels,
+  data: new Uint8Array(bytes),
+});
+
+let llama: LlamaEngine;
+let onnx: OnnxEngine;
+let provider: TestHost;
+let client: TestHost;
+
+beforeAll(async () => {
+  llama = createLlamaEngine({ threads: 1 });
+  onnx = createOnnxEngine();
+  const models = () => new Map([STORIES, MNIST].map((m) => [m.sha256 as string, m]));
+  provider = await testHost({ shard: shardProtocol({ served: models, engines: { llama, onnx } }) });
+  client = await testHost({ shard: shardProtocol() });
+  await connect(client, provider);
+  await llama.preload(STORIES);
+});
+
+afterAll(async () => {
+  await Promise.all([client?.stop(), provider?.stop()]);
+  await Promise.all([llama?.dispose(), onnx?.dispose()]);
+});
+
+/** mulberry32: a seeded generator, so a failing case can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+const random = prng(20261126);
+const int = (n: number) => Math.floor(random() * n);
+const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T;
+const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
+const withShard = (patch: Record<string, unknown>) => ({ ...VALID, shard: { ...SHARD, ...patch } });
+const mnistShard = (payload: unknown, count = 1) => ({
+  ...VALID,
+  model: { name: "mnist-8", sha256: MNIST.sha256 },
+  shard: { index: 0, start: 0, count, payload },
+});
+
+/** Shards and envelopes the schemas must refuse, one at a time, with the right answers. */
+const BAD: (() => { message: unknown; codes: string[] })[] = [
+  () => ({ message: withShard({ count: 3 }), codes: ["bad-request"] }),
+  () => ({ message: withShard({ count: 0 }), codes: ["bad-request"] }),
+  () => ({ message: withShard({ index: -1 }), codes: ["bad-request"] }),
+  () => ({ message: withShard({ index: 1.5 }), codes: ["bad-request"] }),
+  () => ({ message: withShard({ start: 1e12 }), codes: ["bad-request"] }),
+  () => ({ message: withShard({ payload: { kind: "audio" } }), codes: ["bad-request"] }),
+  () => ({
+    message: withShard({ payload: { kind: "prompts", prompts: [{ prompt: "" }] }, count: 1 }),
+    codes: ["bad-request"],
+  }),
+  () => ({
+    message: withShard({ payload: { kind: "prompts", prompts: [{ prompt: 42 }] }, count: 1 }),
+    codes: ["bad-request"],
+  }),
+  () => ({
+    message: withShard({ payload: { kind: "prompts", prompts: [{ prompt: "x", maxTokens: -1 }] }, count: 1 }),
+    codes: ["bad-request"],
+  }),
+  () => ({
+    message: withShard({ payload: { kind: "prompts", prompts: [{ prompt: "x", extra: 1 }] }, count: 1 }),
+    codes: ["bad-request"],
+  }),
+  () => ({ message: withShard({ extra: true }), codes: ["bad-request"] }),
+  () => ({ message: { ...VALID, shard: null }, codes: ["bad-request"] }),
+  () => ({ message: { ...VALID, model: { name: "stories260k", sha256: "XYZ" } }, codes: ["bad-request"] }),
+  () => ({ message: { ...VALID, deadlineMs: 0 }, codes: ["bad-request"] }),
+  () => ({ message: { ...VALID, deadlineMs: 1e12 }, codes: ["bad-request"] }),
+  () => ({ message: { ...VALID, type: pick(["partial", "done", "error", "", "SHARD"]) }, codes: ["bad-request"] }),
+  () => ({ message: mnistShard({ kind: "images", images: [image(28, 28, 1, 700)] }), codes: ["bad-request"] }),
+  () => ({ message: mnistShard({ kind: "images", images: [image(0, 28, 1, 0)] }), codes: ["bad-request"] }),
+  () => ({ message: mnistShard({ kind: "images", images: [image(28, 28, 2, 1568)] }), codes: ["bad-request"] }),
+  () => ({
+    message: mnistShard({ kind: "images", images: [image(28, 28, 1, 784)], names: ["a", "b"] }),
+    codes: ["bad-request"],
+  }),
+  () => ({
+    message: mnistShard({ kind: "tensor", tensor: { type: "float32", dims: [1, 3], data: new Uint8Array(8) } }),
+    codes: ["bad-request"],
+  }),
+  () => ({
+    message: mnistShard({ kind: "tensor", tensor: { type: "complex", dims: [1], data: new Uint8Array(8) } }),
+    codes: ["bad-request"],
+  }),
+  // Well-formed but wrong for the model: the engine's refusal, sent back.
+  () => ({
+    message: mnistShard({ kind: "tensor", tensor: { type: "float32", dims: [1, 3], data: new Uint8Array(12) } }),
+    codes: ["invalid-input"],
+  }),
+  () => ({ message: mnistShard(SHARD.payload, 2), codes: ["invalid-input"] }),
+  () => ({ message: mnistShard({ kind: "images", images: [image(5, 7, 3, 105)] }), codes: ["ok"] }),
+];
+
+interface Case {
+  kind: string;
+  bytes: Uint8Array;
+  end: boolean;
+  /** Right answers: an error code, "ok" (a done frame) or "none" (the stream just ends). */
+  codes: string[];
+}
+
+function makeCase(): Case {
+  const valid = encode(VALID);
+  switch (int(10)) {
+    case 0:
+      return { kind: "raw garbage", bytes: bytes(int(600)), end: true, codes: ["bad-request", "none"] };
+    case 1:
+      return { kind: "framed garbage", bytes: framed(bytes(int(600))), end: true, codes: ["bad-request"] };
+    case 2: {
+      const value = pick<unknown>([42, "shard", [1, 2, 3], true, null, new Uint8Array(5), -7.5, [VALID]]);
+      return { kind: "not a map", bytes: framed(encode(value)), end: true, codes: ["bad-request"] };
+    }
+    case 3: {
+      const v = pick<unknown>([0, 2, 3, 255, "1", -1, 1.5, null, [1]]);
+      return {
+        kind: "wrong version",
+        bytes: framed(encode({ ...VALID, v })),
+        end: true,
+        codes: ["unsupported-version"],
+      };
+    }
+    case 4: {
+      const bad = pick(BAD)();
+      return { kind: "bad shard", bytes: framed(encode(bad.message)), end: true, codes: bad.codes };
+    }
+    case 5: {
+      const mutated = valid.slice();
+      for (let i = 0; i <= int(4); i++) mutated[int(mutated.length)] = int(256);
+      // A mutation can leave a valid shard (a different prompt): then it simply runs.
+      return {
+        kind: "mutated",
+        bytes: framed(mutated),
+        end: true,
+        codes: ["bad-request", "unsupported-version", "model-not-served", "invalid-input", "ok"],
+      };
+    }
+    case 6: {
+      const whole = framed(valid);
+      return {
+        kind: "truncated",
+        bytes: whole.subarray(0, 1 + int(whole.length - 1)),
+        end: true,
+        codes: ["bad-request"],
+      };
+    }
+    case 7: {
+      const length = MAX_REQUEST_FRAME_BYTES + 1 + int(2 ** 40);
+      return {
+        kind: "oversized",
+        bytes: new Uint8Array([...varint(length), ...bytes(int(64))]),
+        end: random() < 0.5,
+        codes: ["bad-request"],
+      };
+    }
+    case 8: {
+      let nested: unknown = "deep";
+      for (let i = 0; i < 2_000 + int(20_000); i++) nested = [nested];
+      return {
+        kind: "deeply nested",
+        bytes: framed(encode(withShard({ payload: nested }))),
+        end: true,
+        codes: ["bad-request"],
+      };
+    }
+    default: {
+      const sha256 = bytes(32).reduce((s, b) => s + b.toString(16).padStart(2, "0"), "");
+      const other = { ...VALID, model: { name: "other", sha256 } };
+      return { kind: "not served", bytes: framed(encode(other)), end: true, codes: ["model-not-served"] };
+    }
+  }
+}
+
+/** Sends one case raw and returns what came back: an error code, "ok" (a done frame), "none" or "hang". */
+async function send(c: Case): Promise<string> {
+  const dial = new AbortController();
+  const stream = await client.dialProtocol(provider.peerId, SHARD_PROTOCOL, { signal: dial.signal });
+  const lp = wireStream(stream, MAX_RESPONSE_FRAME_BYTES);
+  try {
+    stream.send(c.bytes);
+    if (c.end) await stream.close();
+    for (;;) {
+      const reply = ShardResponseSchema.parse(
+        decode((await lp.read({ signal: AbortSignal.timeout(REPLY_TIMEOUT_MS) })).subarray()),
+      );
+      if (reply.type === "error") return reply.code;
+      if (reply.type === "done") return "ok";
+    }
+  } catch (err) {
+    if ((err as Error).name === "TimeoutError" || (err as Error).name === "AbortError") return "hang";
+    return "none";
+  } finally {
+    stream.abort(new Error("case over"));
+  }
+}
+
+async function runValid(): Promise<string[]> {
+  const shards = client.services.shard as ShardService;
+  for await (const e of shards.runShard(provider.peerId, REF, SHARD as never) as AsyncIterable<ShardEvent>) {
+    if (e.type === "done" && e.result.kind === "text") return e.result.outputs;
+  }
+  throw new Error("no text result");
+}
+
+test(`${CASES} hostile frames: the provider answers each, stays up and serves valid shards exactly`, async () => {
+  const reference = await runValid();
+  expect(reference).toHaveLength(2);
+  const wrong: string[] = [];
+  const tally = new Map<string, number>();
+  for (let i = 0; i < CASES; i++) {
+    const c = makeCase();
+    const got = await send(c);
+    tally.set(`${c.kind}: ${got}`, (tally.get(`${c.kind}: ${got}`) ?? 0) + 1);
+    if (!c.codes.includes(got)) wrong.push(`case ${i} (${c.kind}): got ${got}, expected ${c.codes.join(" or ")}`);
+    if (i % 100 === 99) expect(await runValid()).toEqual(reference);
+  }
+  expect(wrong).toEqual([]);
+  expect(await runValid()).toEqual(reference);
+  expect((provider.services.shard as ShardService).load()).toMatchObject({ active: 0, queued: 0 });
+  const open = () =>
+    provider
+      .getConnections()
+      .flatMap((c) => c.streams)
+      .filter((s) => s.protocol === SHARD_PROTOCOL);
+  expect(await eventually(() => open().length === 0, 2_000)).toBe(true);
+  console.log(`shard fuzz: ${[...tally].map(([k, n]) => `${k} x${n}`).join(", ")}`);
+}, 120_000);
