@@ -29,8 +29,11 @@ import {
  * ```
  */
 
-/** Speculation starts when at most this fraction of a job's shards is unverified... */
-export const SPECULATE_FRACTION = 0.05;
+/**
+ * Speculation starts when every shard has all its copies placed and at most this fraction of a
+ * job's shards is unverified (a lost provider's whole window is then redone before its leases expire)...
+ */
+export const SPECULATE_FRACTION = 0.1;
 /** ...or at most this many, whichever is more. */
 export const SPECULATE_MIN_SHARDS = 2;
 /** A copy in flight this many times longer than expected is slow: it may get a speculative twin. */
@@ -115,13 +118,28 @@ export function planAssignments(
   const speeds = measuredSpeeds(
     jobs.flatMap((j) => j.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(j, s) })))),
   );
-  // Copies each provider holds over all jobs, including those planned here.
+  // Copies each provider holds over all jobs (including those planned here), each copy's place in
+  // its provider's queue (oldest lease first), and each provider's latest return.
   const load = new Map<string, number>();
+  const queues = new Map<string, PlanCopy[]>();
+  const lastReturn = new Map<string, number>();
   for (const j of jobs) {
     for (const s of j.shards) {
-      for (const c of s.copies) if (IN_FLIGHT.has(c.state)) load.set(c.provider, (load.get(c.provider) ?? 0) + 1);
+      for (const c of s.copies) {
+        if (c.returnedAt !== undefined)
+          lastReturn.set(c.provider, Math.max(lastReturn.get(c.provider) ?? 0, c.returnedAt));
+        if (!IN_FLIGHT.has(c.state)) continue;
+        load.set(c.provider, (load.get(c.provider) ?? 0) + 1);
+        queues.set(c.provider, [...(queues.get(c.provider) ?? []), c]);
+      }
     }
   }
+  const position = new Map<PlanCopy, number>();
+  for (const queue of queues.values()) {
+    // A stable sort: equal lease times keep job and shard order.
+    for (const [i, c] of [...queue].sort((a, b) => a.leasedAt - b.leasedAt).entries()) position.set(c, i + 1);
+  }
+  const ctx: Context = { load, speeds, position, lastReturn, now, options, plan };
   for (const job of jobs) {
     let eligible: CapabilityRecord[];
     try {
@@ -140,20 +158,23 @@ export function planAssignments(
         continue;
       } else throw error;
     }
-    planJob(job, eligible, load, speeds, now, options, plan);
+    planJob(job, eligible, ctx);
   }
   return plan;
 }
 
-function planJob(
-  job: PlanJob,
-  ranked: readonly CapabilityRecord[],
-  load: Map<string, number>,
-  speeds: ReadonlyMap<string, number>,
-  now: number,
-  options: PlanOptions,
-  plan: Plan,
-): void {
+interface Context {
+  load: Map<string, number>;
+  speeds: ReadonlyMap<string, number>;
+  position: ReadonlyMap<PlanCopy, number>;
+  lastReturn: ReadonlyMap<string, number>;
+  now: number;
+  options: PlanOptions;
+  plan: Plan;
+}
+
+function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context): void {
+  const { load, speeds, options, plan } = ctx;
   const typical = job.shards.find((s) => !s.done) ?? job.shards[0];
   if (!typical) return;
   const windows = new Map(
@@ -203,41 +224,32 @@ function planJob(
   const unfinished = job.shards.filter((s) => !s.done);
   const threshold = Math.max(SPECULATE_MIN_SHARDS, Math.ceil(job.shards.length * SPECULATE_FRACTION));
   if (unfinished.length === 0 || unfinished.length > threshold) return;
-  const inFlightOf = new Map<string, number>();
-  for (const s of job.shards) {
-    for (const c of s.copies)
-      if (IN_FLIGHT.has(c.state)) inFlightOf.set(c.provider, (inFlightOf.get(c.provider) ?? 0) + 1);
-  }
+  // First copies come first: an extra copy never takes a slot a shard without its copies could use.
+  if (unfinished.some((s) => s.missing > 0)) return;
   const recordOf = new Map(ranked.map((p) => [p.peerId, p]));
   for (const shard of unfinished) {
     if (shard.missing > 0 || shard.copies.length >= job.redundancy + MAX_SPECULATIVE_COPIES) continue;
-    const slow = shard.copies.some((c) =>
-      isSlow(c, workOf(job, shard), recordOf.get(c.provider), speeds, inFlightOf.get(c.provider) ?? 1, now),
-    );
-    if (slow) place(shard, holdersOf(shard), true);
+    if (shard.copies.some((c) => isSlow(c, workOf(job, shard), recordOf.get(c.provider), ctx))) {
+      place(shard, holdersOf(shard), true);
+    }
   }
 }
 
 /**
- * Whether an in-flight copy is overdue: running longer than `SLOW_FACTOR` times its expected time,
- * or leased longer than that times the provider's whole queue. A copy whose provider has no record
- * (it vanished from the network) is judged at the network's default speed.
+ * Whether an in-flight copy is overdue. Running: longer than `SLOW_FACTOR` times its expected time.
+ * Leased: the provider works through its queue in lease order, so the k-th copy in it should be back
+ * `k` shard times after its lease or the provider's latest return, whichever is later; overdue past
+ * `SLOW_FACTOR` times that. A provider whose record is gone is judged at the default speed.
  */
-function isSlow(
-  copy: PlanCopy,
-  work: ShardWork,
-  record: CapabilityRecord | undefined,
-  speeds: ReadonlyMap<string, number>,
-  queue: number,
-  now: number,
-): boolean {
+function isSlow(copy: PlanCopy, work: ShardWork, record: CapabilityRecord | undefined, ctx: Context): boolean {
   if (!IN_FLIGHT.has(copy.state)) return false;
-  const measured = speeds.get(copy.provider);
+  const measured = ctx.speeds.get(copy.provider);
   const ms = record
     ? expectedShardMs(record, work, measured)
     : work.count * work.tokensPerRecord * (measured ?? 1000 / DEFAULT_TOKENS_PER_SECOND);
-  if (copy.startedAt !== undefined) return now - copy.startedAt > SLOW_FACTOR * ms;
-  return now - copy.leasedAt > SLOW_FACTOR * ms * queue;
+  if (copy.startedAt !== undefined) return ctx.now - copy.startedAt > SLOW_FACTOR * ms;
+  const since = Math.max(copy.leasedAt, ctx.lastReturn.get(copy.provider) ?? 0);
+  return ctx.now - since > SLOW_FACTOR * ms * (ctx.position.get(copy) ?? 1);
 }
 
 function isSchedulingError(e: unknown): e is SchedulingError {
