@@ -6,7 +6,17 @@ import {
   type PriceTooLowError,
   windowFor,
 } from "./feasibility.ts";
-import { type Plan, planAssignments } from "./scheduler.ts";
+import { checkSchedulable, type Plan, planAssignments } from "./scheduler.ts";
+
+function errorOf(fn: () => unknown): Error | undefined {
+  try {
+    fn();
+  } catch (error) {
+    return error as Error;
+  }
+  return undefined;
+}
+
 import { copy, job, MODEL_SHA, OTHER_SHA, provider, T0 } from "./scheduler-fixtures.ts";
 
 const byProvider = (plan: Plan) => {
@@ -157,8 +167,33 @@ describe("planAssignments", () => {
     expect(planAssignments({ jobs: [nearEnd(T0 - 50, 2)] }, providers, T0).leases).toEqual([]);
     // No other provider free of the shard: nothing, never a second copy on "a".
     expect(planAssignments({ jobs: [nearEnd(T0 - 10_000, 2)] }, [provider("a")], T0).leases).toEqual([]);
+    // A shard still short of its copies takes precedence: no speculation while one waits.
+    const waiting = nearEnd(T0 - 10_000, 2);
+    const short = {
+      ...waiting,
+      shards: waiting.shards.map((s) => (s.index === 98 ? { ...s, missing: 1, copies: [] } : s)),
+    };
+    expect(planAssignments({ jobs: [short] }, providers, T0).leases.map((l) => [l.shardIndex, l.speculative])).toEqual([
+      [98, false],
+    ]);
     expect(planAssignments({ jobs: [nearEnd(T0 - 10_000, 2)] }, providers, T0, { speculate: false }).leases).toEqual(
       [],
+    );
+  });
+
+  test("checkSchedulable gives the client the same typed reasons before a job is accepted", () => {
+    const providers = [provider("a", { tps: 10 }), provider("b", { tps: 10 })];
+    // 10 shards x 10 units, two providers at 10 units/s: 5 s.
+    expect(checkSchedulable(job(10), providers, T0)).toBe(T0 + 5_000);
+    expect(errorOf(() => checkSchedulable(job(10, { deadlineMs: T0 + 4_000 }), providers, T0))?.name).toBe(
+      "DeadlineTooShortError",
+    );
+    expect(errorOf(() => checkSchedulable(job(10, { maxPriceMsat: 1 }), providers, T0))?.name).toBe("PriceTooLowError");
+    expect(errorOf(() => checkSchedulable(job(10, { sha256: OTHER_SHA }), providers, T0))?.name).toBe(
+      "ModelNotServedError",
+    );
+    expect(errorOf(() => checkSchedulable(job(10), providers, T0, { exclude: new Set(["a", "b"]) }))?.name).toBe(
+      "ModelNotServedError",
     );
   });
 

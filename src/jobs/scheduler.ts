@@ -144,23 +144,52 @@ export function planAssignments(
     let eligible: CapabilityRecord[];
     try {
       eligible = eligibleProviders(job, providers, now, options.exclude);
-      const remaining = job.shards.reduce(
-        (sum, s) => sum + (s.done ? 0 : (s.missing + inFlightCount(s)) * s.count * job.tokensPerRecord),
-        0,
-      );
-      checkDeadline(job, expectedFinishMs(remaining, eligible, speeds, now), now);
+      checkDeadline(job, finishOf(job, eligible, speeds, now), now);
     } catch (error) {
-      if (error instanceof DeadlineTooShortError && started(job) && now < job.deadlineMs) {
-        plan.late.push({ jobId: job.id, expectedFinishMs: error.expectedFinishMs });
-        eligible = eligibleProviders(job, providers, now, options.exclude);
-      } else if (isSchedulingError(error)) {
+      if (!isSchedulingError(error)) throw error;
+      if (!(error instanceof DeadlineTooShortError && started(job) && now < job.deadlineMs)) {
         plan.refused.push({ jobId: job.id, error });
         continue;
-      } else throw error;
+      }
+      // Work already done is not thrown away for a deadline that may yet hold: warn, keep going.
+      plan.late.push({ jobId: job.id, expectedFinishMs: error.expectedFinishMs });
+      eligible = eligibleProviders(job, providers, now, options.exclude);
     }
     planJob(job, eligible, ctx);
   }
   return plan;
+}
+
+/**
+ * The check an aggregator makes before accepting a job: throws `ModelNotServedError`,
+ * `PriceTooLowError` or `DeadlineTooShortError` (the client's words for why not), else returns the
+ * expected finish at the providers' announced or measured speeds.
+ */
+export function checkSchedulable(
+  job: PlanJob,
+  providers: readonly CapabilityRecord[],
+  now: number,
+  options: Pick<PlanOptions, "exclude"> = {},
+): number {
+  const eligible = eligibleProviders(job, providers, now, options.exclude);
+  const speeds = measuredSpeeds(job.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(job, s) }))));
+  const finish = finishOf(job, eligible, speeds, now);
+  checkDeadline(job, finish, now);
+  return finish;
+}
+
+/** When the job's remaining copies would be done with every eligible provider on it. */
+function finishOf(
+  job: PlanJob,
+  eligible: readonly CapabilityRecord[],
+  speeds: ReadonlyMap<string, number>,
+  now: number,
+): number {
+  const remaining = job.shards.reduce(
+    (sum, s) => sum + (s.done ? 0 : (s.missing + inFlightCount(s)) * s.count * job.tokensPerRecord),
+    0,
+  );
+  return expectedFinishMs(remaining, eligible, speeds, now);
 }
 
 interface Context {
