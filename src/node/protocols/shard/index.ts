@@ -35,7 +35,7 @@ export {
   type RemoteShardErrorCode,
   type ShardUsage,
 } from "./messages.ts";
-export { CLOSE_TIMEOUT_MS, REQUEST_READ_TIMEOUT_MS } from "./provider.ts";
+export { CLOSE_TIMEOUT_MS, KEEPALIVE_MS, REQUEST_READ_TIMEOUT_MS } from "./provider.ts";
 export type { ShardEvent } from "./requester.ts";
 
 export interface ShardInit {

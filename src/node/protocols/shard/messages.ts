@@ -7,7 +7,8 @@ import { MAX_DEADLINE_MS, ModelRefSchema } from "../infer/messages.ts";
  * Messages of /infernet/shard/1.0.0. The aggregator sends one `shard` frame (the model and the shard,
  * encoded by jobs/shard-codec.ts); the provider answers with `partial` frames, each holding the
  * results of the next records in order (`first` is the shard-relative index of its first record),
- * then `done` with usage once every record is covered, or an `error` frame at any point. The shard
+ * then `done` with usage once every record is covered, or an `error` frame at any point; `keepalive`
+ * frames, which carry nothing, may come between them. The shard
  * and result bodies are checked by the codec's schemas (`shardFromWire`, `resultFromWire`); this file
  * bounds the envelope.
  */
@@ -73,10 +74,14 @@ const PartialMessageSchema = z.object({
   result: z.unknown(),
 });
 
+/** Sent by a provider that has written nothing for a while (see `KEEPALIVE_MS`); carries nothing. */
+const KeepaliveMessageSchema = z.object({ v, type: z.literal("keepalive") });
+
 const DoneMessageSchema = z.object({ v, type: z.literal("done"), usage: ShardUsageSchema });
 
 export const ShardResponseSchema = z.discriminatedUnion("type", [
   PartialMessageSchema,
+  KeepaliveMessageSchema,
   DoneMessageSchema,
   ErrorMessageSchema,
 ]);

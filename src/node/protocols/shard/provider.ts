@@ -12,6 +12,7 @@ import {
   readMessage,
   timeoutSignal,
   WIRE_VERSION,
+  type WireMessage,
   wireStream,
   writeMessage,
 } from "../../wire.ts";
@@ -31,6 +32,13 @@ const log = logger("node:shard");
 export const REQUEST_READ_TIMEOUT_MS = 30_000;
 /** Longest wait to flush a final frame (an error or after `done`) before the stream is reset. */
 export const CLOSE_TIMEOUT_MS = 5_000;
+/**
+ * A `keepalive` frame goes out when nothing was written for this long. Why: the client half-closes
+ * after its request, so over QUIC its reset reaches the provider only as STOP_SENDING, which shows
+ * up on a later write (within a keepalive or two); without one, a cancelled shard would compute until
+ * its next partial (a whole long generation). It also tells the aggregator a quiet provider is at work.
+ */
+export const KEEPALIVE_MS = 1_000;
 
 export interface ShardProviderSettings {
   served: () => Map<string, LocalModel>;
@@ -105,12 +113,18 @@ export class ShardProvider {
         );
       });
       log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
-      const usage = await executeShard(
-        model,
-        shard,
-        (first, result) =>
-          writeMessage(lp, { v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }, { signal }),
-        { engines: this.settings.engines, batchRecords: this.settings.batchRecords, self: this.settings.self, signal },
+      const usage = await this.withKeepalive(lp, signal, gone, job, (send) =>
+        executeShard(
+          model,
+          shard,
+          (first, result) => send({ v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }),
+          {
+            engines: this.settings.engines,
+            batchRecords: this.settings.batchRecords,
+            self: this.settings.self,
+            signal,
+          },
+        ),
       );
       release();
       this.completed += 1;
@@ -129,6 +143,37 @@ export class ShardProvider {
       release?.();
     }
   };
+
+  /** Runs `work` with a `send` for its frames, writing a keepalive frame whenever the stream has been quiet. */
+  private async withKeepalive<T>(
+    lp: FrameSink,
+    signal: AbortSignal,
+    gone: Error,
+    job: AbortController,
+    work: (send: (message: WireMessage) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    let writing = false;
+    let last = performance.now();
+    const send = async (message: WireMessage): Promise<void> => {
+      writing = true;
+      try {
+        await writeMessage(lp, message, { signal });
+      } finally {
+        writing = false;
+        last = performance.now();
+      }
+    };
+    const timer = setInterval(() => {
+      if (writing || performance.now() - last < KEEPALIVE_MS) return;
+      // A failed keepalive means the client is gone: stop computing for it.
+      send({ v: WIRE_VERSION, type: "keepalive" }).catch(() => job.abort(gone));
+    }, KEEPALIVE_MS / 2);
+    try {
+      return await work(send);
+    } finally {
+      clearInterval(timer);
+    }
+  }
 
   /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
   private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {

@@ -84,6 +84,7 @@ export async function* callShard(call: ShardCall): AsyncGenerator<ShardEvent> {
       if (reply.type === "error") {
         throw new RemoteShardError(remoteCode(reply.code), peer, `${peer} answered ${reply.code}: ${reply.message}`);
       }
+      if (reply.type === "keepalive") continue;
       if (reply.type === "done") {
         const result = assembly.finish(reply.usage);
         finished = true;

@@ -10,10 +10,10 @@ import type { RawImage } from "../../../runtime/onnx/inputs/image.ts";
 import { preprocess } from "../../../runtime/onnx/inputs/preprocess.ts";
 import { openImageInput } from "../../../runtime/onnx/inputs/source.ts";
 import { visionSpec } from "../../../runtime/onnx/test-models.ts";
-import { WIRE_VERSION, wireStream, writeMessage } from "../../wire.ts";
+import { abortable, decode, WIRE_VERSION, wireStream, writeMessage } from "../../wire.ts";
 import { eventually } from "../infer/test-engines.ts";
 import { connect, type TestHost, testHost } from "../infer/test-hosts.ts";
-import { SHARD_PROTOCOL, type ShardEvent, type ShardService, shardProtocol } from "./index.ts";
+import { KEEPALIVE_MS, SHARD_PROTOCOL, type ShardEvent, type ShardService, shardProtocol } from "./index.ts";
 
 // Real llama.cpp (stories260k) and onnxruntime (mnist-8) behind real libp2p hosts over QUIC on 127.0.0.1.
 const STORIES: LocalModel = { name: "stories260k", runtime: "llama", path: STORIES_GGUF, sha256: STORIES_SHA256 };
@@ -33,29 +33,44 @@ const PROMPTS: PromptRecord[] = [
   { prompt: "One day, a girl", maxTokens: 24 },
 ];
 
-/** A real engine whose runs after the first wait until the test opens the gate. */
-function gated(engine: Engine): Engine & { open: () => void } {
+/**
+ * A real engine whose runs after the first wait until the test opens the gate (or the run's signal
+ * aborts); `aborted` counts runs that ended by their signal.
+ */
+function gated(engine: Engine): Engine & { open: () => void; aborted: number } {
   let open!: () => void;
   const opened = new Promise<void>((resolve) => (open = resolve));
   let runs = 0;
-  return {
+  const gate = {
     runtime: engine.runtime,
     open,
+    aborted: 0,
     async *run(model: LocalModel, request: InferenceRequest, options: RunOptions = {}) {
-      if (runs++ > 0) await opened;
-      yield* engine.run(model, request, options);
+      try {
+        if (runs++ > 0) await abortable(opened, options.signal);
+        yield* engine.run(model, request, options);
+      } finally {
+        if (options.signal?.aborted) gate.aborted += 1;
+      }
     },
-    preload: (model, options) => engine.preload(model, options),
+    preload: (model: LocalModel, options?: RunOptions) => engine.preload(model, options),
     dispose: () => engine.dispose(),
     [Symbol.asyncDispose]: () => engine.dispose(),
   };
+  return gate;
 }
+
+/** What the rogue provider answers to any shard: frames as a function of the shard's index. */
+let rogueFrames: (index: number) => Record<string, unknown>[] = () => [];
 
 let llama: LlamaEngine;
 let onnx: OnnxEngine;
 let gate: ReturnType<typeof gated>;
+let held: ReturnType<typeof gated>;
 let provider: TestHost;
 let slow: TestHost;
+let single: TestHost;
+let capped: TestHost;
 let rogue: TestHost;
 let client: TestHost;
 let shards: ShardService;
@@ -70,16 +85,23 @@ beforeAll(async () => {
     shard: shardProtocol({ served: models, engines: { llama, onnx }, batchRecords: BATCH }),
   });
   slow = await testHost({ shard: shardProtocol({ served: models, engines: { llama: gate } }) });
+  held = gated(llama);
+  single = await testHost({
+    shard: shardProtocol({ served: models, engines: { llama: held }, maxConcurrent: 1, maxQueued: 0 }),
+  });
+  capped = await testHost({
+    shard: shardProtocol({ served: models, engines: { llama: gated(llama) }, shardTimeoutMs: 50 }),
+  });
   client = await testHost({ shard: shardProtocol() });
   rogue = await testHost();
   await rogue.handle(SHARD_PROTOCOL, async (stream: Stream) => {
     const lp = wireStream(stream, 64 * 1024 ** 2);
-    await lp.read();
-    const result = { kind: "text", shard: 7, providers: ["me"], outputs: ["x"] };
-    await writeMessage(lp, { v: WIRE_VERSION, type: "partial", first: 0, result });
+    const request = decode((await lp.read()).subarray()) as { shard: { index: number } };
+    for (const frame of rogueFrames(request.shard.index))
+      await writeMessage(lp, { v: WIRE_VERSION, ...frame } as never);
     await stream.close();
   });
-  for (const peer of [provider, slow, rogue]) await connect(client, peer);
+  for (const peer of [provider, slow, single, capped, rogue]) await connect(client, peer);
   shards = client.services.shard as ShardService;
   await using source = await openImageInput(join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"));
   images = (await source.next(IMAGES))?.images ?? [];
@@ -87,7 +109,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([client, provider, slow, rogue].map((h) => h?.stop()));
+  await Promise.all([client, provider, slow, single, capped, rogue].map((h) => h?.stop()));
   await Promise.all([llama?.dispose(), onnx?.dispose()]);
 });
 
@@ -187,23 +209,82 @@ describe("shard protocol over QUIC", () => {
     expect(wrongKind.code).toBe("invalid-input");
   });
 
-  test("a result that does not fit the shard is bad-result", async () => {
-    const error = await failure(shards.runShard(rogue.peerId, ref(STORIES), promptShard()));
-    expect(error.name).toBe("RemoteShardError");
-    expect(error.code).toBe("bad-result");
+  test("results that do not fit the shard are bad-result", async () => {
+    const text = (shard: number, outputs: string[]) => ({ kind: "text", shard, providers: ["me"], outputs });
+    const usage = { records: 4, inputTokens: 1, outputTokens: 1, computeMs: 1 };
+    const cases: [string, (i: number) => Record<string, unknown>[]][] = [
+      ["another shard's result", () => [{ type: "partial", first: 0, result: text(7, ["x"]) }]],
+      ["records out of order", (i) => [{ type: "partial", first: 1, result: text(i, ["x"]) }]],
+      [
+        "more records than the shard",
+        (i) => [{ type: "partial", first: 0, result: text(i, ["a", "b", "c", "d", "e"]) }],
+      ],
+      ["no records", (i) => [{ type: "partial", first: 0, result: text(i, []) }]],
+      [
+        "done too early",
+        (i) => [
+          { type: "partial", first: 0, result: text(i, ["x"]) },
+          { type: "done", usage },
+        ],
+      ],
+      [
+        "a tensor for prompts",
+        (i) => [
+          {
+            type: "partial",
+            first: 0,
+            result: {
+              kind: "tensor",
+              shard: i,
+              providers: ["me"],
+              output: { type: "uint8", dims: [4], data: new Uint8Array(4) },
+            },
+          },
+        ],
+      ],
+      ["a malformed result", (i) => [{ type: "partial", first: 0, result: { kind: "text", shard: i, outputs: 3 } }]],
+    ];
+    for (const [what, frames] of cases) {
+      rogueFrames = frames;
+      const error = await failure(shards.runShard(rogue.peerId, ref(STORIES), promptShard()));
+      expect(`${what}: ${error.name} ${error.code}`).toBe(`${what}: RemoteShardError bad-result`);
+    }
+    rogueFrames = (i) => [{ type: "partial", first: 0, result: text(i, ["a", "b", "c", "d"]) }];
+    const ended = await failure(shards.runShard(rogue.peerId, ref(STORIES), promptShard()));
+    expect(ended.code).toBe("protocol");
+    expect(ended.message).toMatch(/ended before the shard was done/);
   });
 
-  test("leaving early cancels the shard on the provider and frees its slot", async () => {
-    const service = provider.services.shard as ShardService;
-    const long: Shard = {
-      ...promptShard(),
-      payload: { kind: "prompts", prompts: PROMPTS.map(() => PROMPTS[0] as PromptRecord) },
-    };
-    for await (const e of shards.runShard(provider.peerId, ref(STORIES), long)) {
-      expect(e.type).toBe("partial");
-      break;
+  test("a full provider answers busy; its own deadline is a timeout", async () => {
+    const first = shards.runShard(single.peerId, ref(STORIES), promptShard())[Symbol.asyncIterator]();
+    expect((await first.next()).value?.type).toBe("partial");
+    const busy = await failure(shards.runShard(single.peerId, ref(STORIES), promptShard()));
+    expect(busy.code).toBe("busy");
+    held.open();
+    for (;;) if ((await first.next()).done) break;
+    const late = await failure(shards.runShard(capped.peerId, ref(STORIES), promptShard()));
+    expect(late.code).toBe("timeout");
+  });
+
+  test("leaving early resets the stream: the provider's engine run is aborted and its slot freed", async () => {
+    const service = slow.services.shard as ShardService;
+    const stuck = gated(llama);
+    const host = await testHost({
+      shard: shardProtocol({ served: () => new Map([[STORIES_SHA256, STORIES]]), engines: { llama: stuck } }),
+    });
+    try {
+      await connect(client, host);
+      for await (const e of shards.runShard(host.peerId, ref(STORIES), promptShard())) {
+        expect(e.type).toBe("partial");
+        break;
+      }
+      // The reset reaches the provider through a failed write: a keepalive, within a few KEEPALIVE_MS.
+      expect(await eventually(() => stuck.aborted === 1, 4 * KEEPALIVE_MS)).toBe(true);
+      expect(await eventually(() => (host.services.shard as ShardService).load().active === 0)).toBe(true);
+      expect(service.load().active).toBe(0);
+    } finally {
+      await host.stop();
     }
-    expect(await eventually(() => service.load().active === 0)).toBe(true);
   });
 
   test("a shard over the size limit is refused before anything is sent; a short deadline is a TimeoutError", async () => {
