@@ -23,10 +23,20 @@ import {
  * gives the same plan), so it is tested without a network and a restarted aggregator plans the same.
  *
  * ```ts
- * const plan = planAssignments({ jobs: unfinished.map((j) => snapshotJob(jobs, j.id)) }, records, now);
+ * checkSchedulable(snapshotJob(jobs, id), records, now);        // at submission: a typed refusal
+ * jobs.expireLeases(now);                                        // then, every tick:
+ * const plan = planAssignments({ jobs: jobs.unfinishedJobs().map((j) => snapshotJob(jobs, j.id)) }, records, now);
  * for (const r of plan.refused) { jobs.failJob(r.jobId, r.error.message); tell(r.jobId, r.error); }
- * for (const l of plan.leases) send(jobs.lease(l.shardId, l.provider, l.leaseMs));
+ * for (const l of plan.late) warn(l.jobId, l.expectedFinishMs);
+ * for (const l of plan.leases) {
+ *   send(l.speculative ? leaseSpeculative(store, jobs, l.shardId, l.provider, l.leaseMs, now)
+ *                      : jobs.lease(l.shardId, l.provider, l.leaseMs));
+ * }
  * ```
+ *
+ * Providers are the verified capability records (`rankProviders` filters them); copies go to the
+ * provider expected to finish them first within its in-flight window (`windowFor`), speeds are
+ * measured from returned copies (`measuredSpeeds`) before they are taken from the announcement.
  */
 
 /**
@@ -216,6 +226,8 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
       ),
     ]),
   );
+  // Providers with room left in their window: once none, the rest of the job waits (no scan per shard).
+  let free = ranked.filter((p) => (load.get(p.peerId) ?? 0) < (windows.get(p.peerId) as number)).length;
   const place = (shard: PlanShard, holders: Set<string>, speculative: boolean): boolean => {
     // Earliest expected finish wins (a slow or busy provider gets fewer copies); ties go to rank.
     let best: { id: string; finish: number; ms: number } | undefined;
@@ -228,7 +240,9 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
       if (!best || finish < best.finish) best = { id, finish, ms };
     }
     if (!best) return false;
-    load.set(best.id, (load.get(best.id) ?? 0) + 1);
+    const held = (load.get(best.id) ?? 0) + 1;
+    load.set(best.id, held);
+    if (held >= (windows.get(best.id) as number)) free--;
     holders.add(best.id);
     plan.leases.push({
       jobId: job.id,
@@ -244,6 +258,7 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
 
   const holdersOf = (s: PlanShard) => new Set(s.copies.map((c) => c.provider));
   for (const shard of job.shards) {
+    if (free <= 0) return;
     if (shard.done || shard.missing <= 0) continue;
     const holders = holdersOf(shard);
     for (let k = 0; k < shard.missing; k++) if (!place(shard, holders, false)) break;
