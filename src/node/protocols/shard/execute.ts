@@ -28,6 +28,8 @@ export interface ExecuteOptions {
   batchRecords: number;
   /** This node's peer id, the result's provider. */
   self: string;
+  /** Output bytes per tensor piece handed to `emit` (default `MAX_PARTIAL_OUTPUT_BYTES`, so each fits a frame). */
+  maxPartialBytes?: number;
   signal: AbortSignal;
 }
 
@@ -151,15 +153,22 @@ async function classifyRows(
       throw new RuntimeError(`${model.name} gave ${tensor.dims[0]} output rows for ${end - start} records`);
     }
     usage.records += end - start;
-    await emitRows(tensor, start, shard, emit, options.self);
+    await emitRows(tensor, start, shard, emit, options);
   }
   return usage;
 }
 
 /** Sends `tensor`'s rows in pieces that each fit a frame. */
-async function emitRows(tensor: Tensor, first: number, shard: Shard, emit: Emit, self: string): Promise<void> {
+async function emitRows(
+  tensor: Tensor,
+  first: number,
+  shard: Shard,
+  emit: Emit,
+  options: ExecuteOptions,
+): Promise<void> {
+  const { self, maxPartialBytes = MAX_PARTIAL_OUTPUT_BYTES } = options;
   const rowBytes = elementCount(tensor.dims.slice(1)) * tensor.data.BYTES_PER_ELEMENT;
-  const step = Math.max(1, Math.floor(MAX_PARTIAL_OUTPUT_BYTES / Math.max(1, rowBytes)));
+  const step = Math.max(1, Math.floor(maxPartialBytes / Math.max(1, rowBytes)));
   const rows = tensor.dims[0] ?? 0;
   for (let at = 0; at < rows; at += step) {
     const output = sliceBatch(tensor, at, Math.min(rows, at + step));
