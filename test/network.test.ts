@@ -2,6 +2,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { loadConfig } from "../src/config/index.ts";
+import { splitImages } from "../src/jobs/split.ts";
+import { InfernetNode } from "../src/node/node.ts";
+import type { ShardEvent } from "../src/node/protocols/shard/index.ts";
+import { Store } from "../src/store/db.ts";
 import { BUN, CLI, infernet } from "./helpers/cli.ts";
 import { TestNetwork } from "./helpers/network.ts";
 import { MNIST_DIR, STORIES_GREEDY_PREFIX, tempDir } from "./helpers/paths.ts";
@@ -174,6 +180,34 @@ describe("ONNX over the network", () => {
     expect(remote.stderr).toMatch(/running on provider/);
     expect(remote.stdout).toBe(local.stdout);
     expect(remote.stdout.trim().split("\n")).toHaveLength(101);
+  });
+});
+
+describe("batch shards", () => {
+  test("a provider node runs a 200-image MNIST shard sent over /infernet/shard/1.0.0", async () => {
+    using dir = tempDir();
+    const config = loadConfig({
+      env: { INFERNET_HOME: dir.path, INFERNET_BOOTSTRAP: bootstrap, INFERNET_MDNS: "false" },
+    });
+    using store = Store.open(dir.path);
+    await using node = await InfernetNode.start({ config, store, ephemeral: true });
+    await using splitter = await splitImages(join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"), { shardSize: 200 });
+    const { value: shard } = await splitter.shards().next();
+    const provider = net.nodes.find((n) => n.status.mode === "provider" && n.proc.exitCode === null)!;
+    const mnist = { name: "mnist-8", sha256: "2f06e72de813a8635c9bc0397ac447a601bdbfa7df4bebc278723b958831c9bf" };
+    let done: ShardEvent | undefined;
+    let partials = 0;
+    for await (const event of node.host.services.shard.runShard(
+      peerIdFromString(provider.status.peerId),
+      mnist,
+      shard!,
+    )) {
+      if (event.type === "partial") partials += 1;
+      else done = event;
+    }
+    expect(partials).toBeGreaterThanOrEqual(1);
+    expect(done?.type).toBe("done");
+    expect(done?.type === "done" && done.usage.records).toBe(200);
   });
 });
 

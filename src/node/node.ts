@@ -17,6 +17,7 @@ import { loadOrCreateIdentity } from "./identity.ts";
 import { type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import { type InferLoad, type InferService, inferProtocol } from "./protocols/infer/index.ts";
+import { type ShardService, shardProtocol } from "./protocols/shard/index.ts";
 
 /**
  * An Infernet node: the libp2p host plus Infernet's protocols, the engines it serves with, and what
@@ -70,7 +71,7 @@ export interface PeerRow {
   record: CapabilityRecord | undefined;
 }
 
-type InfernetHost = Host & { services: { infer: InferService; capability: CapabilityService } };
+type InfernetHost = Host & { services: { infer: InferService; shard: ShardService; capability: CapabilityService } };
 
 export class InfernetNode implements AsyncDisposable {
   private readonly latency = new Map<string, { ms: number; at: number }>();
@@ -125,6 +126,8 @@ export class InfernetNode implements AsyncDisposable {
       };
     };
 
+    // Load changes are announced as they happen (the service merges bursts), so clients rank on live load.
+    const announced = engines ? announcing(engines, () => void host?.services.capability.announce()) : undefined;
     host = (await createHost({
       privateKey: await loadOrCreateIdentity(config.home),
       listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
@@ -133,11 +136,9 @@ export class InfernetNode implements AsyncDisposable {
       mdns: config.mdns,
       dhtClient: options.ephemeral ?? false,
       services: {
-        infer: inferProtocol({
-          served: () => served,
-          // Load changes are announced as they happen (the service merges bursts), so clients rank on live load.
-          ...(engines ? { engines: announcing(engines, () => void host?.services.capability.announce()) } : {}),
-        }),
+        infer: inferProtocol({ served: () => served, ...(announced ? { engines: announced } : {}) }),
+        // Aggregators send providers whole shards of batch jobs over this one.
+        shard: shardProtocol({ served: () => served, ...(announced ? { engines: announced } : {}) }),
         capability: capabilityService(serving.length ? { describe } : {}),
       },
     })) as InfernetHost;
