@@ -16,7 +16,7 @@ export interface CommandEntry {
 export const COMMANDS: CommandEntry[] = [
   {
     name: "run",
-    summary: "Run a model locally: stream text from a language model, or classify images / tensors",
+    summary: "Run a model here or on the network: stream text from a language model, classify images",
     load: async () => (await import("./run.ts")).runCommand,
   },
   {
