@@ -12,6 +12,7 @@ import {
   wireStream,
   writeMessage,
 } from "../../wire.ts";
+import { Slots } from "../slots.ts";
 import { MAX_REQUEST_FRAME_BYTES, type RemoteErrorCode, RequestMessageSchema, requestFromWire } from "./messages.ts";
 import { pump } from "./pump.ts";
 
@@ -47,24 +48,19 @@ class Refusal extends Error {
 }
 
 export class InferProvider {
-  private active = 0;
+  private readonly slots: Slots;
   private completed = 0;
   /** Requests this node accepted and then failed itself (engine error, its own deadline); refusals do not count. */
   private failures = 0;
-  private readonly waiting: { admit: () => void }[] = [];
   /** Requests in flight; each is aborted when the service stops. */
   private readonly jobs = new Set<AbortController>();
 
-  constructor(private readonly settings: ProviderSettings) {}
+  constructor(private readonly settings: ProviderSettings) {
+    this.slots = new Slots(settings.maxConcurrent, settings.maxQueued);
+  }
 
   load(): { active: number; queued: number; maxConcurrent: number; served: number; failed: number } {
-    return {
-      active: this.active,
-      queued: this.waiting.length,
-      maxConcurrent: this.settings.maxConcurrent,
-      served: this.completed,
-      failed: this.failures,
-    };
+    return { ...this.slots.load(), served: this.completed, failed: this.failures };
   }
 
   /** Aborts every request in flight (they answer "internal: stopping" where the stream still works). */
@@ -102,8 +98,13 @@ export class InferProvider {
         );
       }
       const request = toRequest(message);
-      await this.acquire(signal);
-      release = this.slotReleaser();
+      // A compute slot, waiting in the queue if all are busy; "busy" when the queue is full too.
+      release = await this.slots.acquire(signal, () => {
+        throw new Refusal(
+          "busy",
+          `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
+        );
+      });
       log.debug("request", { peer, model: model.name, kind: request.kind });
       // The slot is free (and the request counted) once the engine is done, before `done` is written:
       // a client that has read `done` sees the provider's load without this request.
@@ -143,48 +144,6 @@ export class InferProvider {
     } catch (cause) {
       stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
     }
-  }
-
-  /** Takes a compute slot, waiting in the queue if all are busy; "busy" when the queue is full too. */
-  private async acquire(signal: AbortSignal): Promise<void> {
-    if (this.active < this.settings.maxConcurrent) {
-      this.active += 1;
-      return;
-    }
-    if (this.waiting.length >= this.settings.maxQueued) {
-      throw new Refusal(
-        "busy",
-        `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
-      );
-    }
-    signal.throwIfAborted();
-    await new Promise<void>((resolve, reject) => {
-      const waiter = {
-        admit: () => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        },
-      };
-      const onAbort = () => {
-        const at = this.waiting.indexOf(waiter);
-        if (at >= 0) this.waiting.splice(at, 1);
-        reject(signal.reason);
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.waiting.push(waiter);
-    });
-  }
-
-  /** A function that hands the slot just taken to the next waiter (or frees it), once. */
-  private slotReleaser(): () => void {
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
-      const next = this.waiting.shift();
-      if (next) next.admit();
-      else this.active -= 1;
-    };
   }
 }
 

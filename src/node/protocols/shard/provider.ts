@@ -16,9 +16,9 @@ import {
   wireStream,
   writeMessage,
 } from "../../wire.ts";
+import { Slots } from "../slots.ts";
 import { executeShard } from "./execute.ts";
 import { MAX_REQUEST_FRAME_BYTES, type RemoteShardErrorCode, ShardRequestSchema } from "./messages.ts";
-import { Slots } from "./slots.ts";
 
 /**
  * The provider side of /infernet/shard/1.0.0: reads one shard per stream, validates it, waits for a
