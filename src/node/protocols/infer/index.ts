@@ -2,6 +2,7 @@ import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError } from "../../../util/errors.ts";
+import { atLeastZero, positive } from "../settings.ts";
 import { InferProvider } from "./provider.ts";
 import { callRemote } from "./requester.ts";
 
@@ -166,15 +167,4 @@ export function inferProtocol(init: InferInit = {}): (components: InferComponent
 // biome-ignore lint/correctness/useYield: an iterable that fails when iterated, like a refused call
 async function* refuse(error: Error): AsyncGenerator<InferenceEvent> {
   throw error;
-}
-
-function positive(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1)
-    throw new RangeError(`${name} must be a positive whole number, got ${value}`);
-  return value;
-}
-
-function atLeastZero(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a whole number >= 0, got ${value}`);
-  return value;
 }

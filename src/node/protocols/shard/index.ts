@@ -4,6 +4,7 @@ import type { Shard } from "../../../jobs/records.ts";
 import type { Engine, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError } from "../../../util/errors.ts";
 import type { ModelRef } from "../infer/index.ts";
+import { atLeastZero, positive } from "../settings.ts";
 import { DEFAULT_BATCH_RECORDS } from "./execute.ts";
 import { ShardProvider } from "./provider.ts";
 import { callShard, type ShardEvent } from "./requester.ts";
@@ -167,15 +168,4 @@ export function shardProtocol(init: ShardInit = {}): (components: ShardComponent
 // biome-ignore lint/correctness/useYield: an iterable that fails when iterated, like a refused call
 async function* refuse(error: Error): AsyncGenerator<ShardEvent> {
   throw error;
-}
-
-function positive(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1)
-    throw new RangeError(`${name} must be a positive whole number, got ${value}`);
-  return value;
-}
-
-function atLeastZero(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a whole number >= 0, got ${value}`);
-  return value;
 }
