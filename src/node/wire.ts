@@ -2,6 +2,7 @@ import type { AbortOptions, Stream, StreamMessageEvent } from "@libp2p/interface
 import { decode as cborDecode, encode as cborEncode } from "cborg";
 import { z } from "zod";
 import { abortReason } from "../util/abort.ts";
+import { takeBytes } from "../util/bytes.ts";
 import { errorMessage, InfernetError, TimeoutError } from "../util/errors.ts";
 
 /**
@@ -356,23 +357,7 @@ export class FrameStream implements FrameSource, FrameSink {
   /** The first `n` buffered bytes, as a view when they lie in one chunk. */
   private take(n: number): Uint8Array {
     this.partialBytes -= n;
-    const first = this.partial[0] as Uint8Array;
-    if (first.byteLength >= n) {
-      if (first.byteLength === n) this.partial.shift();
-      else this.partial[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = new Uint8Array(n);
-    let at = 0;
-    while (at < n) {
-      const chunk = this.partial[0] as Uint8Array;
-      const used = Math.min(chunk.byteLength, n - at);
-      out.set(chunk.subarray(0, used), at);
-      at += used;
-      if (used === chunk.byteLength) this.partial.shift();
-      else this.partial[0] = chunk.subarray(used);
-    }
-    return out;
+    return takeBytes(this.partial, n);
   }
 
   private fail(code: WireErrorCode, message: string): void {

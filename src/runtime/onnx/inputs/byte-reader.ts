@@ -2,6 +2,7 @@ import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
 import { createGunzip } from "node:zlib";
 import { throwIfAborted } from "../../../util/abort.ts";
+import { takeBytes } from "../../../util/bytes.ts";
 import { errorMessage, FileNotFoundError, InvalidInputError } from "../../../util/errors.ts";
 
 /** gzip's two magic bytes (RFC 1952 section 2.3.1). */
@@ -70,16 +71,7 @@ export class ByteReader implements AsyncDisposable {
   async read(n: number): Promise<Uint8Array> {
     while (this.buffered < n && !this.ended) await this.pull();
     const take = Math.min(n, this.buffered);
-    const out = new Uint8Array(take);
-    let filled = 0;
-    while (filled < take) {
-      const chunk = this.chunks[0] as Uint8Array;
-      const part = Math.min(chunk.length, take - filled);
-      out.set(chunk.subarray(0, part), filled);
-      filled += part;
-      if (part === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(part);
-    }
+    const out = takeBytes(this.chunks, take, true);
     this.buffered -= take;
     this.consumed += take;
     return out;
