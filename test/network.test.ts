@@ -193,15 +193,13 @@ describe("batch shards", () => {
     await using node = await InfernetNode.start({ config, store, ephemeral: true });
     await using splitter = await splitImages(join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"), { shardSize: 200 });
     const { value: shard } = await splitter.shards().next();
-    const provider = net.nodes.find((n) => n.status.mode === "provider" && n.proc.exitCode === null)!;
     const mnist = { name: "mnist-8", sha256: "2f06e72de813a8635c9bc0397ac447a601bdbfa7df4bebc278723b958831c9bf" };
+    // As an aggregator would: find a provider of the model (this also gives its addresses) and send it the shard.
+    const [provider] = await node.capability.findProviders(mnist.sha256);
+    expect(provider).toBeDefined();
     let done: ShardEvent | undefined;
     let partials = 0;
-    for await (const event of node.host.services.shard.runShard(
-      peerIdFromString(provider.status.peerId),
-      mnist,
-      shard!,
-    )) {
+    for await (const event of node.host.services.shard.runShard(peerIdFromString(provider!.peerId), mnist, shard!)) {
       if (event.type === "partial") partials += 1;
       else done = event;
     }
