@@ -113,4 +113,63 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX assignments_job ON assignments (job_id, state);
     `,
   },
+  {
+    version: 3,
+    name: "aggregator jobs, shard inputs, outputs and jobs submitted from here",
+    sql: `
+      -- Aggregator side: what it needs beyond the job model to run a job for a client.
+      CREATE TABLE aggregator_jobs (
+        job_id       TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        -- The submitting peer as authenticated by its connection; only it may watch or fetch the job.
+        client_peer  TEXT NOT NULL,
+        payload_kind TEXT NOT NULL,
+        records      INTEGER NOT NULL,
+        shard_size   INTEGER NOT NULL,
+        fee_percent  REAL NOT NULL
+      );
+      -- Each shard's payload (CBOR, as sent to providers), written with the job in one transaction.
+      CREATE TABLE shard_inputs (
+        shard_id INTEGER PRIMARY KEY REFERENCES shards (id) ON DELETE CASCADE,
+        payload  BLOB NOT NULL
+      );
+      -- Shards of an upload in progress; moved to shard_inputs when the job is committed.
+      CREATE TABLE job_uploads (
+        upload_id TEXT NOT NULL,
+        idx       INTEGER NOT NULL,
+        payload   BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (upload_id, idx)
+      );
+      -- The merged output of a verified job.
+      CREATE TABLE job_outputs (
+        job_id     TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        path       TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        records    INTEGER NOT NULL,
+        written_at INTEGER NOT NULL
+      );
+      -- What each copy cost: the provider's price when leased and its reported usage.
+      ALTER TABLE assignments ADD COLUMN unit_price_msat REAL;
+      ALTER TABLE assignments ADD COLUMN compute_ms REAL;
+      ALTER TABLE assignments ADD COLUMN input_tokens INTEGER;
+      ALTER TABLE assignments ADD COLUMN output_tokens INTEGER;
+      -- Client side: jobs this node submitted to an aggregator, for \`infernet jobs\` and reconnecting.
+      CREATE TABLE submitted_jobs (
+        job_id           TEXT NOT NULL,
+        aggregator       TEXT NOT NULL,
+        aggregator_addrs TEXT NOT NULL,
+        idempotency_key  TEXT NOT NULL UNIQUE,
+        model            TEXT NOT NULL,
+        records          INTEGER NOT NULL,
+        shard_count      INTEGER NOT NULL,
+        output_path      TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        error            TEXT,
+        submitted_at     INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (job_id, aggregator)
+      );
+    `,
+  },
 ];
