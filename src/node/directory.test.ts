@@ -40,6 +40,24 @@ describe("PeerDirectory", () => {
     expect(dir.providersOf("f".repeat(64), now)).toHaveLength(0);
   });
 
+  test("aggregators() lists aggregators by fee, then peer id; providersOf skips those serving no model", () => {
+    const dir = new PeerDirectory();
+    dir.upsert(sampleRecord(a!, { aggregator: { feePercent: 1.5 } }, now), now);
+    dir.upsert(sampleRecord(b!, { models: [], aggregator: { feePercent: 0.5 } }, now), now);
+    dir.upsert(sampleRecord(c!, {}, now), now);
+    expect(dir.aggregators(now).map((r) => r.peerId)).toEqual([sampleRecord(b!).peerId, sampleRecord(a!).peerId]);
+    expect(
+      dir
+        .providersOf(STORIES_SHA, now)
+        .map((r) => r.peerId)
+        .sort(),
+    ).toEqual([sampleRecord(a!).peerId, sampleRecord(c!).peerId].sort());
+    dir.upsert(sampleRecord(c!, { seq: 2, aggregator: { feePercent: 1.5 } }, now), now);
+    const sameFee = [sampleRecord(a!).peerId, sampleRecord(c!).peerId].sort();
+    expect(dir.aggregators(now).map((r) => r.peerId)).toEqual([sampleRecord(b!).peerId, ...sameFee]);
+    expect(dir.aggregators(now + 60_000)).toEqual([]);
+  });
+
   test("records expire: hidden at once, dropped by prune, expired ones never stored", () => {
     const dir = new PeerDirectory();
     const changes: DirectoryChange[] = [];

@@ -73,6 +73,14 @@ export class PeerDirectory extends TypedEventEmitter<PeerDirectoryEvents> {
     return this.all(now).filter((r) => r.models.some((m) => m.sha256 === sha256));
   }
 
+  /** Unexpired records of aggregators, cheapest fee first, then by peer id. */
+  aggregators(now: number = Date.now()): CapabilityRecord[] {
+    // A stable sort: among equal fees the peer id order of `all()` stays.
+    return this.all(now)
+      .filter((r) => r.aggregator !== undefined)
+      .sort((a, b) => (a.aggregator?.feePercent ?? 0) - (b.aggregator?.feePercent ?? 0));
+  }
+
   remove(peerId: string): boolean {
     if (!this.entries.delete(peerId)) return false;
     this.safeDispatchEvent("change", { detail: { type: "remove", peerId, reason: "removed" } });

@@ -14,25 +14,26 @@ import type { SingleKadDHT } from "@libp2p/kad-dht";
 import { AbortedError, ConfigError, errorMessage } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
 import { PeerDirectory } from "../../directory.ts";
-import { TaskQueue, waitForRoutingPeers } from "./lookup.ts";
-import { type CapabilityRecord, ExpiredRecordError, modelCid, verifyRecord } from "./messages.ts";
+import { type FindProvidersOptions, findRecords, type LookupInit } from "./lookup.ts";
+import { aggregatorCid, type CapabilityRecord, ExpiredRecordError, modelCid, verifyRecord } from "./messages.ts";
 import { type CapabilityDescription, OwnRecord } from "./own-record.ts";
-import {
-  CAPABILITY_PROTOCOL,
-  fetchRecord,
-  MAX_INBOUND_STREAMS,
-  MAX_OUTBOUND_STREAMS,
-  serveRecord,
-} from "./protocol.ts";
-import { ModelProvider } from "./provide.ts";
+import { CAPABILITY_PROTOCOL, MAX_INBOUND_STREAMS, MAX_OUTBOUND_STREAMS, serveRecord } from "./protocol.ts";
+import { KeyProvider } from "./provide.ts";
 
+export {
+  FIND_PROVIDERS_TIMEOUT_MS,
+  type FindProvidersOptions,
+  MAX_PARALLEL_FETCHES,
+  RECORD_FRESH_MS,
+} from "./lookup.ts";
 export type { CapabilityDescription } from "./own-record.ts";
 export { CAPABILITY_PROTOCOL } from "./protocol.ts";
 
 /**
- * The capability service: providers announce signed records (gossip on CAPABILITY_TOPIC, DHT provider
- * records keyed by model hash, CAPABILITY_PROTOCOL on request); every node verifies what it hears and
- * keeps the newest record per peer in its directory; clients find the providers of a model.
+ * The capability service: providers and aggregators announce signed records (gossip on
+ * CAPABILITY_TOPIC, DHT provider records keyed by model hash and, for aggregators, by `aggregatorCid`,
+ * CAPABILITY_PROTOCOL on request); every node verifies what it hears and keeps the newest record per
+ * peer in its directory; clients find the providers of a model and the aggregators.
  */
 
 export const CAPABILITY_TOPIC = "/infernet/capabilities/1";
@@ -46,12 +47,6 @@ export const DEFAULT_REPROVIDE_INTERVAL_MS = 10 * 60_000;
 export const MIN_ANNOUNCE_GAP_MS = 500;
 /** Gossip from one peer closer together than this is not relayed (a flood of fresh seqs). */
 export const MIN_GOSSIP_GAP_MS = 250;
-/** `findProviders` gives up (returning what it has) after this long. */
-export const FIND_PROVIDERS_TIMEOUT_MS = 10_000;
-/** A record fetched or gossiped this recently is not fetched again by `findProviders`. */
-export const RECORD_FRESH_MS = 5_000;
-/** Records fetched in parallel during one lookup. */
-export const MAX_PARALLEL_FETCHES = 8;
 /** First retry of an announcement whose record could not be built yet (the host still starting). */
 export const FIRST_ANNOUNCE_RETRY_MS = 100;
 /** Expired records are dropped this often. */
@@ -60,7 +55,10 @@ export const PRUNE_INTERVAL_MS = 10_000;
 const log = logger("node:capability");
 
 export interface CapabilityInit {
-  /** Builds this node's current record (the service fills peerId, seq, issuedAt, expiresAt). Absent = not a provider. */
+  /**
+   * Builds this node's current record (the service fills peerId, seq, issuedAt, expiresAt). Absent =
+   * neither a provider nor an aggregator.
+   */
   describe?: () => CapabilityDescription;
   announceIntervalMs?: number;
   ttlMs?: number;
@@ -84,14 +82,6 @@ export interface CapabilityComponents {
   pubsub?: GossipSub;
 }
 
-export interface FindProvidersOptions {
-  signal?: AbortSignal;
-  /** Default FIND_PROVIDERS_TIMEOUT_MS; when it passes, the providers found so far are returned. */
-  timeoutMs?: number;
-  /** Stop the DHT walk once this many providers are found. */
-  limit?: number;
-}
-
 export interface CapabilityService extends Startable {
   directory: PeerDirectory;
   /**
@@ -100,9 +90,15 @@ export interface CapabilityService extends Startable {
    * delivered. Throws AbortedError when `signal` aborts.
    */
   findProviders(sha256: string, options?: FindProvidersOptions): Promise<CapabilityRecord[]>;
+  /**
+   * Aggregators with valid, unexpired records, this node excluded, cheapest fee first, then by peer
+   * id: the same lookup as `findProviders`, under `aggregatorCid()`. Throws AbortedError when
+   * `signal` aborts.
+   */
+  findAggregators(options?: FindProvidersOptions): Promise<CapabilityRecord[]>;
   /** Re-announce now (after load or models changed); calls closer than MIN_ANNOUNCE_GAP_MS are coalesced. Never throws. */
   announce(): Promise<void>;
-  /** This node's current record, if it is a provider. */
+  /** This node's current record, if it is a provider or an aggregator. */
   current(): CapabilityRecord | undefined;
   /** Gossiped records by verdict since start: accepted (stored, relayed), ignored (stale), rejected (invalid). */
   readonly gossip: Record<TopicValidatorResult, number>;
@@ -123,8 +119,9 @@ class DefaultCapabilityService implements CapabilityService {
   private readonly own: OwnRecord | undefined;
   private lastAnnounceAt = 0;
   private pendingAnnounce: Promise<void> | undefined;
-  private readonly provider: ModelProvider;
+  private readonly provider: KeyProvider;
   private readonly lastGossip = new Map<string, number>();
+  private readonly lookupInit: LookupInit;
 
   constructor(
     private readonly components: CapabilityComponents,
@@ -141,10 +138,18 @@ class DefaultCapabilityService implements CapabilityService {
           ttlMs: init.ttlMs ?? DEFAULT_RECORD_TTL_MS,
         })
       : undefined;
-    this.provider = new ModelProvider({
+    this.provider = new KeyProvider({
       dht: () => this.dht,
       connected: () => components.connectionManager.getConnections().length > 0,
     });
+    this.lookupInit = {
+      dht: () => this.dht,
+      contentRouting: components.contentRouting,
+      connectionManager: components.connectionManager,
+      directory: this.directory,
+      self: components.peerId,
+      shutdown: () => this.shutdown.signal,
+    };
   }
 
   private get dht(): SingleKadDHT {
@@ -222,40 +227,13 @@ class DefaultCapabilityService implements CapabilityService {
   }
 
   async findProviders(sha256: string, options: FindProvidersOptions = {}): Promise<CapabilityRecord[]> {
-    const cid = modelCid(sha256);
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? FIND_PROVIDERS_TIMEOUT_MS);
-    const signal = AbortSignal.any([timeout, this.shutdown.signal, ...(options.signal ? [options.signal] : [])]);
-    const self = this.components.peerId;
-    const seen = new Set<string>();
-    const queue = new TaskQueue(MAX_PARALLEL_FETCHES);
-    try {
-      await waitForRoutingPeers(this.dht, signal);
-      for await (const peer of this.components.contentRouting.findProviders(cid, { signal })) {
-        const id = peer.id.toString();
-        if (peer.id.equals(self) || seen.has(id)) continue;
-        seen.add(id);
-        queue.add(() => this.refresh(peer.id, signal));
-        if (options.limit !== undefined && seen.size >= options.limit) break;
-      }
-    } catch (err) {
-      if (!signal.aborted) log.debug("provider lookup failed", { sha256, err: errorMessage(err) });
-    }
-    await queue.idle();
-    if (options.signal?.aborted) throw new AbortedError("provider lookup cancelled", { cause: options.signal.reason });
-    return this.directory.providersOf(sha256).filter((r) => r.peerId !== self.toString());
+    await findRecords(this.lookupInit, modelCid(sha256), "provider", options);
+    return this.directory.providersOf(sha256).filter((r) => r.peerId !== this.components.peerId.toString());
   }
 
-  /** Fetches a peer's record unless a fresh one is already held. */
-  private async refresh(peerId: PeerId, signal: AbortSignal): Promise<void> {
-    const id = peerId.toString();
-    const at = this.directory.receivedAt(id);
-    if (at !== undefined && Date.now() - at < RECORD_FRESH_MS && this.directory.get(id)) return;
-    try {
-      const record = await fetchRecord(this.components.connectionManager, peerId, signal);
-      this.directory.upsert(record);
-    } catch (err) {
-      log.debug("could not fetch a capability record", { peer: id, err: errorMessage(err) });
-    }
+  async findAggregators(options: FindProvidersOptions = {}): Promise<CapabilityRecord[]> {
+    await findRecords(this.lookupInit, aggregatorCid(), "aggregator", options);
+    return this.directory.aggregators().filter((r) => r.peerId !== this.components.peerId.toString());
   }
 
   /** Gossip validator: verified, newer records are stored and relayed; bad ones rejected; never throws. */
@@ -330,14 +308,13 @@ class DefaultCapabilityService implements CapabilityService {
     }
   }
 
-  /** DHT provider records for the served models (all again when `again`, else only new ones). */
+  /** DHT provider records for the served models and the aggregator key (all again when `again`, else only new ones). */
   private async provide(again: boolean): Promise<void> {
     const record = this.own?.current?.record;
     if (!record || !this.started) return;
-    await this.provider.update(
-      record.models.map((m) => m.sha256),
-      again,
-    );
+    const keys = record.models.map((m) => modelCid(m.sha256));
+    if (record.aggregator) keys.push(aggregatorCid());
+    await this.provider.update(keys, again);
   }
 
   private prune(): void {

@@ -1,9 +1,13 @@
 import { describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { decode } from "cborg";
+import { MAX_FEE_PERCENT, MIN_FEE_PERCENT } from "../../../jobs/fee.ts";
 import { encode as encodeCbor, parseMessage } from "../../wire.ts";
 import { MNIST_SHA, STORIES_SHA, sampleRecord } from "./fixtures.ts";
 import {
+  AGGREGATOR_DHT_KEY,
+  aggregatorCid,
   type CapabilityRecord,
   encodeSignedRecord,
   GetRequestSchema,
@@ -145,6 +149,52 @@ describe("signed capability records", () => {
   });
 });
 
+describe("aggregator records", () => {
+  test("a record with an aggregator fee round-trips and verifies; the fee is signed", async () => {
+    const signed = await signRecord(sampleRecord(alice, { aggregator: { feePercent: 1.5 } }), alice);
+    expect(signed.record.aggregator).toEqual({ feePercent: 1.5 });
+    const bytes = encodeSignedRecord(signed);
+    expect(verifyRecord(bytes)).toEqual(signed.record);
+    expect(verifyRecord(signed).aggregator?.feePercent).toBe(1.5);
+    const cheaper = { ...signed.record, aggregator: { feePercent: MIN_FEE_PERCENT } };
+    rejects(() => verifyRecord({ ...signed, record: cheaper }), "BadSignatureError");
+  });
+
+  test("a record without one still verifies and has no aggregator field", async () => {
+    const signed = await signRecord(sampleRecord(alice), alice);
+    const record = verifyRecord(encodeSignedRecord(signed));
+    expect("aggregator" in record).toBe(false);
+  });
+
+  test("an aggregator may serve no model; a node that is neither is refused", async () => {
+    const aggregatorOnly = sampleRecord(alice, { models: [], aggregator: { feePercent: MAX_FEE_PERCENT } });
+    const signed = await signRecord(aggregatorOnly, alice);
+    expect(verifyRecord(encodeSignedRecord(signed)).models).toEqual([]);
+    await expect(signRecord(sampleRecord(alice, { models: [] }), alice)).rejects.toHaveProperty(
+      "name",
+      "InvalidRecordError",
+    );
+    await rejectsForged(forge(sampleRecord(alice, { models: [] })), undefined, "InvalidRecordError", "invalid-value");
+  });
+
+  const badFees: [string, unknown][] = [
+    ["below the minimum", { feePercent: MIN_FEE_PERCENT - 0.01 }],
+    ["above the maximum", { feePercent: MAX_FEE_PERCENT + 0.01 }],
+    ["negative", { feePercent: -1 }],
+    ["finer than a basis point", { feePercent: 1.001 }],
+    ["text", { feePercent: "1%" }],
+    ["missing", {}],
+    ["not an object", 1],
+  ];
+  for (const [what, aggregator] of badFees) {
+    test(`a fee that is ${what} is refused by the schema (signing and verifying)`, async () => {
+      const record = { ...sampleRecord(alice), aggregator } as CapabilityRecord;
+      await expect(signRecord(record, alice)).rejects.toHaveProperty("name", "InvalidRecordError");
+      await rejectsForged(forge(record), undefined, "InvalidRecordError", "invalid-value");
+    });
+  }
+});
+
 describe("model keys and requests", () => {
   test("modelCid is CIDv1 raw over the sha2-256 digest of the file", () => {
     const cid = modelCid(STORIES_SHA);
@@ -154,6 +204,13 @@ describe("model keys and requests", () => {
     expect(Buffer.from(cid.multihash.digest).toString("hex")).toBe(STORIES_SHA);
     expect(modelCid(STORIES_SHA).equals(cid)).toBe(true);
     expect(() => modelCid("abc")).toThrow();
+  });
+
+  test("aggregatorCid is CIDv1 raw over the sha2-256 of the aggregator key, like a model key", () => {
+    const digest = createHash("sha256").update(AGGREGATOR_DHT_KEY).digest("hex");
+    expect(AGGREGATOR_DHT_KEY).toBe("infernet:aggregator:v1");
+    expect(aggregatorCid().equals(modelCid(digest))).toBe(true);
+    expect(aggregatorCid().equals(modelCid(STORIES_SHA))).toBe(false);
   });
 
   test("request and answer schemas: bounded, versioned", async () => {

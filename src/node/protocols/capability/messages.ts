@@ -1,14 +1,17 @@
+import { createHash } from "node:crypto";
 import type { PrivateKey } from "@libp2p/interface";
 import { peerIdFromPrivateKey, peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import { CID } from "multiformats/cid";
 import * as Digest from "multiformats/hashes/digest";
 import { z } from "zod";
+import { isValidFee, MAX_FEE_PERCENT, MIN_FEE_PERCENT } from "../../../jobs/fee.ts";
 import { InfernetError } from "../../../util/errors.ts";
 import { decode, ErrorMessageSchema, encode, WIRE_VERSION } from "../../wire.ts";
 
 /**
- * Signed capability records: what a provider serves, on what hardware, at what price and load.
+ * Signed capability records: what a provider serves, on what hardware, at what price and load, and
+ * whether the node is an aggregator (and at what fee).
  * A record travels as CBOR `{v, record: <CBOR of the record>, signature}`; the signature is the
  * peer's own Ed25519 key over a domain tag plus the record bytes exactly as sent, so a record can be
  * relayed by anyone (gossip, a directory) and still be checked against the peer id it names.
@@ -47,6 +50,8 @@ const ED25519_SIGNATURE_BYTES = 64;
 /** Multicodecs for the DHT key of a model: CIDv1, raw (0x55), sha2-256 (0x12). */
 const RAW_CODEC = 0x55;
 const SHA2_256 = 0x12;
+/** Aggregators announce themselves in the DHT under the sha256 of this string (see `aggregatorCid`). */
+export const AGGREGATOR_DHT_KEY = "infernet:aggregator:v1";
 
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
 
@@ -75,7 +80,10 @@ export interface CapabilityRecord {
     /** Self-benchmark, from the store. */
     tokensPerSecond?: number;
   };
+  /** Empty only for an aggregator that serves no model itself. */
   models: { name: string; sha256: string; runtime: "llama" | "onnx" }[];
+  /** Present when the node runs jobs for clients (`infernet start --aggregator`). */
+  aggregator?: { feePercent: number };
   price: { satsPer1kTokens: number };
   load: { active: number; queued: number; maxConcurrent: number };
   /** `score` is in [0, 1] when present. */
@@ -161,6 +169,13 @@ export const capabilityRecordSchema = z
     models: z
       .array(z.object({ name, sha256: z.string().regex(SHA256_HEX), runtime: z.enum(["llama", "onnx"]) }))
       .max(MAX_MODELS),
+    aggregator: z
+      .object({
+        feePercent: z.number().refine(isValidFee, {
+          message: `fee is not between ${MIN_FEE_PERCENT}% and ${MAX_FEE_PERCENT}% in whole basis points`,
+        }),
+      })
+      .optional(),
     price: z.object({ satsPer1kTokens: boundedFloat(MAX_PRICE_SATS_PER_1K) }),
     load: z
       .object({ active: uint(MAX_LOAD), queued: uint(MAX_LOAD), maxConcurrent: uint(MAX_LOAD) })
@@ -169,6 +184,11 @@ export const capabilityRecordSchema = z
     seq: count,
     issuedAt: count,
     expiresAt: count,
+  })
+  // A node with nothing to offer has no record to announce.
+  .refine((r) => r.models.length > 0 || r.aggregator !== undefined, {
+    message: "serves no model and is no aggregator",
+    path: ["models"],
   })
   .refine((r) => r.expiresAt > r.issuedAt, { message: "expires before it is issued", path: ["expiresAt"] })
   .refine((r) => r.expiresAt - r.issuedAt <= MAX_RECORD_TTL_MS, {
@@ -320,6 +340,19 @@ function checkSignature(peerIdText: string, payload: Uint8Array, signature: Uint
 export function modelCid(sha256: string): CID {
   if (!SHA256_HEX.test(sha256)) throw new InvalidRecordError("invalid-value", `"${sha256}" is not a sha256 hex digest`);
   return CID.createV1(RAW_CODEC, Digest.create(SHA2_256, new Uint8Array(Buffer.from(sha256, "hex"))));
+}
+
+const AGGREGATOR_CID = CID.createV1(
+  RAW_CODEC,
+  Digest.create(SHA2_256, new Uint8Array(createHash("sha256").update(AGGREGATOR_DHT_KEY).digest())),
+);
+
+/**
+ * DHT key under which aggregators are announced: CIDv1(raw, sha2-256 of AGGREGATOR_DHT_KEY), built
+ * like a model's key, so "which aggregators are there" is the same provider lookup as for a model.
+ */
+export function aggregatorCid(): CID {
+  return AGGREGATOR_CID;
 }
 
 // CAPABILITY_PROTOCOL messages: one request, one answer, each a length-prefixed CBOR map (wire.ts).

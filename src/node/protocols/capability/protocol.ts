@@ -53,7 +53,7 @@ export async function serveRecord(stream: Stream, current: () => Promise<Uint8Ar
     const signed = await current();
     reply = signed
       ? { v: CAPABILITY_RECORD_VERSION, type: "record", signed }
-      : errorFrame(NOT_A_PROVIDER, "this node serves no models");
+      : errorFrame(NOT_A_PROVIDER, "this node serves no models and is no aggregator");
   } catch (err) {
     // Deadline passed or the stream is gone: nobody to answer.
     if (signal.aborted || stream.writeStatus !== "writable") {

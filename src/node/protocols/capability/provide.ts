@@ -1,15 +1,16 @@
 import type { SingleKadDHT } from "@libp2p/kad-dht";
+import type { CID } from "multiformats/cid";
 import { errorMessage } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
-import { modelCid } from "./messages.ts";
 
 /**
- * DHT provider records for the models a node serves, keyed by model hash (see `modelCid`), so
- * "who serves model X" is one lookup. A provide that reached no peer (the routing table was still
- * empty) is retried with backoff while the node has connections, and on the next identified peer.
+ * DHT provider records for what a node offers: one key per served model (see `modelCid`), so "who
+ * serves model X" is one lookup, and the aggregator key (see `aggregatorCid`) on an aggregator. A
+ * provide that reached no peer (the routing table was still empty) is retried with backoff while the
+ * node has connections, and on the next identified peer.
  */
 
-/** One provide round (all served models) may take this long. */
+/** One provide round (all keys) may take this long. */
 export const PROVIDE_TIMEOUT_MS = 30_000;
 /** First retry of a provide that reached no peer; doubles up to PROVIDE_RETRY_MAX_MS. */
 export const PROVIDE_RETRY_MS = 250;
@@ -17,31 +18,32 @@ export const PROVIDE_RETRY_MAX_MS = 10_000;
 
 const log = logger("node:capability");
 
-export interface ModelProviderInit {
+export interface KeyProviderInit {
   dht: () => SingleKadDHT;
   /** Whether a retry can succeed now (the node has at least one connection). */
   connected: () => boolean;
 }
 
-export class ModelProvider {
-  private wanted = new Set<string>();
-  private readonly provided = new Set<string>();
+export class KeyProvider {
+  /** Keys by their string form, which is what identifies them here. */
+  private wanted = new Map<string, CID>();
+  private readonly provided = new Map<string, CID>();
   private running = false;
   private retryMs = PROVIDE_RETRY_MS;
   private retry: ReturnType<typeof setTimeout> | undefined;
   private shutdown = new AbortController();
 
-  constructor(private readonly init: ModelProviderInit) {}
+  constructor(private readonly init: KeyProviderInit) {}
 
-  /** Sets the served models (file sha256s) and provides those not provided yet; all of them when `again`. */
-  async update(sha256s: string[], again = false): Promise<void> {
-    const wanted = new Set(sha256s);
-    for (const sha of this.provided) {
-      if (wanted.has(sha)) continue;
-      this.provided.delete(sha);
+  /** Sets the keys to provide and provides those not provided yet; all of them when `again`. */
+  async update(keys: CID[], again = false): Promise<void> {
+    const wanted = new Map(keys.map((cid) => [cid.toString(), cid]));
+    for (const [key, cid] of this.provided) {
+      if (wanted.has(key)) continue;
+      this.provided.delete(key);
       this.init
         .dht()
-        .cancelReprovide(modelCid(sha))
+        .cancelReprovide(cid)
         .catch(() => {});
     }
     this.wanted = wanted;
@@ -61,8 +63,8 @@ export class ModelProvider {
     this.retry = undefined;
   }
 
-  private pending(): string[] {
-    return [...this.wanted].filter((sha) => !this.provided.has(sha));
+  private pending(): [string, CID][] {
+    return [...this.wanted].filter(([key]) => !this.provided.has(key));
   }
 
   private async run(again: boolean): Promise<void> {
@@ -72,14 +74,14 @@ export class ModelProvider {
     const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(PROVIDE_TIMEOUT_MS)]);
     let missed = 0;
     try {
-      for (const sha of todo) {
+      for (const [key, cid] of todo) {
         let reached = 0;
-        for await (const event of this.init.dht().provide(modelCid(sha), { signal })) {
+        for await (const event of this.init.dht().provide(cid, { signal })) {
           if (event.name === "PEER_RESPONSE" && event.messageName === "ADD_PROVIDER") reached++;
         }
-        if (reached > 0) this.provided.add(sha);
+        if (reached > 0) this.provided.set(key, cid);
         else missed++;
-        log.debug("provided model", { sha256: sha, peers: reached });
+        log.debug("provided a key", { key, peers: reached });
       }
     } catch (err) {
       missed++;

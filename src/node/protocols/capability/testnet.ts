@@ -44,9 +44,12 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Capa
 
 /** A provider's live state: tests change `load` and call `announce()`. */
 export interface ProviderState {
+  /** Empty only for an aggregator. */
   models: CapabilityRecord["models"];
   price: number;
   load: CapabilityRecord["load"];
+  /** Set: the node is an aggregator at this fee. */
+  feePercent?: number;
 }
 
 export function describeProvider(state: ProviderState): () => CapabilityDescription {
@@ -57,6 +60,7 @@ export function describeProvider(state: ProviderState): () => CapabilityDescript
     price: { satsPer1kTokens: state.price },
     load: { ...state.load },
     reputation: { completed: 0, failed: 0 },
+    ...(state.feePercent === undefined ? {} : { aggregator: { feePercent: state.feePercent } }),
   });
 }
 
