@@ -45,8 +45,19 @@ export interface ProviderReport {
   computeMs: number;
 }
 
+/** What a job cost, in millisatoshi: the providers' verified copies at their prices, plus the aggregator's fee. */
+export interface JobCost {
+  providersMsat: number;
+  feeMsat: number;
+  totalMsat: number;
+  feePercent: number;
+  byProvider: Record<string, number>;
+}
+
 export interface JobReport {
   job: JobRecord;
+  /** Filled in by the aggregator that ran the job. */
+  cost?: JobCost;
   shards: ShardReport[];
   providers: ProviderReport[];
   retries: number;

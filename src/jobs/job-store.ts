@@ -212,10 +212,14 @@ export class JobStore extends JobReader {
     );
   }
 
-  /** The provider is gone or gave up: its copy goes back so another provider can take the shard. */
-  release(assignmentId: string, reason: string): AssignmentRecord {
+  /**
+   * The provider is gone or gave up: its copy goes back so another provider can take the shard.
+   * `countRetry: false` for a copy that never ran (the provider was busy, the aggregator restarted),
+   * which does not bring the shard closer to `maxShardRetries`.
+   */
+  release(assignmentId: string, reason: string, options: { countRetry?: boolean } = {}): AssignmentRecord {
     return this.tx(() => {
-      this.loseCopy(this.assignment(assignmentId), "reassigned", reason);
+      this.loseCopy(this.assignment(assignmentId), "reassigned", reason, options.countRetry ?? true);
       return this.assignment(assignmentId);
     });
   }
@@ -310,9 +314,9 @@ export class JobStore extends JobReader {
     return this.db.transaction(fn).immediate();
   }
 
-  private loseCopy(a: AssignmentRecord, to: "reassigned" | "failed", reason: string): void {
+  private loseCopy(a: AssignmentRecord, to: "reassigned" | "failed", reason: string, countRetry = true): void {
     this.moveAssignment(a, to, { ended_at: this.now(), reason }, false);
-    this.db.query("UPDATE shards SET retries = retries + 1 WHERE id = ?").run(a.shardId);
+    if (countRetry) this.db.query("UPDATE shards SET retries = retries + 1 WHERE id = ?").run(a.shardId);
     const shard = this.shard(a.shardId);
     if (shard.retries > this.maxShardRetries && !TERMINAL_JOB_STATES.includes(this.job(a.jobId).state)) {
       this.failJob(a.jobId, `shard ${shard.index} lost ${shard.retries} copies`);

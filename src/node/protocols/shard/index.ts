@@ -76,6 +76,8 @@ export interface RunShardOptions {
   signal?: AbortSignal;
   /** Budget for the whole shard, dial included (default `DEFAULT_CLIENT_DEADLINE_MS`); then `TimeoutError`. */
   deadlineMs?: number;
+  /** Called on every frame from the provider, keepalives included (a provider queues shards silently otherwise). */
+  onActivity?: () => void;
 }
 
 export interface ShardService extends Startable {
@@ -152,6 +154,7 @@ class DefaultShardService implements ShardService {
       deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
       signal: options.signal,
       inFlight: this.calls,
+      onActivity: options.onActivity,
     });
   }
 

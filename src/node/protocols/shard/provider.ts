@@ -106,15 +106,17 @@ export class ShardProvider {
         );
       }
       const shard = toShard(message.shard);
-      release = await this.slots.acquire(signal, () => {
-        throw new Refusal(
-          "busy",
-          `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
-        );
-      });
-      log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
-      const usage = await this.withKeepalive(lp, signal, gone, job, (send) =>
-        executeShard(
+      // Keepalives flow while the shard waits for a slot too, so the aggregator can tell a queued
+      // shard from a provider that vanished.
+      const usage = await this.withKeepalive(lp, signal, gone, job, async (send) => {
+        release = await this.slots.acquire(signal, () => {
+          throw new Refusal(
+            "busy",
+            `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
+          );
+        });
+        log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
+        return executeShard(
           model,
           shard,
           (first, result) => send({ v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }),
@@ -124,9 +126,10 @@ export class ShardProvider {
             self: this.settings.self,
             signal,
           },
-        ),
-      );
-      release();
+        );
+      });
+      release?.();
+      release = undefined;
       this.completed += 1;
       await writeMessage(lp, { v: WIRE_VERSION, type: "done", usage }, { signal });
       stream.removeEventListener("close", onClose);

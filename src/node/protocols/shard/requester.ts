@@ -39,6 +39,8 @@ export interface ShardCall {
   deadlineMs: number;
   signal: AbortSignal | undefined;
   inFlight: Set<AbortController>;
+  /** Called on every frame from the provider, keepalives included (a watchdog's sign of life). */
+  onActivity?: (() => void) | undefined;
 }
 
 export async function* callShard(call: ShardCall): AsyncGenerator<ShardEvent> {
@@ -81,6 +83,7 @@ export async function* callShard(call: ShardCall): AsyncGenerator<ShardEvent> {
     const assembly = new Assembly(shard, peer);
     for (;;) {
       const reply = await readMessage(lp, ShardResponseSchema, { signal });
+      call.onActivity?.();
       if (reply.type === "error") {
         throw new RemoteShardError(remoteCode(reply.code), peer, `${peer} answered ${reply.code}: ${reply.message}`);
       }

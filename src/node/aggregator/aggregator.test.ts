@@ -1,0 +1,252 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { MNIST_DIR, SHARED_MODELS, tempDir } from "../../../test/helpers/paths.ts";
+import type { Shard, ShardResult } from "../../jobs/records.ts";
+import { provider } from "../../jobs/scheduler-fixtures.ts";
+import type { JobSpecInput } from "../../jobs/spec.ts";
+import { splitImages } from "../../jobs/split.ts";
+import type { LocalModel, Tensor } from "../../runtime/engine.ts";
+import { createOnnxEngine, type OnnxEngine } from "../../runtime/onnx/engine.ts";
+import { concatBatch } from "../../runtime/onnx/tensors.ts";
+import { Store } from "../../store/db.ts";
+import { abortReason } from "../../util/abort.ts";
+import type { CapabilityRecord } from "../protocols/capability/messages.ts";
+import { executeShard } from "../protocols/shard/execute.ts";
+import { RemoteShardError, type RunShardOptions, type ShardEvent } from "../protocols/shard/index.ts";
+import { Aggregator } from "./aggregator.ts";
+import type { JobEvent } from "./api.ts";
+import type { AggregatorNetwork } from "./network.ts";
+
+// The aggregator in one process over a simulated network: providers are functions that run the
+// real mnist-8 on the real onnxruntime (executeShard, as a provider node does) and can be told to
+// misbehave. The same flows over real libp2p processes are in test/aggregator.test.ts.
+
+const MNIST_SHA = "2f06e72de813a8635c9bc0397ac447a601bdbfa7df4bebc278723b958831c9bf";
+const MNIST: LocalModel = {
+  name: "mnist-8",
+  runtime: "onnx",
+  path: join(SHARED_MODELS, "mnist-8.onnx"),
+  sha256: MNIST_SHA,
+};
+const IMAGES = join(MNIST_DIR, "t10k-images-idx3-ubyte.gz");
+const LABELS = gunzipSync(readFileSync(join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz"))).subarray(8);
+const CLIENT = "client-peer";
+
+type Behaviour = "ok" | "bad-result" | "silent" | "busy";
+
+let onnx: OnnxEngine;
+beforeAll(() => {
+  onnx = createOnnxEngine();
+});
+afterAll(async () => await onnx?.dispose());
+
+class FakeNetwork implements AggregatorNetwork {
+  readonly self = "aggregator-peer";
+  readonly behaviour = new Map<string, Behaviour>();
+  readonly records: CapabilityRecord[] = [];
+  readonly calls: string[] = [];
+
+  constructor(peers: string[], over: { price?: number } = {}) {
+    for (const p of peers) {
+      this.behaviour.set(p, "ok");
+      this.records.push(
+        provider(p, {
+          sha256: MNIST_SHA,
+          tps: 50_000,
+          expiresAt: Date.now() + 3_600_000,
+          ...(over.price ? { price: over.price } : {}),
+        }),
+      );
+    }
+  }
+
+  findProviders = async () => this.knownProviders();
+  knownProviders = () => this.records.filter((r) => this.behaviour.has(r.peerId));
+
+  async *runShard(peer: string, _model: unknown, shard: Shard, options: RunShardOptions): AsyncGenerator<ShardEvent> {
+    this.calls.push(peer);
+    const behaviour = this.behaviour.get(peer) ?? "silent";
+    const signal = options.signal as AbortSignal;
+    options.onActivity?.();
+    if (behaviour === "busy") throw new RemoteShardError("busy", peer, "busy");
+    if (behaviour === "silent") {
+      await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+      throw abortReason(signal);
+    }
+    const pieces: Tensor[] = [];
+    // A provider's keepalives: it is at work, however long the shard takes.
+    const keepalive = setInterval(() => options.onActivity?.(), 100);
+    const usage = await executeShard(
+      MNIST,
+      shard,
+      async (_first, result) => void pieces.push((result as Extract<ShardResult, { kind: "tensor" }>).output),
+      { engines: { onnx }, batchRecords: 100, self: peer, signal },
+    ).finally(() => clearInterval(keepalive));
+    if (behaviour === "bad-result") throw new RemoteShardError("bad-result", peer, `${peer} sent 3 records for 500`);
+    yield {
+      type: "done",
+      result: { kind: "tensor", shard: shard.index, providers: [peer], output: concatBatch(pieces) },
+      usage,
+    };
+  }
+}
+
+function spec(over: Partial<JobSpecInput> = {}): JobSpecInput {
+  return {
+    model: { name: "mnist-8", sha256: MNIST_SHA },
+    input: { kind: "idx", path: "t10k-images-idx3-ubyte.gz" },
+    shardSize: 500,
+    redundancy: 2,
+    maxPriceMsat: 10_000_000,
+    deadlineMs: Date.now() + 600_000,
+    idempotencyKey: crypto.randomUUID(),
+    ...over,
+  };
+}
+
+async function submit(agg: Aggregator, s: JobSpecInput, signal = new AbortController().signal) {
+  await using splitter = await splitImages(IMAGES, { shardSize: s.shardSize ?? 500 });
+  return await agg.submit(
+    { spec: s as never, plan: splitter.plan, kind: splitter.kind },
+    splitter.shards(),
+    CLIENT,
+    signal,
+  );
+}
+
+async function refusal(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => "accepted",
+    (e: Error) => e.name,
+  );
+}
+
+async function finish(agg: Aggregator, jobId: string): Promise<Extract<JobEvent, { type: "finished" }>> {
+  for await (const e of agg.watch(jobId, CLIENT, AbortSignal.timeout(120_000))) if (e.type === "finished") return e;
+  throw new Error("the watch ended without finishing");
+}
+
+function correct(path: string): { records: number; correct: number; indices: number[] } {
+  const lines = readFileSync(path, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { index: number; class: number });
+  return {
+    records: lines.length,
+    correct: lines.filter((l) => l.class === LABELS[l.index]).length,
+    indices: lines.map((l) => l.index),
+  };
+}
+
+function aggregator(store: Store, network: AggregatorNetwork, home: string, quietTimeoutMs = 500): Aggregator {
+  return new Aggregator({ network, store, home, feePercent: 1, quietTimeoutMs, unplaceableGraceMs: 2_000 });
+}
+
+describe("aggregator over a simulated network", () => {
+  test("MNIST 10k, 3 providers, redundancy 2: 9,890 correct in input order, every shard on 2 providers", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const net = new FakeNetwork(["p1", "p2", "p3"]);
+    const agg = aggregator(store, net, dir.path);
+    agg.start();
+    try {
+      const { jobId, created } = await submit(agg, spec());
+      expect(created).toBe(true);
+      const done = await finish(agg, jobId);
+      expect(done.job.error).toBeUndefined();
+      expect(done.job.state).toBe("verified");
+      const out = await agg.output(jobId, CLIENT);
+      const result = correct(out.path);
+      expect(result.records).toBe(10_000);
+      expect(result.correct).toBe(9_890);
+      expect(result.indices).toEqual(Array.from({ length: 10_000 }, (_, i) => i));
+      const report = agg.report(jobId, CLIENT);
+      for (const s of report.shards) {
+        const verified = s.copies.filter((c) => c.state === "verified").map((c) => c.provider);
+        expect(new Set(verified).size).toBe(2);
+      }
+      // 10,000 records x 2 copies x 10 msat per record, and the 1% fee on top.
+      expect(report.cost?.providersMsat).toBe(200_000);
+      expect(report.cost?.feeMsat).toBe(2_000);
+    } finally {
+      await agg.stop();
+    }
+  }, 120_000);
+
+  test("a provider sending bad results and one going silent lose their copies; the job still completes", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const net = new FakeNetwork(["good1", "good2", "liar", "ghost"]);
+    net.behaviour.set("liar", "bad-result");
+    net.behaviour.set("ghost", "silent");
+    const agg = aggregator(store, net, dir.path);
+    agg.start();
+    try {
+      const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
+      const done = await finish(agg, jobId);
+      expect(done.job.state).toBe("verified");
+      expect(correct((await agg.output(jobId, CLIENT)).path).correct).toBe(9_890);
+      const copies = agg.report(jobId, CLIENT).shards.flatMap((s) => s.copies);
+      const of = (p: string) => copies.filter((c) => c.provider === p);
+      expect(of("liar").length).toBeGreaterThan(0);
+      expect(of("liar").every((c) => c.state === "failed")).toBe(true);
+      expect(of("ghost").length).toBeGreaterThan(0);
+      expect(of("ghost").every((c) => c.state === "reassigned" && /sent nothing/.test(c.reason ?? ""))).toBe(true);
+      expect(done.job.retries).toBeGreaterThan(0);
+    } finally {
+      await agg.stop();
+    }
+  }, 120_000);
+
+  test("stopped mid-job and started again on the same database: completes with no gap or duplicate", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const net = new FakeNetwork(["p1", "p2"]);
+    const first = aggregator(store, net, dir.path);
+    first.start();
+    const { jobId } = await submit(first, spec({ shardSize: 250 }));
+    for await (const e of first.watch(jobId, CLIENT, AbortSignal.timeout(60_000))) {
+      if (e.type === "progress" && e.job.shardsVerified >= 5) break;
+    }
+    await first.stop();
+    const second = aggregator(store, net, dir.path);
+    second.start();
+    try {
+      const done = await finish(second, jobId);
+      expect(done.job.state).toBe("verified");
+      const result = correct((await second.output(jobId, CLIENT)).path);
+      expect(result.indices).toEqual(Array.from({ length: 10_000 }, (_, i) => i));
+      expect(result.correct).toBe(9_890);
+      const report = second.report(jobId, CLIENT);
+      expect(report.shards.every((s) => s.copies.filter((c) => c.state === "verified").length === 2)).toBe(true);
+    } finally {
+      await second.stop();
+    }
+  }, 120_000);
+
+  test("a resubmission with the same key uploads nothing; another client cannot see the job", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const agg = aggregator(store, new FakeNetwork(["p1", "p2"]), dir.path);
+    const s = spec();
+    const { jobId } = await submit(agg, s);
+    expect(agg.existing(s as never, CLIENT)).toEqual({ jobId, created: false });
+    expect(await submit(agg, s)).toEqual({ jobId, created: false });
+    expect(() => agg.existing({ ...s, redundancy: 1 } as never, CLIENT)).toThrow(/already used/);
+    expect(() => agg.report(jobId, "someone-else")).toThrow(/no job/);
+    await expect(agg.output(jobId, CLIENT)).rejects.toThrow(/not ready/);
+  });
+
+  test("refused before the upload: nobody serves the model, the price is too low, the deadline too short", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const nobody = aggregator(store, new FakeNetwork([]), dir.path);
+    expect(await refusal(submit(nobody, spec()))).toBe("ModelNotServedError");
+    const pricey = aggregator(store, new FakeNetwork(["p1", "p2"], { price: 100 }), dir.path);
+    expect(await refusal(submit(pricey, spec({ maxPriceMsat: 100 })))).toBe("PriceTooLowError");
+    expect(await refusal(submit(pricey, spec({ deadlineMs: Date.now() + 1 })))).toBe("DeadlineTooShortError");
+    expect(store.db.query("SELECT count(*) AS n FROM job_uploads").get()).toEqual({ n: 0 });
+  });
+});

@@ -1,0 +1,46 @@
+/**
+ * Which providers the aggregator leaves alone for a while, and for how long. A provider that failed
+ * is skipped for a time that doubles with each failure in a row (up to a cap) and is forgiven by its
+ * next success; a busy one is skipped briefly; one that sent a bad result waits longest.
+ */
+
+/** First pause after a lost copy (provider vanished, silent, stream broke). */
+export const BACKOFF_BASE_MS = 1_000;
+/** Longest pause. */
+export const BACKOFF_MAX_MS = 60_000;
+/** Pause after "busy": its queue is full, it is not broken. */
+export const BUSY_BACKOFF_MS = 500;
+/** A bad result (malformed, wrong shape) starts at this pause. */
+export const SEVERE_BACKOFF_MS = 30_000;
+
+export type FailureKind = "lost" | "busy" | "severe";
+
+export class Backoff {
+  private readonly until = new Map<string, number>();
+  private readonly streak = new Map<string, number>();
+
+  failed(provider: string, now: number, kind: FailureKind): void {
+    if (kind === "busy") {
+      this.until.set(provider, Math.max(this.until.get(provider) ?? 0, now + BUSY_BACKOFF_MS));
+      return;
+    }
+    const n = (this.streak.get(provider) ?? 0) + 1;
+    this.streak.set(provider, n);
+    const base = kind === "severe" ? SEVERE_BACKOFF_MS : BACKOFF_BASE_MS;
+    this.until.set(provider, now + Math.min(BACKOFF_MAX_MS, base * 2 ** (n - 1)));
+  }
+
+  succeeded(provider: string): void {
+    this.streak.delete(provider);
+  }
+
+  /** Providers still paused at `now`. */
+  excluded(now: number): string[] {
+    const out: string[] = [];
+    for (const [provider, until] of this.until) {
+      if (until > now) out.push(provider);
+      else this.until.delete(provider);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,317 @@
+import { IllegalTransitionError, LeaseLostError, LeaseRefusedError } from "../../jobs/errors.ts";
+import type { Shard } from "../../jobs/records.ts";
+import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
+import { planAssignments } from "../../jobs/scheduler.ts";
+import { shardFromWire } from "../../jobs/shard-codec.ts";
+import { leaseSpeculative } from "../../jobs/speculative-lease.ts";
+import type { Store } from "../../store/db.ts";
+import { errorMessage, InvalidInputError, TimeoutError } from "../../util/errors.ts";
+import { logger } from "../../util/logger.ts";
+import type { CapabilityRecord } from "../protocols/capability/messages.ts";
+import { MAX_DEADLINE_MS } from "../protocols/infer/messages.ts";
+import { RemoteShardError } from "../protocols/shard/index.ts";
+import { decode } from "../wire.ts";
+import { Backoff } from "./backoff.ts";
+import type { AggregatorNetwork } from "./network.ts";
+import { planJob } from "./plan-job.ts";
+import { resultBytes } from "./results.ts";
+import { settleShard } from "./settle.ts";
+import type { AggregatorStore } from "./store.ts";
+
+/**
+ * The aggregator's engine room: every tick it expires lost leases, fails overdue jobs, renews the
+ * leases of copies whose providers are still talking, asks the planner (jobs/scheduler.ts) what to
+ * lease to whom, and runs each leased copy on its provider over /infernet/shard/1.0.0. A returned
+ * copy is stored and its shard settled (settle.ts); a verified job is handed to `onVerified` for
+ * merging. Every state change goes through the store in a transaction first, so a SIGKILL at any
+ * point leaves a state that `recover()` turns back into work.
+ */
+const log = logger("aggregator");
+
+/** The planner runs at least this often (lease expiry, silent providers, new providers). */
+export const TICK_MS = 250;
+/** A copy whose provider sent nothing (not even a keepalive) for this long is given up. */
+export const QUIET_TIMEOUT_MS = 3_000;
+/** An active copy's lease is renewed when it has less than this left. */
+export const RENEW_MARGIN_MS = 2_000;
+/** Copies one provider holds at once: the shard protocol's default slots plus queue, so none is refused as busy. */
+export const MAX_IN_FLIGHT_PER_PROVIDER = 10;
+/** A job the planner cannot place (no provider, too expensive) is failed after this long, not at once. */
+export const UNPLACEABLE_GRACE_MS = 30_000;
+/** Provider records are looked up again this often while a job needs them. */
+export const PROVIDER_REFRESH_MS = 5_000;
+
+export interface CoordinatorInit {
+  network: AggregatorNetwork;
+  store: AggregatorStore;
+  db: Store;
+  now?: () => number;
+  tickMs?: number;
+  quietTimeoutMs?: number;
+  maxInFlight?: number;
+  unplaceableGraceMs?: number;
+  /** A job changed (for watchers). */
+  onChange: (jobId: string) => void;
+  /** Every shard of a job is verified: merge it. */
+  onVerified: (jobId: string) => void;
+}
+
+interface Call {
+  assignment: AssignmentRecord;
+  controller: AbortController;
+  lastActivity: number;
+  leaseDeadline: number;
+  leaseMs: number;
+}
+
+export class Coordinator {
+  private readonly calls = new Map<string, Call>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly backoff = new Backoff();
+  private readonly unplaceableSince = new Map<string, number>();
+  private readonly lookups = new Map<string, number>();
+  readonly late = new Set<string>();
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private scheduled = false;
+  private stopping = false;
+  private readonly now: () => number;
+
+  constructor(private readonly init: CoordinatorInit) {
+    this.now = init.now ?? Date.now;
+  }
+
+  /**
+   * Picks up where a previous process stopped: copies it had in flight died with it (their streams
+   * are gone), so they are released at once, not counted as the providers' failures.
+   */
+  recover(): void {
+    const { jobs } = this.init.store;
+    for (const job of jobs.unfinishedJobs()) {
+      for (const a of jobs.inFlight(job.id)) {
+        jobs.release(a.id, "aggregator restarted", { countRetry: false });
+      }
+      this.init.onChange(job.id);
+    }
+  }
+
+  start(): void {
+    this.stopping = false;
+    this.timer = setInterval(() => this.step(), this.init.tickMs ?? TICK_MS);
+    this.kick();
+  }
+
+  /** Stops leasing, cancels the copies in flight and releases them (they did not fail). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.timer);
+    for (const call of this.calls.values()) call.controller.abort(new TimeoutError("the aggregator is stopping"));
+    await Promise.allSettled([...this.running]);
+  }
+
+  /** Plans soon (coalesced): after a submission, a returned copy or a lost one. */
+  kick(): void {
+    if (this.scheduled || this.stopping) return;
+    this.scheduled = true;
+    setTimeout(() => {
+      this.scheduled = false;
+      this.step();
+    }, 0);
+  }
+
+  /** Copies in flight now, by provider (for status and tests). */
+  inFlight(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const c of this.calls.values()) out.set(c.assignment.provider, (out.get(c.assignment.provider) ?? 0) + 1);
+    return out;
+  }
+
+  private step(): void {
+    if (this.stopping) return;
+    try {
+      this.stepOnce(this.now());
+    } catch (err) {
+      log.error("aggregator step failed", { err: errorMessage(err) });
+    }
+  }
+
+  private stepOnce(now: number): void {
+    const { jobs } = this.init.store;
+    const touched = new Set<string>();
+    for (const a of jobs.expireLeases(now)) {
+      this.calls.get(a.id)?.controller.abort(new TimeoutError(`the lease on shard copy ${a.id} expired`));
+      touched.add(a.jobId);
+    }
+    for (const job of jobs.overdueJobs(now)) {
+      jobs.failJob(job.id, "its deadline passed");
+      touched.add(job.id);
+    }
+    this.watchCalls(now, touched);
+
+    const unfinished = jobs.unfinishedJobs();
+    const live = new Set(unfinished.map((j) => j.id));
+    for (const call of this.calls.values()) {
+      if (!live.has(call.assignment.jobId)) call.controller.abort(new TimeoutError("the job ended"));
+    }
+    if (unfinished.length > 0) this.plan(unfinished, now, touched);
+    for (const id of touched) this.init.onChange(id);
+  }
+
+  /** Gives up copies whose providers went silent; renews the leases of those still talking. */
+  private watchCalls(now: number, touched: Set<string>): void {
+    const quiet = this.init.quietTimeoutMs ?? QUIET_TIMEOUT_MS;
+    for (const call of this.calls.values()) {
+      if (now - call.lastActivity > quiet) {
+        call.controller.abort(new TimeoutError(`${call.assignment.provider} sent nothing for ${quiet} ms`));
+      } else if (call.leaseDeadline - now < RENEW_MARGIN_MS) {
+        try {
+          const renewed = this.init.store.jobs.renew(call.assignment.id, call.leaseMs);
+          call.leaseDeadline = renewed.leaseDeadline;
+        } catch (err) {
+          if (!(err instanceof LeaseLostError)) throw err;
+          call.controller.abort(new TimeoutError("the lease was lost"));
+          touched.add(call.assignment.jobId);
+        }
+      }
+    }
+  }
+
+  private plan(unfinished: JobRecord[], now: number, touched: Set<string>): void {
+    const { store, network } = this.init;
+    const models = [...new Set(unfinished.map((j) => j.spec.model.sha256))];
+    for (const sha of models) this.refreshProviders(sha, now);
+    const records = dedupe(models.flatMap((sha) => network.knownProviders(sha)));
+    const snapshots = unfinished.map((j) => planJob(store, j));
+    const exclude = new Set([network.self, ...this.backoff.excluded(now)]);
+    const plan = planAssignments({ jobs: snapshots }, records, now, {
+      exclude,
+      maxInFlight: this.init.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
+    });
+    const refused = new Set(plan.refused.map((r) => r.jobId));
+    for (const id of [...this.unplaceableSince.keys()]) if (!refused.has(id)) this.unplaceableSince.delete(id);
+    for (const { jobId, error } of plan.refused) {
+      const since = this.unplaceableSince.get(jobId) ?? now;
+      this.unplaceableSince.set(jobId, since);
+      if (now - since >= (this.init.unplaceableGraceMs ?? UNPLACEABLE_GRACE_MS)) {
+        store.jobs.failJob(jobId, error.message);
+        this.unplaceableSince.delete(jobId);
+        touched.add(jobId);
+      }
+    }
+    this.late.clear();
+    for (const l of plan.late) this.late.add(l.jobId);
+    const byPeer = new Map(records.map((r) => [r.peerId, r]));
+    const jobsById = new Map(unfinished.map((j) => [j.id, j]));
+    for (const lease of plan.leases) {
+      const job = jobsById.get(lease.jobId) as JobRecord;
+      let a: AssignmentRecord;
+      try {
+        a = lease.speculative
+          ? leaseSpeculative(this.init.db, store.jobs, lease.shardId, lease.provider, lease.leaseMs, now)
+          : store.jobs.lease(lease.shardId, lease.provider, lease.leaseMs);
+      } catch (err) {
+        if (err instanceof LeaseRefusedError || err instanceof IllegalTransitionError) continue;
+        throw err;
+      }
+      store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
+      touched.add(job.id);
+      this.dispatch(a, job, now);
+    }
+  }
+
+  private refreshProviders(sha256: string, now: number): void {
+    const last = this.lookups.get(sha256) ?? 0;
+    if (now - last < PROVIDER_REFRESH_MS) return;
+    this.lookups.set(sha256, now);
+    this.init.network.findProviders(sha256).then(
+      () => this.kick(),
+      (err: unknown) => log.debug("provider lookup failed", { sha256, err: errorMessage(err) }),
+    );
+  }
+
+  private dispatch(a: AssignmentRecord, job: JobRecord, now: number): void {
+    const call: Call = {
+      assignment: a,
+      controller: new AbortController(),
+      lastActivity: now,
+      leaseDeadline: a.leaseDeadline,
+      leaseMs: a.leaseDeadline - a.leasedAt,
+    };
+    this.calls.set(a.id, call);
+    const done = this.runCopy(call, job)
+      .catch((err: unknown) => log.error("shard copy bookkeeping failed", { assignment: a.id, err: errorMessage(err) }))
+      .finally(() => {
+        this.calls.delete(a.id);
+        this.running.delete(done);
+        this.init.onChange(job.id);
+        this.kick();
+      });
+    this.running.add(done);
+  }
+
+  private async runCopy(call: Call, job: JobRecord): Promise<void> {
+    const { store, network } = this.init;
+    const { jobs } = store;
+    const a = call.assignment;
+    let started = false;
+    try {
+      const shard: Shard = shardFromWire(decode(store.shardInput(a.shardId)));
+      const deadlineMs = Math.max(1, Math.min(MAX_DEADLINE_MS, job.spec.deadlineMs - this.now()));
+      const events = network.runShard(a.provider, job.spec.model, shard, {
+        signal: call.controller.signal,
+        deadlineMs,
+        onActivity: () => {
+          call.lastActivity = this.now();
+        },
+      });
+      for await (const event of events) {
+        if (!started) {
+          started = true;
+          if (jobs.assignment(a.id).state === "leased") jobs.start(a.id);
+        }
+        if (event.type !== "done") continue;
+        store.recordCopy(a.id, resultBytes(event.result), event.usage);
+        this.backoff.succeeded(a.provider);
+        const settled = settleShard(jobs, a.shardId, job.spec.redundancy);
+        if (settled.outcome === "verified" && jobs.job(job.id).state === "verified") this.init.onVerified(job.id);
+      }
+    } catch (err) {
+      this.lost(a, err);
+    }
+  }
+
+  /** A copy did not come back: decide what its provider's failure means for the copy and the provider. */
+  private lost(a: AssignmentRecord, err: unknown): void {
+    const { jobs } = this.init.store;
+    const current = jobs.assignment(a.id);
+    if (current.state !== "leased" && current.state !== "running") return; // settled elsewhere (expired, job over)
+    const message = errorMessage(err);
+    if (this.stopping) {
+      jobs.release(a.id, "aggregator stopped", { countRetry: false });
+      return;
+    }
+    const now = this.now();
+    if (err instanceof RemoteShardError) {
+      if (err.code === "bad-result") {
+        jobs.reject(a.id, message);
+        this.backoff.failed(a.provider, now, "severe");
+      } else if (err.code === "busy") {
+        jobs.release(a.id, "provider busy", { countRetry: false });
+        this.backoff.failed(a.provider, now, "busy");
+      } else {
+        jobs.release(a.id, message);
+        this.backoff.failed(a.provider, now, "lost");
+      }
+    } else if (err instanceof InvalidInputError) {
+      // The shard itself cannot be sent (too large): no provider will do better.
+      jobs.failJob(a.jobId, message);
+    } else {
+      jobs.release(a.id, message);
+      this.backoff.failed(a.provider, now, "lost");
+    }
+    log.info("shard copy lost", { assignment: a.id, provider: a.provider, reason: message });
+  }
+}
+
+function dedupe(records: CapabilityRecord[]): CapabilityRecord[] {
+  return [...new Map(records.map((r) => [r.peerId, r])).values()];
+}

@@ -1,0 +1,68 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { createMerger } from "../../jobs/merge.ts";
+import { catalog, modelFile } from "../../models/catalog.ts";
+import type { OutputInfo } from "./api.ts";
+import { resultFromBytes } from "./results.ts";
+import type { AggregatorStore } from "./store.ts";
+
+/**
+ * Writes a verified job's output: every shard's accepted result, in input order, through the merger
+ * (jobs/merge.ts) into `<home>/jobs/<id>/output.jsonl`, with each record's providers (the copies
+ * that agreed). It reads only what the store holds, so running it again after a crash writes the
+ * same file; the merger writes to a `.partial` file and renames it, so a reader never sees half.
+ */
+
+export function jobDir(home: string, jobId: string): string {
+  return join(home, "jobs", jobId);
+}
+
+export async function mergeJob(store: AggregatorStore, home: string, jobId: string): Promise<OutputInfo> {
+  const { jobs } = store;
+  const job = jobs.job(jobId);
+  const meta = store.meta(jobId);
+  const dir = jobDir(home, jobId);
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, "output.jsonl");
+  const vision = catalog().find((e) => modelFile(e).sha256 === job.spec.model.sha256)?.vision;
+  const plan = { records: meta.records, shardSize: meta.shardSize, shardCount: job.shardCount };
+  const merger = await createMerger({
+    plan,
+    kind: meta.kind === "prompts" ? "text" : "classification",
+    outputPath: path,
+    ...(vision ? { outputKind: vision.outputKind, ...(vision.labels ? { classNames: vision.labels } : {}) } : {}),
+  });
+  try {
+    for (const shard of jobs.shards(jobId)) {
+      const copies = jobs.assignments(shard.id).filter((a) => a.state === "verified");
+      const first = copies[0];
+      const stored = first && jobs.result(first.id);
+      if (!first || !stored || !("bytes" in stored)) throw new Error(`shard ${shard.index} has no verified result`);
+      await merger.add(
+        resultFromBytes(
+          stored.bytes,
+          copies.map((c) => c.provider),
+        ),
+      );
+    }
+    await merger.finish();
+  } finally {
+    await merger.close();
+  }
+  const output: OutputInfo = {
+    path,
+    bytes: (await stat(path)).size,
+    sha256: await sha256File(path),
+    records: meta.records,
+  };
+  store.setOutput(jobId, output);
+  return output;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}

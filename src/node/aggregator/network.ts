@@ -1,0 +1,38 @@
+import { peerIdFromString } from "@libp2p/peer-id";
+import type { Shard } from "../../jobs/records.ts";
+import type { InfernetNode } from "../node.ts";
+import type { CapabilityRecord } from "../protocols/capability/messages.ts";
+import type { ModelRef } from "../protocols/infer/index.ts";
+import type { RunShardOptions, ShardEvent } from "../protocols/shard/index.ts";
+
+/** Lookups of a model's providers are cut off after this long (what is found by then is used). */
+export const PROVIDER_LOOKUP_TIMEOUT_MS = 5_000;
+
+/** What the aggregator needs from its node: who it is, who serves a model, and running a shard on a peer. */
+export interface AggregatorNetwork {
+  readonly self: string;
+  /** A network lookup (DHT + record fetch), bounded by `PROVIDER_LOOKUP_TIMEOUT_MS`. */
+  findProviders(sha256: string, signal?: AbortSignal): Promise<CapabilityRecord[]>;
+  /** Providers known now (valid records in the directory), without the network. */
+  knownProviders(sha256: string): CapabilityRecord[];
+  runShard(peer: string, model: ModelRef, shard: Shard, options: RunShardOptions): AsyncIterable<ShardEvent>;
+}
+
+export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
+  return {
+    self: node.peerId,
+    findProviders: (sha256, signal) =>
+      node.capability.findProviders(sha256, {
+        timeoutMs: PROVIDER_LOOKUP_TIMEOUT_MS,
+        ...(signal ? { signal } : {}),
+      }),
+    knownProviders: (sha256) => node.capability.directory.providersOf(sha256).filter((r) => r.peerId !== node.peerId),
+    runShard: (peer, model, shard, options) =>
+      node.host.services.shard.runShard(
+        peerIdFromString(peer),
+        { name: model.name, sha256: model.sha256 },
+        shard,
+        options,
+      ),
+  };
+}
