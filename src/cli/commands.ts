@@ -20,6 +20,21 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./run.ts")).runCommand,
   },
   {
+    name: "submit",
+    summary: "Run a batch job across the network: split, upload to an aggregator, follow, fetch the result",
+    load: async () => (await import("./submit.ts")).submitCommand,
+  },
+  {
+    name: "jobs",
+    summary: "List the batch jobs submitted from here (and those this aggregator holds)",
+    load: async () => (await import("./jobs.ts")).jobsCommand,
+  },
+  {
+    name: "job",
+    summary: "Show a job's report: shards, providers, timings, retries, cost (--wait: follow it)",
+    load: async () => (await import("./job.ts")).jobCommand,
+  },
+  {
     name: "start",
     summary: "Run a node: serve models to the network (--provider) or act as a client/relay",
     load: async () => (await import("./start.ts")).startCommand,

@@ -1,12 +1,16 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { IdempotencyConflictError, JobNotFoundError } from "../../jobs/errors.ts";
+import { ModelNotServedError } from "../../jobs/feasibility.ts";
 import type { InferenceRequest } from "../../runtime/engine.ts";
 import {
   AbortedError,
   ConfigError,
   DownloadError,
   errorMessage,
+  FileNotFoundError,
   type InfernetError,
+  IntegrityError,
   InvalidInputError,
   NodeNotRunningError,
   NoProviderError,
@@ -140,15 +144,23 @@ const ERRORS: Record<string, new (message: string, options?: { hint?: string }) 
   RuntimeError,
   ConfigError,
   DownloadError,
+  FileNotFoundError,
+  IntegrityError,
+  NodeNotRunningError,
+  JobNotFoundError,
+  IdempotencyConflictError,
+  ModelNotServedError,
+  // Refusals whose own classes carry extra figures arrive as their base kind.
+  PriceTooLowError: NoProviderError,
 };
 
 /** The node's typed error, rebuilt on this side so exit codes match a local run. */
-function rebuild(line: { name: string; message: string; hint?: string }): InfernetError {
+export function rebuild(line: { name: string; message: string; hint?: string }): InfernetError {
   const Type = ERRORS[line.name] ?? RuntimeError;
   return new Type(line.message, line.hint ? { hint: line.hint } : {});
 }
 
-async function errorFrom(res: Response): Promise<InfernetError> {
+export async function errorFrom(res: Response): Promise<InfernetError> {
   try {
     const body = (await res.json()) as { name?: string; message?: string; hint?: string };
     return rebuild({

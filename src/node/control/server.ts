@@ -6,6 +6,8 @@ import { logger } from "../../util/logger.ts";
 import { runOnNetwork } from "../client.ts";
 import type { InfernetNode } from "../node.ts";
 import { probeControl } from "./client.ts";
+import { MAX_JOB_UPLOAD_BYTES } from "./jobs-protocol.ts";
+import { routeJobs } from "./jobs-routes.ts";
 import {
   CONTROL_HEARTBEAT_MS,
   CONTROL_SOCKET,
@@ -47,8 +49,9 @@ export async function startControlServer(node: InfernetNode, home: string): Prom
   }
   const server = Bun.serve({
     unix: path,
-    maxRequestBodySize: MAX_CONTROL_BODY_BYTES,
-    fetch: (req) => route(node, req),
+    // A job upload streams its shards in one body; /v1/run checks its own, smaller limit.
+    maxRequestBodySize: Math.max(MAX_CONTROL_BODY_BYTES, MAX_JOB_UPLOAD_BYTES),
+    fetch: (req) => route(node, home, req),
     error: (err) => json({ type: "error", name: "InternalError", message: errorMessage(err) }, 500),
   });
   chmodSync(path, 0o600);
@@ -60,18 +63,22 @@ export async function startControlServer(node: InfernetNode, home: string): Prom
   return { path, stop, [Symbol.asyncDispose]: stop };
 }
 
-async function route(node: InfernetNode, req: Request): Promise<Response> {
+async function route(node: InfernetNode, home: string, req: Request): Promise<Response> {
   const url = new URL(req.url);
   if (req.method === "GET" && url.pathname === "/v1/status") return json(node.status());
   if (req.method === "GET" && url.pathname === "/v1/peers") return json(await node.peers(req.signal));
   if (req.method === "POST" && url.pathname === "/v1/run") return run(node, req);
+  const jobs = await routeJobs(node, home, req, url);
+  if (jobs) return jobs;
   return json({ type: "error", name: "NotFound", message: `no such endpoint: ${req.method} ${url.pathname}` }, 404);
 }
 
 async function run(node: InfernetNode, req: Request): Promise<Response> {
   let body: RunBody;
   try {
-    const parsed = RunBodySchema.safeParse(await req.json());
+    const text = await req.text();
+    if (text.length > MAX_CONTROL_BODY_BYTES) throw new Error(`the body is over ${MAX_CONTROL_BODY_BYTES} bytes`);
+    const parsed = RunBodySchema.safeParse(JSON.parse(text));
     if (!parsed.success) throw new Error(parsed.error.issues[0]?.message ?? "invalid");
     body = parsed.data;
   } catch (err) {

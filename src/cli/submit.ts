@@ -1,0 +1,239 @@
+import { basename } from "node:path";
+import type { PromptRecord, Shard } from "../jobs/records.ts";
+import { DEFAULT_REDUNDANCY, type JobSpec, MAX_REDUNDANCY } from "../jobs/spec.ts";
+import { type Splitter, splitImages, splitPrompts } from "../jobs/split.ts";
+import { SubmittedJobs } from "../jobs/submitted-jobs.ts";
+import { modelFile } from "../models/catalog.ts";
+import type { AggregatorChoice, AggregatorRef } from "../node/control/jobs-ops.ts";
+import { detectFormat } from "../runtime/onnx/inputs/source.ts";
+import { NoProviderError, RuntimeError, UsageError } from "../util/errors.ts";
+import { intFlag, type OptionSpecs } from "./args.ts";
+import { type CliContext, defineCommand } from "./command.ts";
+import { jobAccess, parseAggregator } from "./job-access.ts";
+import { type JobRequest, MAX_PRICE_MSAT, readJobFile, resolveSettings, type SubmitSettings } from "./job-file.ts";
+import { defaultIdempotencyKey } from "./job-key.ts";
+import { clearPendingSubmit, pendingSubmit, savePendingSubmit } from "./job-pending.ts";
+import { aggregatorOf, followAndFetch, jsonLine } from "./job-run.ts";
+import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
+import { formatBytes } from "./progress.ts";
+
+const SUBMIT_OPTIONS = {
+  model: { type: "string", value: "NAME", description: "Catalog model (`infernet models`)" },
+  inputs: {
+    type: "string",
+    value: "FILE|DIR",
+    description: "Images: a folder, an IDX file (.gz or raw) or a .npy array",
+  },
+  prompts: { type: "string", value: "FILE", description: 'Prompts, one JSON object per line: {"prompt": "..."}' },
+  "shard-size": { type: "string", value: "N", description: "Records per shard (default 500)" },
+  shards: { type: "string", value: "N", description: "Or a number of shards" },
+  redundancy: { type: "string", value: "N", description: "Copies of each shard, on different providers (default 2)" },
+  "max-tokens": { type: "string", value: "N", description: "Tokens per prompt that does not set its own maxTokens" },
+  "max-price": {
+    type: "string",
+    value: "MSAT",
+    description: "Most the whole job may cost, millisatoshi (default 10,000 sats)",
+  },
+  deadline: { type: "string", value: "DURATION", description: "Give up after this long, e.g. 30m (default 1h)" },
+  aggregator: {
+    type: "string",
+    value: "PEER|MULTIADDR",
+    description: "Aggregator to use (default: the cheapest found)",
+  },
+  output: { type: "string", value: "PATH", description: "Result file (default <input>.results.jsonl here)" },
+  key: {
+    type: "string",
+    value: "KEY",
+    description: "Idempotency key (default: from the model, input content and options)",
+  },
+  detach: {
+    type: "boolean",
+    description: "Print the job id once uploaded and exit; follow with `infernet job <id> --wait`",
+  },
+  json: { type: "boolean", description: "Machine-readable lines on stdout" },
+  ...NETWORK_OPTIONS,
+} as const satisfies OptionSpecs;
+
+export const submitCommand = defineCommand({
+  name: "submit",
+  usage: [
+    "submit job.json [--detach] [--json]",
+    "submit --model mnist-8 --inputs FILE_OR_DIR [--shard-size N | --shards N] [--redundancy N]",
+    "submit --model stories260k --prompts prompts.jsonl --max-tokens 64",
+  ],
+  details: `Splits the input here, uploads the shards to an aggregator, draws one cell per shard while
+providers compute them (· queued, ▸ running, ▪ returned, ✓ verified, × failed), then writes the merged
+result (JSONL, one line per record, in input order) and prints the providers, retries, time and cost.
+Ctrl-C stops following; the job keeps running (\`infernet job <id> --wait\` picks it up). Running the same
+submit again finds the same job (the idempotency key comes from the input's content) instead of paying twice.
+
+A job file is JSON; paths in it are relative to the file, and flags override it:
+  {"model": "mnist-8", "inputs": "t10k-images-idx3-ubyte.gz", "shardSize": 500, "redundancy": 2,
+   "maxPriceMsat": 5000000, "deadline": "30m", "aggregator": "12D3KooW...", "output": "labels.jsonl"}
+  ("prompts" instead of "inputs" for language models, with "maxTokens"; "shards" instead of "shardSize")
+
+Examples:
+  infernet submit --model mnist-8 --inputs t10k-images-idx3-ubyte.gz --shard-size 500 --redundancy 2
+  infernet submit --model stories260k --prompts prompts.jsonl --max-tokens 64 --detach`,
+  options: SUBMIT_OPTIONS,
+  async run(ctx, { values, positionals }) {
+    if (positionals.length > 1) throw new UsageError(`submit: unexpected argument "${positionals[1]}"`);
+    if (values["shard-size"] !== undefined && values.shards !== undefined) {
+      throw new UsageError("submit: give --shard-size or --shards, not both");
+    }
+    const flags: JobRequest = {
+      model: values.model,
+      inputs: values.inputs,
+      prompts: values.prompts,
+      shardSize: intFlag("submit", "shard-size", values["shard-size"], 1, Number.MAX_SAFE_INTEGER),
+      shards: intFlag("submit", "shards", values.shards, 1, 100_000),
+      redundancy: intFlag("submit", "redundancy", values.redundancy, 1, MAX_REDUNDANCY),
+      maxTokens: intFlag("submit", "max-tokens", values["max-tokens"], 1, 1_000_000),
+      maxPriceMsat: intFlag("submit", "max-price", values["max-price"], 0, MAX_PRICE_MSAT),
+      deadline: values.deadline,
+      aggregator: values.aggregator,
+      output: values.output,
+      key: values.key,
+    };
+    applyNetworkOptions(ctx, values);
+    const file = positionals[0] !== undefined ? await readJobFile(positionals[0]) : {};
+    const settings = await resolveSettings(file, flags, process.cwd());
+    const preferred = settings.aggregator !== undefined ? parseAggregator(settings.aggregator) : undefined;
+    await using splitter = await openSplitter(settings, ctx.signal);
+    const key = settings.key ?? (await defaultIdempotencyKey(settings, ctx.signal));
+    const json = Boolean(values.json);
+
+    const submitted = new SubmittedJobs(ctx.store());
+    const earlier = submitted.byKey(key);
+    if (earlier?.state === "failed") {
+      throw new RuntimeError(
+        `this job was submitted before as ${earlier.jobId} and failed: ${earlier.error ?? "no reason given"}`,
+        {
+          hint: "change an option, or give --key to submit it again",
+        },
+      );
+    }
+    const known = [...(earlier ? [aggregatorOf(earlier)] : []), ...(preferred ? [preferred] : [])];
+    await using access = await jobAccess(ctx, known);
+    if (earlier) {
+      // A re-run (after a crash, say): the aggregator already holds this job; follow it, pay nothing twice.
+      const job = submitted.record({ ...earlier, outputPath: settings.output });
+      if (json) jsonLine(ctx, { event: "submitted", jobId: job.jobId, aggregator: job.aggregator, created: false });
+      else ctx.stderr.write(`job ${job.jobId} was submitted before (same input and options); following it\n`);
+      if (values.detach) return detached(ctx, job.jobId, json);
+      return followAndFetch(ctx, access, job, { json });
+    }
+
+    const home = ctx.config().home;
+    const pending = await pendingSubmit(home, key);
+    const aggregator = pending?.aggregator ?? preferred ?? cheapest(await access.findAggregators(ctx.signal));
+    const { plan, kind } = splitter;
+    const spec: JobSpec = pending?.spec ?? {
+      model: { name: settings.model.name, sha256: modelFile(settings.model).sha256 },
+      input: await inputRef(settings.input),
+      ...(settings.shardSize !== undefined ? { shardSize: settings.shardSize } : {}),
+      ...(settings.shardCount !== undefined ? { shardCount: settings.shardCount } : {}),
+      redundancy: settings.redundancy ?? DEFAULT_REDUNDANCY,
+      maxPriceMsat: settings.maxPriceMsat,
+      deadlineMs: Date.now() + settings.deadlineMs,
+      ...(preferred ? { preferredAggregator: preferred.peerId } : {}),
+      idempotencyKey: key,
+      ...(settings.maxTokens !== undefined ? { params: { maxTokens: settings.maxTokens } } : {}),
+    };
+    if (!pending) await savePendingSubmit(home, { spec, aggregator });
+    const upload = uploadProgress(ctx, plan.shardCount, json);
+    const result = await access.submit(
+      aggregator,
+      { spec, plan, kind },
+      withMaxTokens(splitter.shards(ctx.signal), settings.maxTokens),
+      { signal: ctx.signal, onUploaded: upload },
+    );
+    const job = submitted.record({
+      jobId: result.jobId,
+      aggregator: aggregator.peerId,
+      aggregatorAddrs: aggregator.addrs,
+      idempotencyKey: key,
+      model: settings.model.name,
+      records: plan.records,
+      shardCount: plan.shardCount,
+      outputPath: settings.output,
+    });
+    await clearPendingSubmit(home, key);
+    if (json)
+      jsonLine(ctx, { event: "submitted", jobId: job.jobId, aggregator: job.aggregator, created: result.created });
+    else {
+      const what = result.created ? "submitted to" : "already held by";
+      ctx.stderr.write(
+        `\r\x1b[Kjob ${job.jobId} ${what} aggregator ${job.aggregator} (${plan.records} records in ${plan.shardCount} shards)\n`,
+      );
+    }
+    if (values.detach) return detached(ctx, job.jobId, json);
+    return followAndFetch(ctx, access, job, { json });
+  },
+});
+
+function detached(ctx: CliContext, jobId: string, json: boolean): number {
+  if (!json) {
+    ctx.stdout.write(`${jobId}\n`);
+    ctx.stderr.write(`follow it with \`infernet job ${jobId} --wait\`\n`);
+  }
+  return 0;
+}
+
+async function openSplitter(settings: SubmitSettings, signal: AbortSignal): Promise<Splitter> {
+  const options = {
+    ...(settings.shardSize !== undefined ? { shardSize: settings.shardSize } : {}),
+    ...(settings.shardCount !== undefined ? { shardCount: settings.shardCount } : {}),
+    signal,
+  };
+  if (settings.input.kind === "prompts") return splitPrompts(settings.input.path, options);
+  const splitter = await splitImages(settings.input.path, options);
+  if (splitter.kind === "images" && !settings.model.vision) {
+    await splitter.close();
+    throw new UsageError(`submit: ${settings.model.name} takes tensors, not images; give a .npy array`);
+  }
+  return splitter;
+}
+
+/** What the aggregator is told about the input: its kind and name, never a local path. */
+async function inputRef(input: SubmitSettings["input"]): Promise<JobSpec["input"]> {
+  const name = basename(input.path);
+  if (input.kind === "prompts") return { kind: "prompts", path: name };
+  const format = await detectFormat(input.path);
+  if (format === "npy") return { kind: "tensor", path: name };
+  if (format === "idx") return { kind: "idx", path: name };
+  return { kind: "images", paths: [name] };
+}
+
+/** The cheapest aggregator found (fee, then peer id, so the choice is stable). */
+export function cheapest(found: AggregatorChoice[]): AggregatorRef {
+  const best = [...found].sort((a, b) => a.feePercent - b.feePercent || (a.peerId < b.peerId ? -1 : 1))[0];
+  if (!best) {
+    throw new NoProviderError("no aggregator found", {
+      hint: "name one with --aggregator <multiaddr>, or start one with `infernet start --aggregator`",
+    });
+  }
+  return { peerId: best.peerId, addrs: best.addrs };
+}
+
+/** `--max-tokens` fills in prompts that set no budget of their own. */
+async function* withMaxTokens(shards: AsyncIterable<Shard>, maxTokens: number | undefined): AsyncGenerator<Shard> {
+  for await (const shard of shards) {
+    if (maxTokens === undefined || shard.payload.kind !== "prompts") {
+      yield shard;
+      continue;
+    }
+    const prompts: PromptRecord[] = shard.payload.prompts.map((p) =>
+      p.maxTokens === undefined ? { ...p, maxTokens } : p,
+    );
+    yield { ...shard, payload: { kind: "prompts", prompts } };
+  }
+}
+
+/** `uploading 3/20 shards (1.2 MB)`, redrawn on a TTY. */
+function uploadProgress(ctx: CliContext, total: number, json: boolean): (shards: number, bytes: number) => void {
+  return (shards, bytes) => {
+    if (json || !ctx.stderr.isTTY) return;
+    ctx.stderr.write(`\ruploading ${shards}/${total} shards (${formatBytes(bytes)})\x1b[K`);
+  };
+}
