@@ -71,8 +71,12 @@ export interface PlanShard {
 export interface PlanJob extends JobTerms {
   /** Work units per record (tokens for prompts, 1 for tensor records). */
   tokensPerRecord: number;
-  /** Shards in input order. */
+  /** Shards in input order: all of them, or only the unfinished ones when `shardCount` is given. */
   shards: readonly PlanShard[];
+  /** The job's shard count when `shards` leaves out finished shards (a caller planning every tick). */
+  shardCount?: number;
+  /** Returned copies of shards left out of `shards`, for measured speeds (the most recent suffice). */
+  history?: readonly { copy: PlanCopy; work: ShardWork }[];
 }
 
 export interface SchedulerState {
@@ -126,7 +130,10 @@ export function planAssignments(
   const plan: Plan = { leases: [], refused: [], late: [] };
   const jobs = [...state.jobs].sort((a, b) => a.deadlineMs - b.deadlineMs || cmp(a.id, b.id));
   const speeds = measuredSpeeds(
-    jobs.flatMap((j) => j.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(j, s) })))),
+    jobs.flatMap((j) => [
+      ...(j.history ?? []),
+      ...j.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(j, s) }))),
+    ]),
   );
   // Copies each provider holds over all jobs (including those planned here), each copy's place in
   // its provider's queue (oldest lease first), and each provider's latest return.
@@ -182,7 +189,10 @@ export function checkSchedulable(
   options: Pick<PlanOptions, "exclude"> = {},
 ): number {
   const eligible = eligibleProviders(job, providers, now, options.exclude);
-  const speeds = measuredSpeeds(job.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(job, s) }))));
+  const speeds = measuredSpeeds([
+    ...(job.history ?? []),
+    ...job.shards.flatMap((s) => s.copies.map((copy) => ({ copy, work: workOf(job, s) }))),
+  ]);
   const finish = finishOf(job, eligible, speeds, now);
   checkDeadline(job, finish, now);
   return finish;
@@ -266,7 +276,10 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
 
   if (options.speculate === false) return;
   const unfinished = job.shards.filter((s) => !s.done);
-  const threshold = Math.max(SPECULATE_MIN_SHARDS, Math.ceil(job.shards.length * SPECULATE_FRACTION));
+  const threshold = Math.max(
+    SPECULATE_MIN_SHARDS,
+    Math.ceil((job.shardCount ?? job.shards.length) * SPECULATE_FRACTION),
+  );
   if (unfinished.length === 0 || unfinished.length > threshold) return;
   // First copies come first: an extra copy never takes a slot a shard without its copies could use.
   if (unfinished.some((s) => s.missing > 0)) return;
@@ -305,5 +318,6 @@ const workOf = (job: PlanJob, shard: PlanShard): ShardWork => ({
   tokensPerRecord: job.tokensPerRecord,
 });
 const inFlightCount = (s: PlanShard) => s.copies.filter((c) => IN_FLIGHT.has(c.state)).length;
-const started = (job: PlanJob) => job.shards.some((s) => s.done || s.copies.length > 0);
+const started = (job: PlanJob) =>
+  (job.shardCount ?? job.shards.length) > job.shards.length || job.shards.some((s) => s.done || s.copies.length > 0);
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);

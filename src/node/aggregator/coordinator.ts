@@ -16,7 +16,7 @@ import type { AggregatorNetwork } from "./network.ts";
 import { planJob } from "./plan-job.ts";
 import { resultBytes } from "./results.ts";
 import { settleShard } from "./settle.ts";
-import type { AggregatorStore } from "./store.ts";
+import type { AggregatorStore, CopyUsage } from "./store.ts";
 
 /**
  * The aggregator's engine room: every tick it expires lost leases, fails overdue jobs, renews the
@@ -30,6 +30,11 @@ const log = logger("aggregator");
 
 /** The planner runs at least this often (lease expiry, silent providers, new providers). */
 export const TICK_MS = 250;
+/**
+ * Kicks (a copy returned or was lost) plan again at most this often: planning reads the job's
+ * unfinished shards, and a burst of returns is better served by one plan than by one each.
+ */
+export const MIN_PLAN_GAP_MS = 5;
 /** A copy whose provider sent nothing (not even a keepalive) for this long is given up. */
 export const QUIET_TIMEOUT_MS = 3_000;
 /** An active copy's lease is renewed when it has less than this left. */
@@ -56,6 +61,13 @@ export interface CoordinatorInit {
   onVerified: (jobId: string) => void;
 }
 
+interface ReturnedCopy {
+  assignment: AssignmentRecord;
+  job: JobRecord;
+  bytes: Uint8Array;
+  usage: CopyUsage;
+}
+
 interface Call {
   assignment: AssignmentRecord;
   controller: AbortController;
@@ -67,12 +79,14 @@ interface Call {
 export class Coordinator {
   private readonly calls = new Map<string, Call>();
   private readonly running = new Set<Promise<void>>();
+  private readonly returned: { copy: ReturnedCopy; resolve: () => void; reject: (err: unknown) => void }[] = [];
   private readonly backoff = new Backoff();
   private readonly unplaceableSince = new Map<string, number>();
   private readonly lookups = new Map<string, number>();
   readonly late = new Set<string>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private scheduled = false;
+  private lastStep = 0;
   private stopping = false;
   private readonly now: () => number;
 
@@ -112,10 +126,11 @@ export class Coordinator {
   kick(): void {
     if (this.scheduled || this.stopping) return;
     this.scheduled = true;
+    const wait = Math.max(0, this.lastStep + MIN_PLAN_GAP_MS - performance.now());
     setTimeout(() => {
       this.scheduled = false;
       this.step();
-    }, 0);
+    }, wait);
   }
 
   /** Copies in flight now, by provider (for status and tests). */
@@ -127,6 +142,7 @@ export class Coordinator {
 
   private step(): void {
     if (this.stopping) return;
+    this.lastStep = performance.now();
     try {
       this.stepOnce(this.now());
     } catch (err) {
@@ -180,7 +196,7 @@ export class Coordinator {
     const models = [...new Set(unfinished.map((j) => j.spec.model.sha256))];
     for (const sha of models) this.refreshProviders(sha, now);
     const records = dedupe(models.flatMap((sha) => network.knownProviders(sha)));
-    const snapshots = unfinished.map((j) => planJob(store, j));
+    const snapshots = unfinished.map((j) => planJob(store, this.init.db.db, j));
     const exclude = new Set([network.self, ...this.backoff.excluded(now)]);
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
@@ -201,20 +217,27 @@ export class Coordinator {
     for (const l of plan.late) this.late.add(l.jobId);
     const byPeer = new Map(records.map((r) => [r.peerId, r]));
     const jobsById = new Map(unfinished.map((j) => [j.id, j]));
-    for (const lease of plan.leases) {
-      const job = jobsById.get(lease.jobId) as JobRecord;
-      let a: AssignmentRecord;
-      try {
-        a = lease.speculative
-          ? leaseSpeculative(this.init.db, store.jobs, lease.shardId, lease.provider, lease.leaseMs, now)
-          : store.jobs.lease(lease.shardId, lease.provider, lease.leaseMs);
-      } catch (err) {
-        if (err instanceof LeaseRefusedError || err instanceof IllegalTransitionError) continue;
-        throw err;
-      }
-      store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
-      touched.add(job.id);
-      this.dispatch(a, job, now);
+    // Every lease of this tick in one transaction (with its price), then the calls.
+    const leased = this.init.db.db
+      .transaction(() => {
+        const out: AssignmentRecord[] = [];
+        for (const lease of plan.leases) {
+          try {
+            const a = lease.speculative
+              ? leaseSpeculative(this.init.db, store.jobs, lease.shardId, lease.provider, lease.leaseMs, now)
+              : store.jobs.lease(lease.shardId, lease.provider, lease.leaseMs);
+            store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
+            out.push(a);
+          } catch (err) {
+            if (!(err instanceof LeaseRefusedError || err instanceof IllegalTransitionError)) throw err;
+          }
+        }
+        return out;
+      })
+      .immediate();
+    for (const a of leased) {
+      touched.add(a.jobId);
+      this.dispatch(a, jobsById.get(a.jobId) as JobRecord, now);
     }
   }
 
@@ -264,19 +287,61 @@ export class Coordinator {
         },
       });
       for await (const event of events) {
-        if (!started) {
+        if (event.type === "partial") {
+          // A shard whose whole result comes at once goes from leased to returned directly.
+          if (!started && jobs.assignment(a.id).state === "leased") jobs.start(a.id);
           started = true;
-          if (jobs.assignment(a.id).state === "leased") jobs.start(a.id);
+          continue;
         }
-        if (event.type !== "done") continue;
-        store.recordCopy(a.id, resultBytes(event.result), event.usage);
+        await this.record({ assignment: a, job, bytes: resultBytes(event.result), usage: event.usage });
         this.backoff.succeeded(a.provider);
-        const settled = settleShard(jobs, a.shardId, job.spec.redundancy);
-        if (settled.outcome === "verified" && jobs.job(job.id).state === "verified") this.init.onVerified(job.id);
       }
     } catch (err) {
       this.lost(a, err);
     }
+  }
+
+  /**
+   * Stores a returned copy and settles its shard. Copies that return together are written in one
+   * transaction (a write per copy would cap the aggregator at the disk's commit rate); the promise
+   * resolves once this copy is stored. Until then it is only in memory, and a crash re-runs it.
+   */
+  private record(copy: ReturnedCopy): Promise<void> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.returned.push({ copy, resolve, reject });
+    if (this.returned.length === 1) setTimeout(() => this.flushReturned(), 0);
+    return promise;
+  }
+
+  private flushReturned(): void {
+    const batch = this.returned.splice(0);
+    const { store } = this.init;
+    const verified = new Set<string>();
+    const outcomes = this.init.db.db
+      .transaction(() =>
+        batch.map(({ copy }) => {
+          try {
+            // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
+            this.init.db.db.transaction(() => {
+              store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
+              const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
+              if (settled.outcome === "verified" && store.jobs.job(copy.job.id).state === "verified") {
+                verified.add(copy.job.id);
+              }
+            })();
+            return undefined;
+          } catch (err) {
+            return err;
+          }
+        }),
+      )
+      .immediate();
+    for (const [i, { resolve, reject }] of batch.entries()) {
+      const err = outcomes[i];
+      if (err === undefined) resolve();
+      else reject(err);
+    }
+    for (const jobId of verified) this.init.onVerified(jobId);
   }
 
   /** A copy did not come back: decide what its provider's failure means for the copy and the provider. */

@@ -156,17 +156,16 @@ export class AggregatorStore {
   /** Stores a returned copy's result and what it cost, in one transaction; see `JobStore.recordResult`. */
   recordCopy(assignmentId: string, bytes: Uint8Array, usage: CopyUsage): { duplicate: boolean } {
     const sha256 = new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
-    return this.db
-      .transaction(() => {
-        const { duplicate } = this.jobs.recordResult(assignmentId, { sha256, bytes });
-        if (!duplicate) {
-          this.db
-            .query("UPDATE assignments SET compute_ms = ?, input_tokens = ?, output_tokens = ? WHERE id = ?")
-            .run(usage.computeMs, usage.inputTokens, usage.outputTokens, assignmentId);
-        }
-        return { duplicate };
-      })
-      .immediate();
+    const record = () => {
+      const { duplicate } = this.jobs.recordResult(assignmentId, { sha256, bytes });
+      if (!duplicate) {
+        this.db
+          .query("UPDATE assignments SET compute_ms = ?, input_tokens = ?, output_tokens = ? WHERE id = ?")
+          .run(usage.computeMs, usage.inputTokens, usage.outputTokens, assignmentId);
+      }
+      return { duplicate };
+    };
+    return this.db.inTransaction ? record() : this.db.transaction(record).immediate();
   }
 
   /** Work units a copy is paid for: generated tokens for prompts, records for tensors. */
