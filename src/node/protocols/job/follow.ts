@@ -1,6 +1,7 @@
 import type { PeerId } from "@libp2p/interface";
 import { JobNotFoundError } from "../../../jobs/errors.ts";
 import { abortReason } from "../../../util/abort.ts";
+import { TimeoutError } from "../../../util/errors.ts";
 import type { JobEvent } from "../../aggregator/api.ts";
 import { RemoteJobError } from "./errors.ts";
 import type { JobErrorCode } from "./messages.ts";
@@ -42,7 +43,8 @@ export interface Watcher {
 /**
  * Watches `jobId` on `peer` until it finishes and returns the `finished` event. Throws
  * `JobNotFoundError` at once, the caller's abort as `AbortedError` (or `TimeoutError`), and, once
- * the reconnect window has passed with no watch reopened, the last error.
+ * the reconnect window has passed with no watch reopened, the last error (or a `TimeoutError` when
+ * the window ran out during a try).
  */
 export async function followJob(
   service: Watcher,
@@ -54,10 +56,21 @@ export async function followJob(
   const windowMs = options.reconnectWindowMs ?? RECONNECT_WINDOW_MS;
   let brokenSince = performance.now();
   let attempt = 0;
+  let last: Error | undefined;
   for (;;) {
+    // Each try is also cut off when the window passes, so a dial that hangs cannot outlast it.
+    const tryCall = new AbortController();
+    const onAbort = () => tryCall.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const leftMs = Math.max(0, windowMs - (performance.now() - brokenSince));
+    const windowTimer = setTimeout(() => {
+      const why = last ? `; the last failure: ${last.message}` : "";
+      tryCall.abort(new TimeoutError(`no watch of job ${jobId} on ${peer} could be opened for ${windowMs} ms${why}`));
+    }, leftMs);
     let connected = false;
     try {
-      for await (const event of service.watch(peer, jobId, signal ? { signal } : {})) {
+      for await (const event of service.watch(peer, jobId, { signal: tryCall.signal })) {
+        if (!connected) clearTimeout(windowTimer);
         connected = true;
         attempt = 0;
         options.onEvent(event);
@@ -67,12 +80,18 @@ export async function followJob(
     } catch (err) {
       if (signal?.aborted) throw abortReason(signal);
       if (!(err instanceof Error) || final(err)) throw err;
+      // The window passed during this try.
+      if (tryCall.signal.aborted) throw err;
+      last = err;
       if (connected) brokenSince = performance.now();
       const delay = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** attempt);
       if (performance.now() + delay - brokenSince > windowMs) throw err;
       attempt += 1;
       options.onReconnect?.(attempt, err);
       await pause(delay, signal);
+    } finally {
+      clearTimeout(windowTimer);
+      signal?.removeEventListener("abort", onAbort);
     }
   }
 }
