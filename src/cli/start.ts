@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { DEFAULT_FEE_PERCENT, parseFee } from "../jobs/fee.ts";
 import { resolveLocalModel } from "../models/local.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
@@ -14,20 +15,30 @@ export const startCommand = defineCommand({
   name: "start",
   usage: [
     "start --provider --models stories260k,mnist-8 [--price 20]",
+    "start --aggregator [--fee 1%] [--provider --models ...]",
     "start [--bootstrap MULTIADDR]... [--listen MULTIADDR]...",
   ],
   details: `Runs a node in the foreground until Ctrl-C, logging to stderr. With --provider it serves the
 given catalog models (downloaded and verified first) and announces them, with this machine's hardware,
-price and load, to the network. Without it, the node is a client and relay: \`infernet run\`, \`peers\`
+price and load, to the network. With --aggregator it also takes batch jobs from clients (\`infernet
+submit\`), runs every shard on several providers, verifies and merges the results, for a fee of 0.5%
+to 2% of what the providers are paid. Without either, the node is a client and relay: \`infernet run\`, \`peers\`
 and \`status\` on this machine use its connections through the local control socket.
 
 Examples:
   infernet start --provider --models stories260k,mnist-8 --price 20
+  infernet start --aggregator --fee 1%
   infernet start --bootstrap /ip4/192.0.2.10/udp/7707/quic-v1/p2p/12D3KooW...`,
   options: {
     provider: { type: "boolean", description: "Serve models to the network" },
     models: { type: "string", multiple: true, value: "NAMES", description: "Models to serve, comma-separated" },
     price: { type: "string", value: "SATS", description: "Price in satoshis per 1,000 tokens (default: config price)" },
+    aggregator: { type: "boolean", description: "Take batch jobs from clients and run them across providers" },
+    fee: {
+      type: "string",
+      value: "PERCENT",
+      description: `Aggregator fee, 0.5% to 2% (default ${DEFAULT_FEE_PERCENT}%)`,
+    },
     json: { type: "boolean", description: "Print the node's status as one JSON line once it is up" },
     ...NETWORK_OPTIONS,
   },
@@ -41,6 +52,8 @@ Examples:
     if (values.provider && !names.length) {
       throw new UsageError("start: --provider needs --models", { hint: "e.g. --models stories260k,mnist-8" });
     }
+    if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
+    const feePercent = values.fee !== undefined ? parseFee(values.fee) : DEFAULT_FEE_PERCENT;
     const price = numberFlag("start", "price", values.price, 0, 1_000_000);
     if (price !== undefined) ctx.overrides.price = price;
     applyNetworkOptions(ctx, values);
@@ -62,7 +75,13 @@ Examples:
         }),
       );
     }
-    const node = await InfernetNode.start({ config, store, serve, signal: ctx.signal });
+    const node = await InfernetNode.start({
+      config,
+      store,
+      serve,
+      signal: ctx.signal,
+      ...(values.aggregator ? { aggregator: { feePercent } } : {}),
+    });
     try {
       await using _control = await startControlServer(node, config.home);
       // Up and serving: from here on the log goes to stderr too (a refusal before this point is one line).
@@ -71,7 +90,7 @@ Examples:
       else {
         const s = node.status();
         ctx.stdout.write(
-          `Infernet node ${s.peerId} (${s.mode}${serve.length ? `: ${serve.map((m) => m.name).join(", ")} at ${s.price} sats/1k tokens` : ""})\n` +
+          `Infernet node ${s.peerId} (${s.mode}${serve.length ? `: ${serve.map((m) => m.name).join(", ")} at ${s.price} sats/1k tokens` : ""}${s.aggregator ? `; aggregator, ${s.aggregator.feePercent}% fee` : ""})\n` +
             `Listening on:\n${s.addresses.map((a) => `  ${a}`).join("\n")}\nPress Ctrl-C to stop.\n`,
         );
       }

@@ -11,12 +11,15 @@ import type { Store } from "../store/db.ts";
 import { errorMessage } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
+import { Aggregator } from "./aggregator/aggregator.ts";
+import { nodeNetwork } from "./aggregator/network.ts";
 import { configuredEngines } from "./engines.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import { type InferLoad, type InferService, inferProtocol } from "./protocols/infer/index.ts";
+import { type JobService, jobProtocol } from "./protocols/job/index.ts";
 import { type ShardService, shardProtocol } from "./protocols/shard/index.ts";
 
 /**
@@ -46,13 +49,18 @@ export interface StartNodeOptions {
   ephemeral?: boolean;
   /** Engines to serve with (default: configured from `config`). */
   engines?: Record<RuntimeName, Engine>;
+  /** Run an aggregator on this node (it may serve models too), taking this fee. */
+  aggregator?: { feePercent: number };
   signal?: AbortSignal;
 }
 
 export interface NodeStatus {
   peerId: string;
   version: string;
-  mode: "provider" | "client";
+  /** What it does for the network: serves models, runs jobs for clients (and perhaps serves too), or neither. */
+  mode: "provider" | "aggregator" | "client";
+  /** Set when the node is an aggregator: its fee and the copies it has in flight per provider. */
+  aggregator?: { feePercent: number; inFlight: Record<string, number> };
   addresses: string[];
   startedAt: number;
   uptimeMs: number;
@@ -71,9 +79,13 @@ export interface PeerRow {
   record: CapabilityRecord | undefined;
 }
 
-type InfernetHost = Host & { services: { infer: InferService; shard: ShardService; capability: CapabilityService } };
+type InfernetHost = Host & {
+  services: { infer: InferService; shard: ShardService; job: JobService; capability: CapabilityService };
+};
 
 export class InfernetNode implements AsyncDisposable {
+  /** Set when the node runs an aggregator (`start --aggregator`). */
+  aggregator: Aggregator | undefined;
   private readonly latency = new Map<string, { ms: number; at: number }>();
   private readonly pinging = new Map<string, Promise<number | undefined>>();
 
@@ -94,13 +106,15 @@ export class InfernetNode implements AsyncDisposable {
       ? (options.engines ?? (await configuredEngines(config, store, options.signal)))
       : undefined;
     const served = new Map(serving.filter((m) => m.sha256).map((m) => [m.sha256 as string, m]));
-    const hardware = serving.length
+    const announces = serving.length > 0 || options.aggregator !== undefined;
+    const hardware = announces
       ? await detectHardware({ ...(options.signal ? { signal: options.signal } : {}) })
       : undefined;
     if (hardware && engines) await selfBenchIfMissing(store, hardware, engines, serving, options.signal);
     const bench = hardware ? benchmarksOf(store, hardware) : {};
 
     let host: InfernetHost | undefined;
+    let node: InfernetNode | undefined;
     const describe = () => {
       if (!host || !hardware) throw new Error("node not started");
       const load = host.services.infer.load();
@@ -123,6 +137,7 @@ export class InfernetNode implements AsyncDisposable {
         price: { satsPer1kTokens: price },
         load: { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent },
         reputation: { completed: load.served, failed: load.failed },
+        ...(options.aggregator ? { aggregator: { feePercent: options.aggregator.feePercent } } : {}),
       };
     };
 
@@ -139,12 +154,23 @@ export class InfernetNode implements AsyncDisposable {
         infer: inferProtocol({ served: () => served, ...(announced ? { engines: announced } : {}) }),
         // Aggregators send providers whole shards of batch jobs over this one.
         shard: shardProtocol({ served: () => served, ...(announced ? { engines: announced } : {}) }),
-        capability: capabilityService(serving.length ? { describe } : {}),
+        // Clients submit batch jobs to an aggregator over this one.
+        job: jobProtocol(options.aggregator ? { aggregator: () => node?.aggregator } : {}),
+        capability: capabilityService(announces ? { describe } : {}),
       },
     })) as InfernetHost;
     // Load (and calibrate) every served model now, so the first request does not pay for it.
     for (const m of serving) await engines?.[m.runtime].preload(m, options.signal ? { signal: options.signal } : {});
-    const node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap);
+    node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap);
+    if (options.aggregator) {
+      node.aggregator = new Aggregator({
+        network: nodeNetwork(node),
+        store,
+        home: config.home,
+        feePercent: options.aggregator.feePercent,
+      });
+      node.aggregator.start();
+    }
     // Dial the bootstrap peers now rather than after the bootstrap module's delay (see host.ts).
     await node.dialBootstrap(options.signal);
     log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serving.map((m) => m.name) });
@@ -172,6 +198,11 @@ export class InfernetNode implements AsyncDisposable {
     return this.host.services.infer;
   }
 
+  /** Client side of the job protocol: submit to, follow and fetch from aggregators. */
+  get jobs(): JobService {
+    return this.host.services.job;
+  }
+
   get capability(): CapabilityService {
     return this.host.services.capability;
   }
@@ -197,7 +228,7 @@ export class InfernetNode implements AsyncDisposable {
     return {
       peerId: this.peerId,
       version: VERSION,
-      mode: this.serving.length ? "provider" : "client",
+      mode: this.serving.length ? "provider" : this.aggregator ? "aggregator" : "client",
       addresses: this.addresses(),
       startedAt: this.startedAt,
       uptimeMs: Date.now() - this.startedAt,
@@ -206,6 +237,14 @@ export class InfernetNode implements AsyncDisposable {
       load: this.infer.load(),
       models: this.serving.map((m) => ({ name: m.name, sha256: m.sha256 ?? "", runtime: m.runtime })),
       price: this.price,
+      ...(this.aggregator
+        ? {
+            aggregator: {
+              feePercent: this.aggregator.feePercent,
+              inFlight: Object.fromEntries(this.aggregator.inFlight()),
+            },
+          }
+        : {}),
     };
   }
 
@@ -263,6 +302,7 @@ export class InfernetNode implements AsyncDisposable {
   }
 
   async stop(): Promise<void> {
+    await this.aggregator?.stop();
     await this.host.stop();
     if (this.engines) await Promise.all(Object.values(this.engines).map((e) => e.dispose()));
     log.info("node stopped", { peerId: this.peerId });
