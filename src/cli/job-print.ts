@@ -18,21 +18,17 @@ export function shortId(id: string): string {
   return id.length > SHORT_ID_CHARS + 1 ? `${id.slice(0, SHORT_ID_CHARS)}…` : id;
 }
 
-/** What the job cost, when the aggregator's report says (the payments issue fills this in). */
-export function reportCostMsat(report: JobReport): number | undefined {
-  const cost: unknown = (report as { costMsat?: unknown }).costMsat;
-  return typeof cost === "number" && Number.isFinite(cost) ? cost : undefined;
-}
-
 export function formatMsat(msat: number): string {
   return msat >= 1_000
     ? `${(msat / 1_000).toLocaleString("en-US", { maximumFractionDigits: 3 })} sats`
     : `${msat} msat`;
 }
 
+/** `1,234 sats (providers 1,222 sats + 1% fee 12 sats)`; a report read from a store has no cost. */
 function costText(report: JobReport): string {
-  const cost = reportCostMsat(report);
-  return cost === undefined ? "not reported" : formatMsat(cost);
+  const { cost } = report;
+  if (!cost) return "not reported";
+  return `${formatMsat(cost.totalMsat)} (providers ${formatMsat(cost.providersMsat)} + ${cost.feePercent}% fee ${formatMsat(cost.feeMsat)})`;
 }
 
 /** The lines `submit` and `job --wait` end with. */
@@ -58,8 +54,9 @@ export function formatReport(report: JobReport): string {
     lines.push("providers:");
     for (const p of report.providers) {
       const c = p.copies;
+      const paid = report.cost?.byProvider[p.provider];
       lines.push(
-        `  ${p.provider}  verified ${c.verified}, returned ${c.returned}, running ${c.running + c.leased}, failed ${c.failed}, reassigned ${c.reassigned}  compute ${formatDuration(p.computeMs / 1000)}`,
+        `  ${p.provider}  verified ${c.verified}, returned ${c.returned}, running ${c.running + c.leased}, failed ${c.failed}, reassigned ${c.reassigned}  compute ${formatDuration(p.computeMs / 1000)}${paid !== undefined ? `  ${formatMsat(paid)}` : ""}`,
       );
     }
   }

@@ -32,7 +32,11 @@ export async function followAndFetch(
   const aggregator = aggregatorOf(job);
   const view = options.json ? undefined : new JobProgressView(ctx.stderr, job.submittedAt);
   let state: JobState | undefined;
+  // One line per outage, not one per retry: set when a watch breaks, cleared by the next event.
+  let reconnecting = false;
   const onEvent = (event: JobEvent) => {
+    if (reconnecting && view) view.note("reconnected to the aggregator");
+    reconnecting = false;
     if (event.job.state !== state) {
       state = event.job.state;
       submitted.update(job.jobId, job.aggregator, state, event.job.error);
@@ -46,6 +50,8 @@ export async function followAndFetch(
       signal: ctx.signal,
       onEvent,
       onReconnect: (reason) => {
+        if (reconnecting) return;
+        reconnecting = true;
         const text = `lost the aggregator (${reason}); reconnecting`;
         if (view) view.note(text);
         else jsonLine(ctx, { event: "reconnecting", reason });
@@ -53,7 +59,7 @@ export async function followAndFetch(
     });
   } catch (err) {
     view?.finish();
-    if (err instanceof AbortedError || ctx.signal.aborted) {
+    if (ctx.signal.aborted) {
       throw new AbortedError(`stopped following job ${job.jobId}; it keeps running on aggregator ${job.aggregator}`, {
         hint: `resume with \`infernet job ${job.jobId} --wait\``,
       });

@@ -33,7 +33,7 @@ was submitted). --wait follows a running job to the end and writes its output, a
     if (values.wait) {
       if (!submitted) throw notSubmittedHere(id, held(store, id) !== undefined);
       await using access = await jobAccess(ctx, [aggregatorOf(submitted)]);
-      return followAndFetch(ctx, access, submitted, { json });
+      return await followAndFetch(ctx, access, submitted, { json });
     }
     let report = held(store, id);
     if (!report) {

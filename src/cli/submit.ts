@@ -121,7 +121,7 @@ Examples:
       if (json) jsonLine(ctx, { event: "submitted", jobId: job.jobId, aggregator: job.aggregator, created: false });
       else ctx.stderr.write(`job ${job.jobId} was submitted before (same input and options); following it\n`);
       if (values.detach) return detached(ctx, job.jobId, json);
-      return followAndFetch(ctx, access, job, { json });
+      return await followAndFetch(ctx, access, job, { json });
     }
 
     const home = ctx.config().home;
@@ -168,7 +168,7 @@ Examples:
       );
     }
     if (values.detach) return detached(ctx, job.jobId, json);
-    return followAndFetch(ctx, access, job, { json });
+    return await followAndFetch(ctx, access, job, { json });
   },
 });
 
