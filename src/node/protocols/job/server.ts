@@ -65,11 +65,6 @@ export class JobServer {
     for (const call of this.calls) call.abort(new AbortedError("the aggregator is stopping"));
   }
 
-  /** Uploads in progress. */
-  activeUploads(): number {
-    return this.uploads;
-  }
-
   readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
     const client = connection.remotePeer.toString();
     const lp = wireStream(stream, MAX_SHARD_FRAME_BYTES);
