@@ -1,7 +1,8 @@
+import type { JobReport } from "../jobs/job-report.ts";
 import type { JobState } from "../jobs/states.ts";
 import { type SubmittedJob, SubmittedJobs } from "../jobs/submitted-jobs.ts";
 import type { JobEvent } from "../node/aggregator/api.ts";
-import type { AggregatorRef, JobOps } from "../node/control/jobs-ops.ts";
+import type { AggregatorRef, JobOps, OutputFetched } from "../node/control/jobs-ops.ts";
 import { AbortedError, RuntimeError } from "../util/errors.ts";
 import type { CliContext } from "./command.ts";
 import { formatSummary } from "./job-print.ts";
@@ -76,9 +77,18 @@ export async function followAndFetch(
 
   // Resumed from `<output>.partial` after a cut; sha256-checked before it takes the output's name.
   if (!options.json) ctx.stderr.write(`job ${job.jobId} verified; fetching its output\n`);
-  const output = await access.fetchOutput(aggregator, job.jobId, job.outputPath, { signal: ctx.signal });
-  submitted.update(job.jobId, job.aggregator, "fetched");
-  const report = await access.report(aggregator, job.jobId, ctx.signal);
+  let output: OutputFetched;
+  let report: JobReport;
+  try {
+    output = await access.fetchOutput(aggregator, job.jobId, job.outputPath, { signal: ctx.signal });
+    submitted.update(job.jobId, job.aggregator, "fetched");
+    report = await access.report(aggregator, job.jobId, ctx.signal);
+  } catch (err) {
+    if (!ctx.signal.aborted) throw err;
+    throw new AbortedError(`stopped fetching the output of job ${job.jobId}`, {
+      hint: `resume with \`infernet job ${job.jobId} --wait\``,
+    });
+  }
   if (options.json) {
     jsonLine(ctx, { event: "output", jobId: job.jobId, path: job.outputPath, ...output });
     jsonLine(ctx, { event: "report", report });
