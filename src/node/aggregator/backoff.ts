@@ -2,6 +2,10 @@
  * Which providers the aggregator leaves alone for a while, and for how long. A provider that failed
  * is skipped for a time that doubles with each failure in a row (up to a cap) and is forgiven by its
  * next success; a busy one is skipped briefly; one that sent a bad result waits longest.
+ *
+ * A provider that vanished (went silent, its stream broke) is also suspect until it signs a new
+ * capability record: a live provider re-announces within seconds (its load changes), a dead one
+ * never does, so its leftover record (valid for minutes) stops drawing copies into the void.
  */
 
 /** First pause after a lost copy (provider vanished, silent, stream broke). */
@@ -18,12 +22,15 @@ export type FailureKind = "lost" | "busy" | "severe";
 export class Backoff {
   private readonly until = new Map<string, number>();
   private readonly streak = new Map<string, number>();
+  /** Providers lost at this time, cleared by a record issued after it. */
+  private readonly suspect = new Map<string, number>();
 
   failed(provider: string, now: number, kind: FailureKind): void {
     if (kind === "busy") {
       this.until.set(provider, Math.max(this.until.get(provider) ?? 0, now + BUSY_BACKOFF_MS));
       return;
     }
+    if (kind === "lost") this.suspect.set(provider, now);
     const n = (this.streak.get(provider) ?? 0) + 1;
     this.streak.set(provider, n);
     const base = kind === "severe" ? SEVERE_BACKOFF_MS : BACKOFF_BASE_MS;
@@ -32,11 +39,16 @@ export class Backoff {
 
   succeeded(provider: string): void {
     this.streak.delete(provider);
+    this.suspect.delete(provider);
   }
 
-  /** Providers still paused at `now`. */
-  excluded(now: number): string[] {
+  /** Providers still paused at `now`, or suspect with no record issued since (`issuedAt` by peer). */
+  excluded(now: number, issuedAt: (provider: string) => number | undefined = () => undefined): string[] {
     const out: string[] = [];
+    for (const [provider, lostAt] of this.suspect) {
+      if ((issuedAt(provider) ?? 0) > lostAt) this.suspect.delete(provider);
+      else out.push(provider);
+    }
     for (const [provider, until] of this.until) {
       if (until > now) out.push(provider);
       else this.until.delete(provider);

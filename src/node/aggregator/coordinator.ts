@@ -197,7 +197,8 @@ export class Coordinator {
     for (const sha of models) this.refreshProviders(sha, now);
     const records = dedupe(models.flatMap((sha) => network.knownProviders(sha)));
     const snapshots = unfinished.map((j) => planJob(store, this.init.db.db, j));
-    const exclude = new Set([network.self, ...this.backoff.excluded(now)]);
+    const issued = new Map(records.map((r) => [r.peerId, r.issuedAt]));
+    const exclude = new Set([network.self, ...this.backoff.excluded(now, (p) => issued.get(p))]);
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
       maxInFlight: this.init.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
