@@ -50,8 +50,8 @@ export class Backoff {
       else out.push(provider);
     }
     for (const [provider, until] of this.until) {
-      if (until > now) out.push(provider);
-      else this.until.delete(provider);
+      if (until <= now) this.until.delete(provider);
+      else if (!out.includes(provider)) out.push(provider);
     }
     return out;
   }
