@@ -1,5 +1,15 @@
 import { createHash, type Hash } from "node:crypto";
-import { closeSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import type { PeerId } from "@libp2p/interface";
 import { IntegrityError } from "../../../util/errors.ts";
 import { WIRE_VERSION } from "../../wire.ts";
@@ -87,6 +97,8 @@ export async function fetchJobOutput(
     }
   } finally {
     close();
+    // A failed first try leaves no empty partial file behind.
+    if (existsSync(partial) && statSync(partial).size === 0) rmSync(partial, { force: true });
   }
 }
 

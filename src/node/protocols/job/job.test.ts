@@ -254,6 +254,7 @@ describe("watch, output and report", () => {
     await expect(theirs.fetchOutput(aggregator.peerId, jobId, dest)).rejects.toMatchObject({
       name: "JobNotFoundError",
     });
+    expect(existsSync(`${dest}.partial`)).toBe(false);
   });
 
   test("report returns the aggregator's report", async () => {
