@@ -1,3 +1,4 @@
+import { IdempotencyConflictError, JobNotFoundError } from "../jobs/errors.ts";
 import {
   AbortedError,
   ConfigError,
@@ -33,8 +34,10 @@ export const EXIT = {
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError) return EXIT.usage;
-  if (err instanceof UnknownModelError || err instanceof FileNotFoundError) return EXIT.notFound;
-  if (err instanceof InvalidInputError) return EXIT.invalidInput;
+  if (err instanceof UnknownModelError || err instanceof FileNotFoundError || err instanceof JobNotFoundError) {
+    return EXIT.notFound;
+  }
+  if (err instanceof InvalidInputError || err instanceof IdempotencyConflictError) return EXIT.invalidInput;
   if (err instanceof DownloadError) return EXIT.download;
   if (err instanceof IntegrityError) return EXIT.integrity;
   if (err instanceof RuntimeError) return EXIT.runtime;

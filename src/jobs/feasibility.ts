@@ -1,6 +1,6 @@
 import type { CapabilityRecord } from "../node/protocols/capability/messages.ts";
 import { DEFAULT_TOKENS_PER_SECOND, rankProviders } from "../node/select.ts";
-import { InfernetError, NoProviderError } from "../util/errors.ts";
+import { NoProviderError, TimeoutError } from "../util/errors.ts";
 
 /**
  * The scheduler's arithmetic: how long a shard takes on a provider, how many copies a provider may
@@ -36,8 +36,8 @@ export class PriceTooLowError extends NoProviderError {
   }
 }
 
-/** The job cannot finish before its deadline at the providers' measured speeds. */
-export class DeadlineTooShortError extends InfernetError {
+/** The job cannot finish before its deadline at the providers' measured speeds (a timeout foreseen). */
+export class DeadlineTooShortError extends TimeoutError {
   constructor(
     message: string,
     /** When the job is expected to finish, Unix ms. */

@@ -25,6 +25,8 @@ import { AggregatorStore } from "./store.ts";
  */
 const log = logger("aggregator");
 
+/** Largest job (all shard payloads together) an aggregator stores for one client submission. */
+export const MAX_JOB_UPLOAD_BYTES = 4 * 1024 ** 3;
 /** Watchers get a progress event at most this often. */
 export const PROGRESS_INTERVAL_MS = 200;
 /** A watcher looks at its job at least this often even when told nothing (a missed wake-up costs no more). */
@@ -116,6 +118,7 @@ export class Aggregator implements AggregatorApi {
     const uploadId = crypto.randomUUID();
     try {
       let next = 0;
+      let bytes = 0;
       for await (const shard of shards) {
         throwIfAborted(signal);
         const range = ranges[next];
@@ -127,7 +130,14 @@ export class Aggregator implements AggregatorApi {
         if (shard.payload.kind !== header.kind) {
           throw new InvalidInputError(`shard ${shard.index} carries ${shard.payload.kind}, the job ${header.kind}`);
         }
-        this.store.stageShard(uploadId, shard.index, encode(shardToWire(shard)));
+        const payload = encode(shardToWire(shard));
+        bytes += payload.byteLength;
+        if (bytes > MAX_JOB_UPLOAD_BYTES) {
+          throw new InvalidInputError(`the job is larger than the ${MAX_JOB_UPLOAD_BYTES} bytes an aggregator stores`, {
+            hint: "split it into several jobs",
+          });
+        }
+        this.store.stageShard(uploadId, shard.index, payload);
         next++;
       }
       throwIfAborted(signal);

@@ -152,6 +152,7 @@ const ERRORS: Record<string, new (message: string, options?: { hint?: string }) 
   ModelNotServedError,
   // Refusals whose own classes carry extra figures arrive as their base kind.
   PriceTooLowError: NoProviderError,
+  DeadlineTooShortError: TimeoutError,
 };
 
 /** The node's typed error, rebuilt on this side so exit codes match a local run. */
