@@ -2,6 +2,7 @@ import { JobNotFoundError } from "../jobs/errors.ts";
 import { JobReader } from "../jobs/job-reader.ts";
 import type { JobReport } from "../jobs/job-report.ts";
 import { SubmittedJobs } from "../jobs/submitted-jobs.ts";
+import { AggregatorStore } from "../node/aggregator/store.ts";
 import type { Store } from "../store/db.ts";
 import { UsageError } from "../util/errors.ts";
 import { defineCommand } from "./command.ts";
@@ -49,7 +50,9 @@ was submitted). --wait follows a running job to the end and writes its output, a
 /** The report of a job this home holds as an aggregator, read from its own store. */
 function held(store: Store, id: string): JobReport | undefined {
   try {
-    return new JobReader(store).report(id);
+    // A job this home ran as an aggregator has its cost too; any other stored job the plain report.
+    const aggregator = new AggregatorStore(store);
+    return aggregator.holds(id) ? aggregator.report(id) : new JobReader(store).report(id);
   } catch (err) {
     if (err instanceof JobNotFoundError) return undefined;
     throw err;

@@ -187,21 +187,8 @@ export class Aggregator implements AggregatorApi {
   }
 
   report(jobId: string, client: string): JobReport {
-    const meta = this.store.owned(jobId, client);
-    const report = this.store.jobs.report(jobId);
-    const byProvider = this.store.costs(jobId, meta.kind);
-    const providersMsat = Math.ceil([...byProvider.values()].reduce((a, b) => a + b, 0));
-    const feeMsat = Math.ceil((providersMsat * meta.feePercent) / 100);
-    return {
-      ...report,
-      cost: {
-        providersMsat,
-        feeMsat,
-        totalMsat: providersMsat + feeMsat,
-        feePercent: meta.feePercent,
-        byProvider: Object.fromEntries([...byProvider].map(([p, msat]) => [p, Math.ceil(msat)])),
-      },
-    };
+    this.store.owned(jobId, client);
+    return this.store.report(jobId);
   }
 
   /** Copies in flight by provider (status display, tests). */

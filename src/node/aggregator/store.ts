@@ -1,4 +1,6 @@
 import { IdempotencyConflictError, JobNotFoundError } from "../../jobs/errors.ts";
+import { feeMsat } from "../../jobs/fee.ts";
+import type { JobReport } from "../../jobs/job-report.ts";
 import { JobStore } from "../../jobs/job-store.ts";
 import type { ShardPayload, ShardPlan } from "../../jobs/records.ts";
 import { canonicalJson } from "../../jobs/rows.ts";
@@ -191,6 +193,29 @@ export class AggregatorStore {
     const out = new Map<string, number>();
     for (const r of rows) out.set(r.provider, (out.get(r.provider) ?? 0) + r.units * (r.price ?? 0));
     return out;
+  }
+
+  /** The job's report with what it cost: the providers' verified copies at their prices, plus the fee. */
+  report(jobId: string): JobReport {
+    const meta = this.meta(jobId);
+    const byProvider = this.costs(jobId, meta.kind);
+    const providersMsat = Math.ceil([...byProvider.values()].reduce((a, b) => a + b, 0));
+    const fee = feeMsat(providersMsat, meta.feePercent);
+    return {
+      ...this.jobs.report(jobId),
+      cost: {
+        providersMsat,
+        feeMsat: fee,
+        totalMsat: providersMsat + fee,
+        feePercent: meta.feePercent,
+        byProvider: Object.fromEntries([...byProvider].map(([p, msat]) => [p, Math.ceil(msat)])),
+      },
+    };
+  }
+
+  /** Whether this database holds the job as its aggregator. */
+  holds(jobId: string): boolean {
+    return this.metaOrUndefined(jobId) !== undefined;
   }
 
   setOutput(jobId: string, output: OutputInfo): void {
