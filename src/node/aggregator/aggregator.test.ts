@@ -140,8 +140,16 @@ function correct(path: string): { records: number; correct: number; indices: num
   };
 }
 
-function aggregator(store: Store, network: AggregatorNetwork, home: string, quietTimeoutMs = 500): Aggregator {
-  return new Aggregator({ network, store, home, feePercent: 1, quietTimeoutMs, unplaceableGraceMs: 2_000 });
+function aggregator(store: Store, network: AggregatorNetwork, home: string, quietTimeoutMs = 2_000): Aggregator {
+  return new Aggregator({
+    network,
+    store,
+    home,
+    feePercent: 1,
+    quietTimeoutMs,
+    firstFrameTimeoutMs: quietTimeoutMs,
+    unplaceableGraceMs: 2_000,
+  });
 }
 
 describe("aggregator over a simulated network", () => {
