@@ -16,6 +16,7 @@ import {
   toJob,
   toShard,
 } from "./rows.ts";
+import type { JobState } from "./states.ts";
 
 /** Read-only queries over jobs, shards and assignments; `JobStore` adds the state changes. */
 export class JobReader {
@@ -140,6 +141,27 @@ export class JobReader {
       .all(jobId)
       .map(toAssignment);
     return jobReport(job, this.shards(jobId), assignments, this.now());
+  }
+
+  protected redundancy(jobId: string): number {
+    const row = this.db.query<{ redundancy: number }, [string]>("SELECT redundancy FROM jobs WHERE id = ?").get(jobId);
+    return row?.redundancy ?? 1;
+  }
+
+  /** A job's state and shard counters without parsing its spec (asked on every state change). */
+  protected jobState(jobId: string): Pick<JobRecord, "state" | "shardCount" | "shardsReturned" | "shardsVerified"> {
+    const row = this.db
+      .query<{ state: JobState; shard_count: number; shards_returned: number; shards_verified: number }, [string]>(
+        "SELECT state, shard_count, shards_returned, shards_verified FROM jobs WHERE id = ?",
+      )
+      .get(jobId);
+    if (!row) throw new JobNotFoundError(`no job ${jobId}`);
+    return {
+      state: row.state,
+      shardCount: row.shard_count,
+      shardsReturned: row.shards_returned,
+      shardsVerified: row.shards_verified,
+    };
   }
 
   protected jobRow(column: "id" | "idempotency_key", value: string): JobRow | null {

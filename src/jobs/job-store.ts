@@ -108,9 +108,9 @@ export class JobStore extends JobReader {
   lease(shardId: number, provider: string, leaseMs: number): AssignmentRecord {
     return this.tx(() => {
       const shard = this.shard(shardId);
-      const job = this.job(shard.jobId);
+      const job = this.jobState(shard.jobId);
       if (TERMINAL_JOB_STATES.includes(job.state) || TERMINAL_SHARD_STATES.includes(shard.state)) {
-        throw new IllegalTransitionError(`shard ${shardId} of ${job.state} job ${job.id} is ${shard.state}`);
+        throw new IllegalTransitionError(`shard ${shardId} of ${job.state} job ${shard.jobId} is ${shard.state}`);
       }
       if (shard.missing <= 0) throw new LeaseRefusedError(`shard ${shardId} already has all its copies`);
       const id = this.newId();
@@ -318,7 +318,7 @@ export class JobStore extends JobReader {
     this.moveAssignment(a, to, { ended_at: this.now(), reason }, false);
     if (countRetry) this.db.query("UPDATE shards SET retries = retries + 1 WHERE id = ?").run(a.shardId);
     const shard = this.shard(a.shardId);
-    if (shard.retries > this.maxShardRetries && !TERMINAL_JOB_STATES.includes(this.job(a.jobId).state)) {
+    if (shard.retries > this.maxShardRetries && !TERMINAL_JOB_STATES.includes(this.jobState(a.jobId).state)) {
       this.failJob(a.jobId, `shard ${shard.index} lost ${shard.retries} copies`);
       return;
     }
@@ -380,7 +380,7 @@ export class JobStore extends JobReader {
   }
 
   private refreshJob(jobId: string, now: number): void {
-    const job = this.job(jobId);
+    const job = this.jobState(jobId);
     if (TERMINAL_JOB_STATES.includes(job.state)) return;
     let to: JobState = "running";
     if (job.shardsVerified === job.shardCount) to = "verified";
@@ -391,10 +391,5 @@ export class JobStore extends JobReader {
       .query("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?")
       .run(to, now, to === "verified" ? now : null, jobId);
     if (to === "verified") log.info("job verified", { job: jobId });
-  }
-
-  private redundancy(jobId: string): number {
-    const row = this.db.query<{ redundancy: number }, [string]>("SELECT redundancy FROM jobs WHERE id = ?").get(jobId);
-    return row?.redundancy ?? 1;
   }
 }

@@ -20,8 +20,7 @@ export function jobDir(home: string, jobId: string): string {
 }
 
 export async function mergeJob(store: AggregatorStore, home: string, jobId: string): Promise<OutputInfo> {
-  const { jobs } = store;
-  const job = jobs.job(jobId);
+  const job = store.jobs.job(jobId);
   const meta = store.meta(jobId);
   const dir = jobDir(home, jobId);
   await mkdir(dir, { recursive: true });
@@ -35,17 +34,19 @@ export async function mergeJob(store: AggregatorStore, home: string, jobId: stri
     ...(vision ? { outputKind: vision.outputKind, ...(vision.labels ? { classNames: vision.labels } : {}) } : {}),
   });
   try {
-    for (const shard of jobs.shards(jobId)) {
-      const copies = jobs.assignments(shard.id).filter((a) => a.state === "verified");
-      const first = copies[0];
-      const stored = first && jobs.result(first.id);
-      if (!first || !stored || !("bytes" in stored)) throw new Error(`shard ${shard.index} has no verified result`);
-      await merger.add(
-        resultFromBytes(
-          stored.bytes,
-          copies.map((c) => c.provider),
-        ),
-      );
+    // Every verified copy in shard order, in one query; a shard's first copy carries the result bytes.
+    const rows = store.verifiedCopies(jobId);
+    for (let i = 0; i < rows.length; ) {
+      const shard = rows[i]?.shard as number;
+      const providers: string[] = [];
+      let bytes: Uint8Array | undefined;
+      for (; i < rows.length && rows[i]?.shard === shard; i++) {
+        const row = rows[i] as (typeof rows)[number];
+        providers.push(row.provider);
+        bytes ??= row.bytes ?? undefined;
+      }
+      if (!bytes) throw new Error(`shard ${shard} has no verified result`);
+      await merger.add(resultFromBytes(bytes, providers));
     }
     await merger.finish();
   } finally {

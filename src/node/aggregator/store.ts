@@ -218,6 +218,17 @@ export class AggregatorStore {
     return this.metaOrUndefined(jobId) !== undefined;
   }
 
+  /** A job's verified copies in shard order (provider, and the result bytes). */
+  verifiedCopies(jobId: string): { shard: number; provider: string; bytes: Uint8Array | null }[] {
+    return this.db
+      .query<{ shard: number; provider: string; bytes: Uint8Array | null }, [string]>(
+        `SELECT s.idx AS shard, a.provider, a.result_bytes AS bytes
+         FROM assignments a JOIN shards s ON s.id = a.shard_id
+         WHERE a.job_id = ? AND a.state = 'verified' ORDER BY s.idx, a.rowid`,
+      )
+      .all(jobId);
+  }
+
   setOutput(jobId: string, output: OutputInfo): void {
     this.db
       .query(
