@@ -2,6 +2,7 @@ import type { PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
+import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
 import { detectHardware, type HardwareInfo, machineFingerprint } from "../runtime/hardware/index.ts";
@@ -12,6 +13,7 @@ import { errorMessage } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
 import { Aggregator } from "./aggregator/aggregator.ts";
+import { runLocalShard } from "./aggregator/local-shard.ts";
 import { nodeNetwork } from "./aggregator/network.ts";
 import { configuredEngines } from "./engines.ts";
 import { createHost, type Host } from "./host.ts";
@@ -20,7 +22,7 @@ import { type CapabilityService, capabilityService } from "./protocols/capabilit
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import { type InferLoad, type InferService, inferProtocol } from "./protocols/infer/index.ts";
 import { type JobService, jobProtocol } from "./protocols/job/index.ts";
-import { type ShardService, shardProtocol } from "./protocols/shard/index.ts";
+import { type RunShardOptions, type ShardEvent, type ShardService, shardProtocol } from "./protocols/shard/index.ts";
 
 /**
  * An Infernet node: the libp2p host plus Infernet's protocols, the engines it serves with, and what
@@ -218,6 +220,13 @@ export class InfernetNode implements AsyncDisposable {
     const engine = model && this.engines?.[model.runtime];
     if (!model || !engine) throw new Error(`this node does not serve ${sha256}`);
     return engine.run(model, request, signal ? { signal } : {});
+  }
+
+  /** Runs a batch shard on a model this node serves, with its own engines (its aggregator's own copies). */
+  runShardHere(sha256: string, shard: Shard, options: RunShardOptions = {}): AsyncIterable<ShardEvent> {
+    const model = this.serving.find((m) => m.sha256 === sha256);
+    if (!model || !this.engines) throw new Error(`this node does not serve ${sha256}`);
+    return runLocalShard(this.peerId, model, this.engines, shard, options);
   }
 
   addresses(): string[] {

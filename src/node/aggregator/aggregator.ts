@@ -113,7 +113,8 @@ export class Aggregator implements AggregatorApi {
         copies: [],
       })),
     };
-    checkSchedulable(draft, providers, this.now(), { exclude: new Set([this.init.network.self]) });
+    const own = this.init.network.knownProviders(spec.model.sha256).filter((r) => r.peerId === this.init.network.self);
+    checkSchedulable(draft, [...own, ...providers], this.now());
 
     const uploadId = crypto.randomUUID();
     try {

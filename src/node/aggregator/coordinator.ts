@@ -208,7 +208,8 @@ export class Coordinator {
     const records = dedupe(models.flatMap((sha) => network.knownProviders(sha)));
     const snapshots = unfinished.map((j) => planJob(store, this.init.db.db, j));
     const issued = new Map(records.map((r) => [r.peerId, r.issuedAt]));
-    const exclude = new Set([network.self, ...this.backoff.excluded(now, (p) => issued.get(p))]);
+    // This node is among the providers when it serves the model (its copies run on its own engines).
+    const exclude = new Set(this.backoff.excluded(now, (p) => issued.get(p)));
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
       maxInFlight: this.init.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,

@@ -13,12 +13,20 @@ export interface AggregatorNetwork {
   readonly self: string;
   /** A network lookup (DHT + record fetch), bounded by `PROVIDER_LOOKUP_TIMEOUT_MS`. */
   findProviders(sha256: string, signal?: AbortSignal): Promise<CapabilityRecord[]>;
-  /** Providers known now (valid records in the directory), without the network. */
+  /** Providers known now (valid records in the directory, and this node if it serves the model), without the network. */
   knownProviders(sha256: string): CapabilityRecord[];
   runShard(peer: string, model: ModelRef, shard: Shard, options: RunShardOptions): AsyncIterable<ShardEvent>;
 }
 
+/**
+ * The aggregator's view of its node. When the node also serves a job's model it is one of the
+ * providers (its own record included), and its copies run on its own engines (local-shard.ts).
+ */
 export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
+  const own = (sha256: string) => {
+    const record = node.capability.current();
+    return record && node.serves(sha256) ? [record] : [];
+  };
   return {
     self: node.peerId,
     findProviders: (sha256, signal) =>
@@ -26,13 +34,18 @@ export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
         timeoutMs: PROVIDER_LOOKUP_TIMEOUT_MS,
         ...(signal ? { signal } : {}),
       }),
-    knownProviders: (sha256) => node.capability.directory.providersOf(sha256).filter((r) => r.peerId !== node.peerId),
+    knownProviders: (sha256) => [
+      ...own(sha256),
+      ...node.capability.directory.providersOf(sha256).filter((r) => r.peerId !== node.peerId),
+    ],
     runShard: (peer, model, shard, options) =>
-      node.host.services.shard.runShard(
-        peerIdFromString(peer),
-        { name: model.name, sha256: model.sha256 },
-        shard,
-        options,
-      ),
+      peer === node.peerId
+        ? node.runShardHere(model.sha256, shard, options)
+        : node.host.services.shard.runShard(
+            peerIdFromString(peer),
+            { name: model.name, sha256: model.sha256 },
+            shard,
+            options,
+          ),
   };
 }
