@@ -5,14 +5,10 @@ import type { NodeStatus } from "../../src/node/node.ts";
 import { BUN, CLI, infernet } from "./cli.ts";
 import { SHARED_MODELS, tempDir } from "./paths.ts";
 
-/** Loopback listen addresses for test nodes: free ports, QUIC and TCP, never mDNS. */
-export const TEST_LISTEN = [
-  "--listen",
-  "/ip4/127.0.0.1/udp/0/quic-v1",
-  "--listen",
-  "/ip4/127.0.0.1/tcp/0",
-  "--no-mdns",
-];
+/** Loopback addresses test nodes listen on: free ports, QUIC and TCP. */
+const LOOPBACK = ["/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"];
+/** The same as `infernet start` flags, never mDNS. */
+export const TEST_LISTEN = [...LOOPBACK.flatMap((a) => ["--listen", a]), "--no-mdns"];
 /** Longest wait for a node process to come up. */
 const START_TIMEOUT_MS = 30_000;
 
@@ -26,6 +22,9 @@ export interface NodeProcess {
   /** Everything the node wrote to stderr so far (its log), for failure messages. */
   log(): string;
 }
+
+/** How to run a node's process listening on `listen` (fixed ports on a restart). */
+type Launcher = (listen: string[]) => { argv: string[]; env: Record<string, string> };
 
 /**
  * A network of real `infernet start` processes on 127.0.0.1, each with its own INFERNET_HOME,
@@ -42,10 +41,66 @@ export class TestNetwork implements AsyncDisposable {
     return home;
   }
 
-  async start(name: string, args: string[]): Promise<NodeProcess> {
-    const home = this.home(name);
-    const proc = Bun.spawn([BUN, CLI, "start", "--json", ...TEST_LISTEN, ...args], {
-      env: { ...process.env, INFERNET_HOME: home, INFERNET_MODEL_MIRROR: SHARED_MODELS, INFERNET_LOG: "info" },
+  private readonly launchers = new Map<NodeProcess, Launcher>();
+
+  /** Runs `infernet start --json` with `args`, on loopback, in a fresh home. */
+  start(name: string, args: string[]): Promise<NodeProcess> {
+    return this.launch(name, this.home(name), LOOPBACK, (listen) => ({
+      argv: [CLI, "start", "--json", ...listen.flatMap((a) => ["--listen", a]), "--no-mdns", ...args],
+      env: {},
+    }));
+  }
+
+  /**
+   * Runs a script that starts a node of its own (a fixture such as a lying provider) in a fresh
+   * home. Like `infernet start --json`, it prints the node's status as one JSON line once it is up;
+   * it reads its settings from the environment (INFERNET_LISTEN on loopback, mDNS off, plus `env`).
+   */
+  startScript(
+    name: string,
+    script: string,
+    args: string[] = [],
+    env: Record<string, string> = {},
+  ): Promise<NodeProcess> {
+    return this.launch(name, this.home(name), LOOPBACK, (listen) => ({
+      argv: [script, ...args],
+      env: { INFERNET_LISTEN: listen.join(","), ...env },
+    }));
+  }
+
+  /** SIGKILL, as a crash: no goodbye to its peers, nothing flushed. Resolves once the process is gone. */
+  async kill(node: NodeProcess): Promise<void> {
+    node.proc.kill("SIGKILL");
+    await node.proc.exited;
+  }
+
+  /**
+   * Runs a stopped node again with its home (so its identity and store) and its ports, so the
+   * multiaddrs its peers and clients recorded stay valid. The new process replaces it in `nodes`.
+   */
+  async restart(node: NodeProcess): Promise<NodeProcess> {
+    const launcher = this.launchers.get(node);
+    if (!launcher) throw new Error(`${node.name} is not a node of this network`);
+    if (node.proc.exitCode === null && node.proc.signalCode === null) throw new Error(`${node.name} is still running`);
+    const listen = node.status.addresses
+      .filter((a) => a.startsWith("/ip4/127.0.0.1/"))
+      .map((a) => a.replace(/\/p2p\/.*$/, ""));
+    this.nodes.splice(this.nodes.indexOf(node), 1);
+    this.launchers.delete(node);
+    return await this.launch(node.name, node.home, listen, launcher);
+  }
+
+  private async launch(name: string, home: string, listen: string[], launcher: Launcher): Promise<NodeProcess> {
+    const { argv, env } = launcher(listen);
+    const proc = Bun.spawn([BUN, ...argv], {
+      env: {
+        ...process.env,
+        INFERNET_HOME: home,
+        INFERNET_MODEL_MIRROR: SHARED_MODELS,
+        INFERNET_LOG: "info",
+        INFERNET_MDNS: "false",
+        ...env,
+      },
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
@@ -63,6 +118,7 @@ export class TestNetwork implements AsyncDisposable {
     if (!quic) throw new Error(`${name} has no QUIC address: ${status.addresses.join(", ")}`);
     const node: NodeProcess = { name, home, status, quic, proc, log: () => stderr };
     this.nodes.push(node);
+    this.launchers.set(node, launcher);
     return node;
   }
 
