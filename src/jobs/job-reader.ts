@@ -149,7 +149,7 @@ export class JobReader {
   }
 
   /** A job's state and shard counters without parsing its spec (asked on every state change). */
-  protected jobState(jobId: string): Pick<JobRecord, "state" | "shardCount" | "shardsReturned" | "shardsVerified"> {
+  jobState(jobId: string): Pick<JobRecord, "state" | "shardCount" | "shardsReturned" | "shardsVerified"> {
     const row = this.db
       .query<{ state: JobState; shard_count: number; shards_returned: number; shards_verified: number }, [string]>(
         "SELECT state, shard_count, shards_returned, shards_verified FROM jobs WHERE id = ?",

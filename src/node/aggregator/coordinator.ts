@@ -339,7 +339,7 @@ export class Coordinator {
             this.init.db.db.transaction(() => {
               store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
               const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
-              if (settled.outcome === "verified" && store.jobs.job(copy.job.id).state === "verified") {
+              if (settled.outcome === "verified" && store.jobs.jobState(copy.job.id).state === "verified") {
                 verified.add(copy.job.id);
               }
             })();

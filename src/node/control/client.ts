@@ -20,6 +20,7 @@ import {
 } from "../../util/errors.ts";
 import type { NetworkEvent } from "../client.ts";
 import type { NodeStatus, PeerRow } from "../node.ts";
+import { ndjsonLines } from "./ndjson.ts";
 import { CONTROL_SOCKET, type RunBody, type RunStreamLine, requestToWire, tensorFromWire } from "./protocol.ts";
 
 /** Longest wait for the node to answer a status or peers call. */
@@ -95,27 +96,19 @@ export class ControlClient {
       throw new NodeNotRunningError(`the node stopped answering: ${errorMessage(cause)}`, { cause });
     }
     if (!res.ok || !res.body) throw await errorFrom(res);
-    let buffered = "";
-    const decoder = new TextDecoder();
+    const oversized = () => new RuntimeError("the node sent an oversized line");
     try {
-      for await (const chunk of res.body) {
-        buffered += decoder.decode(chunk, { stream: true });
-        if (buffered.length > MAX_LINE_BYTES) throw new RuntimeError("the node sent an oversized line");
-        let newline = buffered.indexOf("\n");
-        while (newline >= 0) {
-          const line = JSON.parse(buffered.slice(0, newline)) as RunStreamLine;
-          buffered = buffered.slice(newline + 1);
-          newline = buffered.indexOf("\n");
-          if (line.type === "heartbeat") continue;
-          if (line.type === "error") throw rebuild(line);
-          if (line.type === "tensors") {
-            yield {
-              type: "tensors",
-              outputs: Object.fromEntries(Object.entries(line.outputs).map(([k, t]) => [k, tensorFromWire(t)])),
-            };
-          } else yield line;
-          if (line.type === "done") return;
-        }
+      for await (const text of ndjsonLines(res.body, MAX_LINE_BYTES, oversized)) {
+        const line = JSON.parse(text) as RunStreamLine;
+        if (line.type === "heartbeat") continue;
+        if (line.type === "error") throw rebuild(line);
+        if (line.type === "tensors") {
+          yield {
+            type: "tensors",
+            outputs: Object.fromEntries(Object.entries(line.outputs).map(([k, t]) => [k, tensorFromWire(t)])),
+          };
+        } else yield line;
+        if (line.type === "done") return;
       }
     } catch (err) {
       if (options.signal?.aborted) throw new AbortedError("interrupted");

@@ -22,6 +22,7 @@ import {
   type JobUploadLine,
   OUTPUT_HEADERS,
 } from "./jobs-protocol.ts";
+import { ndjsonLines } from "./ndjson.ts";
 
 /**
  * `JobOps` through a running node's control socket: the node talks to the aggregator with its own
@@ -178,16 +179,6 @@ async function sha256Of(path: string): Promise<string> {
 }
 
 async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<JobStreamLine> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  for await (const chunk of body) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let newline = buffered.indexOf("\n");
-    while (newline >= 0) {
-      yield JSON.parse(buffered.slice(0, newline)) as JobStreamLine;
-      buffered = buffered.slice(newline + 1);
-      newline = buffered.indexOf("\n");
-    }
-    if (buffered.length > MAX_EVENT_LINE_CHARS) throw new RuntimeError("the node sent an oversized events line");
-  }
+  const oversized = () => new RuntimeError("the node sent an oversized events line");
+  for await (const line of ndjsonLines(body, MAX_EVENT_LINE_CHARS, oversized)) yield JSON.parse(line) as JobStreamLine;
 }

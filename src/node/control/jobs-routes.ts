@@ -20,7 +20,7 @@ import {
   MAX_UPLOAD_LINE_CHARS,
   OUTPUT_HEADERS,
 } from "./jobs-protocol.ts";
-import { CONTROL_HEARTBEAT_MS } from "./protocol.ts";
+import { errorLine, ndjsonLines, ndjsonResponse } from "./ndjson.ts";
 
 /**
  * The daemon's side of the batch-job endpoints (see jobs-protocol.ts): each one is `nodeJobOps` on
@@ -68,7 +68,11 @@ function aggregatorOf(url: URL): AggregatorRef {
 
 async function upload(node: InfernetNode, req: Request): Promise<Response> {
   if (!req.body) throw new UsageError("an upload needs a body");
-  const lines = ndjsonLines(req.body, MAX_UPLOAD_LINE_CHARS);
+  const lines = ndjsonLines(
+    req.body,
+    MAX_UPLOAD_LINE_CHARS,
+    () => new InvalidInputError(`an upload line is over ${MAX_UPLOAD_LINE_CHARS} characters`),
+  );
   const first = await lines.next();
   if (first.done) throw new UsageError("an upload starts with its header line");
   let header: unknown;
@@ -128,54 +132,13 @@ async function output(
 }
 
 function events(node: InfernetNode, aggregator: AggregatorRef, jobId: string, req: Request): Response {
-  const encoder = new TextEncoder();
-  let quietSince = Date.now();
-  let heartbeat: ReturnType<typeof setInterval> | undefined;
-  const stream = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      const send = (line: JobStreamLine) => {
-        quietSince = Date.now();
-        try {
-          controller.enqueue(encoder.encode(`${JSON.stringify(line)}\n`));
-        } catch {
-          // The client is gone; its request signal stops the follow.
-        }
-      };
-      // Bun drops a connection idle for 10 s: a job can be quiet for longer.
-      heartbeat = setInterval(() => {
-        if (Date.now() - quietSince >= CONTROL_HEARTBEAT_MS) send({ type: "heartbeat" });
-      }, CONTROL_HEARTBEAT_MS);
-      try {
-        await nodeJobOps(node).follow(aggregator, jobId, {
-          signal: req.signal,
-          onEvent: (event) => send(eventToLine(event)),
-          onReconnect: (reason) => send({ type: "reconnecting", reason }),
-        });
-      } catch (err) {
-        if (!req.signal.aborted) send(errorLine(err));
-      } finally {
-        clearInterval(heartbeat);
-      }
-      try {
-        controller.close();
-      } catch {
-        // already cancelled by the client
-      }
-    },
-    cancel() {
-      clearInterval(heartbeat);
-    },
+  return ndjsonResponse<JobStreamLine>(req.signal, async (send) => {
+    await nodeJobOps(node).follow(aggregator, jobId, {
+      signal: req.signal,
+      onEvent: (event) => send(eventToLine(event)),
+      onReconnect: (reason) => send({ type: "reconnecting", reason }),
+    });
   });
-  return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
-}
-
-function errorLine(err: unknown): Extract<JobStreamLine, { type: "error" }> {
-  return {
-    type: "error",
-    name: err instanceof Error ? err.name : "Error",
-    message: errorMessage(err),
-    ...(err instanceof InfernetError && err.hint ? { hint: err.hint } : {}),
-  };
 }
 
 function errorResponse(err: unknown): Response {
@@ -189,22 +152,4 @@ function errorResponse(err: unknown): Response {
           : 500;
   if (status === 500) log.warn("job request failed", { err: errorMessage(err) });
   return Response.json(errorLine(err), { status });
-}
-
-/** The lines of an NDJSON body, refusing any longer than `maxChars`. */
-async function* ndjsonLines(body: ReadableStream<Uint8Array>, maxChars: number): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  for await (const chunk of body) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let newline = buffered.indexOf("\n");
-    while (newline >= 0) {
-      yield buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      newline = buffered.indexOf("\n");
-    }
-    if (buffered.length > maxChars) throw new InvalidInputError(`an upload line is over ${maxChars} characters`);
-  }
-  buffered += decoder.decode();
-  if (buffered.trim() !== "") yield buffered;
 }

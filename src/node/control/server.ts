@@ -1,15 +1,15 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { InferenceRequest } from "../../runtime/engine.ts";
-import { ConfigError, errorMessage, InfernetError } from "../../util/errors.ts";
+import { ConfigError, errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { runOnNetwork } from "../client.ts";
 import type { InfernetNode } from "../node.ts";
 import { probeControl } from "./client.ts";
 import { MAX_JOB_UPLOAD_BYTES } from "./jobs-protocol.ts";
 import { routeJobs } from "./jobs-routes.ts";
+import { ndjsonResponse } from "./ndjson.ts";
 import {
-  CONTROL_HEARTBEAT_MS,
   CONTROL_SOCKET,
   MAX_CONTROL_BODY_BYTES,
   MAX_SOCKET_PATH,
@@ -92,53 +92,14 @@ async function run(node: InfernetNode, req: Request): Promise<Response> {
         ...(body.maxPrice !== undefined ? { maxPrice: body.maxPrice } : {}),
         ...(body.deadlineMs !== undefined ? { deadlineMs: body.deadlineMs } : {}),
       });
-  const encoder = new TextEncoder();
-  const line = (l: RunStreamLine) => encoder.encode(`${JSON.stringify(l)}\n`);
-  let quietSince = Date.now();
-  let heartbeat: ReturnType<typeof setInterval> | undefined;
-  const stream = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      const send = (l: RunStreamLine) => {
-        quietSince = Date.now();
-        try {
-          controller.enqueue(line(l));
-        } catch {
-          // The client is gone (the stream was cancelled); its request signal stops the work.
-        }
-      };
-      heartbeat = setInterval(() => {
-        if (Date.now() - quietSince >= CONTROL_HEARTBEAT_MS) send({ type: "heartbeat" });
-      }, CONTROL_HEARTBEAT_MS);
-      try {
-        for await (const event of events) {
-          if (event.type === "tensors") {
-            const outputs = Object.fromEntries(Object.entries(event.outputs).map(([k, t]) => [k, tensorToWire(t)]));
-            send({ type: "tensors", outputs });
-          } else send(event);
-        }
-      } catch (err) {
-        if (!req.signal.aborted) {
-          send({
-            type: "error",
-            name: err instanceof Error ? err.name : "Error",
-            message: errorMessage(err),
-            ...(err instanceof InfernetError && err.hint ? { hint: err.hint } : {}),
-          });
-        }
-      } finally {
-        clearInterval(heartbeat);
-      }
-      try {
-        controller.close();
-      } catch {
-        // already cancelled by the client
-      }
-    },
-    cancel() {
-      clearInterval(heartbeat);
-    },
+  return ndjsonResponse<RunStreamLine>(req.signal, async (send) => {
+    for await (const event of events) {
+      if (event.type === "tensors") {
+        const outputs = Object.fromEntries(Object.entries(event.outputs).map(([k, t]) => [k, tensorToWire(t)]));
+        send({ type: "tensors", outputs });
+      } else send(event);
+    }
   });
-  return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
 }
 
 function json(value: unknown, status = 200): Response {
