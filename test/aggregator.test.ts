@@ -32,6 +32,8 @@ let providers: NodeProcess[];
 const MAX_TOKENS = 24;
 /** Shards of the jobs that kill a node: small, so the job is still running when the kill comes. */
 const KILL_SHARD_SIZE = 250;
+/** Longest wait for a provider with copies in flight, to kill. */
+const BUSY_WAIT_MS = 30_000;
 
 beforeAll(async () => {
   aggregator = await net.start("aggregator", ["--aggregator", "--fee", "1%"]);
@@ -240,12 +242,14 @@ test("a provider killed (SIGKILL) mid-job: the job completes right; the report s
 
 /** A provider with copies of a running job in flight, as the aggregator's status tells. */
 async function busyProvider(): Promise<NodeProcess> {
-  for (;;) {
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  while (Date.now() < deadline) {
     const r = await infernet(["status", "--json"], { home: aggregator.home });
     const inFlight = (JSON.parse(r.stdout) as NodeStatus).aggregator?.inFlight ?? {};
     const busy = providers.find((p) => (inFlight[p.status.peerId] ?? 0) > 0);
     if (busy) return busy;
   }
+  throw new Error(`no provider had a copy in flight within ${BUSY_WAIT_MS} ms`);
 }
 
 /** A UDP port on 127.0.0.1 that nothing listens on (bound, then let go). */
