@@ -1,6 +1,6 @@
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
-import { abortReason } from "../util/abort.ts";
+import { abortReason, sleep } from "../util/abort.ts";
 import { AbortedError, DownloadError, errorMessage, IntegrityError, TimeoutError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import type { CatalogFile } from "./catalog.ts";
@@ -155,7 +155,7 @@ export async function downloadFile(
         log.warn("source failed", { source: source.label, attempt, err });
         // A source that answered (or sent bytes) before failing is flaky, not dead: resume from it.
         if (err.retryable && (progressed > 0 || answered) && attempt < MAX_ATTEMPTS_PER_SOURCE) {
-          await delay(RETRY_DELAY_MS * attempt, signal);
+          await sleep(RETRY_DELAY_MS * attempt, signal);
           continue;
         }
         failures.push(err);
@@ -204,20 +204,6 @@ function localFailure(err: unknown, dest: string): Error {
   return new DownloadError(`cannot write ${partialPaths(dest).partial}: ${errorMessage(err)}`, {
     hint: "check free disk space and the permissions of the models directory (INFERNET_MODELS_DIR)",
     cause: err,
-  });
-}
-
-function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(abortReason(signal));
-      },
-      { once: true },
-    );
   });
 }
 

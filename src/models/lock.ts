@@ -1,7 +1,7 @@
 import { readFileSync, statSync, unlinkSync, utimesSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { hostname } from "node:os";
-import { abortReason, throwIfAborted } from "../util/abort.ts";
+import { sleep, throwIfAborted } from "../util/abort.ts";
 import { logger } from "../util/logger.ts";
 
 const log = logger("models:lock");
@@ -127,19 +127,4 @@ function removeQuietly(path: string): void {
   } catch {
     // Already gone.
   }
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortReason(signal));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortReason(signal as AbortSignal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -12,3 +12,19 @@ export function abortReason(signal: AbortSignal): Error {
   if (reason instanceof DOMException && reason.name === "TimeoutError") return new TimeoutError("the deadline passed");
   return new AbortedError("cancelled");
 }
+
+/** Waits `ms`; rejects at once with the typed abort error when `signal` aborts first (or already has). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(abortReason(signal));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortReason(signal as AbortSignal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

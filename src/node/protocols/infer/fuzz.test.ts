@@ -4,6 +4,7 @@ import { STORIES_GGUF, STORIES_SHA256 } from "../../../../test/helpers/paths.ts"
 import type { InferenceEvent, LocalModel } from "../../../runtime/engine.ts";
 import { createLlamaEngine, type LlamaEngine } from "../../../runtime/llama/engine.ts";
 import { decode, encode, WIRE_VERSION, wireStream } from "../../wire.ts";
+import { fuzzRandom } from "../fuzz-random.ts";
 import { INFER_PROTOCOL, type InferService, inferProtocol } from "./index.ts";
 import { MAX_REQUEST_FRAME_BYTES, MAX_RESPONSE_FRAME_BYTES, ResponseMessageSchema } from "./messages.ts";
 import { eventually } from "./test-engines.ts";
@@ -58,21 +59,8 @@ afterAll(async () => {
   await engine?.dispose();
 });
 
-/** mulberry32: a seeded generator, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-const random = prng(20261126);
-const int = (n: number) => Math.floor(random() * n);
-const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T;
-const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
+// Seeded, so a failing case can be replayed.
+const { random, int, pick, bytes } = fuzzRandom(20261126);
 const withRequest = (patch: Record<string, unknown>) => ({ ...VALID, request: { ...VALID.request, ...patch } });
 const tensorRequest = (t: unknown) => ({ ...VALID, request: { kind: "tensor", inputs: { x: t } } });
 

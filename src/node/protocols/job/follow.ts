@@ -1,6 +1,6 @@
 import type { PeerId } from "@libp2p/interface";
 import { JobNotFoundError } from "../../../jobs/errors.ts";
-import { abortReason } from "../../../util/abort.ts";
+import { abortReason, sleep } from "../../../util/abort.ts";
 import { TimeoutError } from "../../../util/errors.ts";
 import type { JobEvent } from "../../aggregator/api.ts";
 import { RemoteJobError } from "./errors.ts";
@@ -88,7 +88,7 @@ export async function followJob(
       if (performance.now() + delay - brokenSince > windowMs) throw err;
       attempt += 1;
       options.onReconnect?.(attempt, err);
-      await pause(delay, signal);
+      await sleep(delay, signal);
     } finally {
       clearTimeout(windowTimer);
       signal?.removeEventListener("abort", onAbort);
@@ -99,19 +99,4 @@ export async function followJob(
 function final(err: Error): boolean {
   if (err instanceof JobNotFoundError) return true;
   return err instanceof RemoteJobError && FINAL_CODES.includes(err.code);
-}
-
-/** Waits `ms`, or rejects with the typed abort error when `signal` aborts first. */
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortReason(signal as AbortSignal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

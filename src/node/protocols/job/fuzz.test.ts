@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { decode, encode, WIRE_VERSION, wireStream } from "../../wire.ts";
+import { fuzzRandom } from "../fuzz-random.ts";
 import { eventually } from "../infer/test-engines.ts";
 import { connect, framed, type TestHost, testHost, varint } from "../infer/test-hosts.ts";
 import { JOB_PROTOCOL, type JobService, jobProtocol } from "./index.ts";
@@ -33,21 +34,8 @@ afterAll(async () => {
   await Promise.all([client?.stop(), aggregator?.stop()]);
 });
 
-/** mulberry32: a seeded generator, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-const random = prng(20261127);
-const int = (n: number) => Math.floor(random() * n);
-const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T;
-const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
+// Seeded, so a failing case can be replayed.
+const { int, pick, bytes } = fuzzRandom(20261127);
 
 let keys = 0;
 const PLAN = { records: 5, shardSize: 2, shardCount: 3 };

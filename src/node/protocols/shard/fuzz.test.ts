@@ -5,6 +5,7 @@ import type { LocalModel } from "../../../runtime/engine.ts";
 import { createLlamaEngine, type LlamaEngine } from "../../../runtime/llama/engine.ts";
 import { createOnnxEngine, type OnnxEngine } from "../../../runtime/onnx/engine.ts";
 import { decode, encode, WIRE_VERSION, wireStream } from "../../wire.ts";
+import { fuzzRandom } from "../fuzz-random.ts";
 import { eventually } from "../infer/test-engines.ts";
 import { connect, framed, type TestHost, testHost, varint } from "../infer/test-hosts.ts";
 import { SHARD_PROTOCOL, type ShardEvent, type ShardService, shardProtocol } from "./index.ts";
@@ -68,21 +69,8 @@ afterAll(async () => {
   await Promise.all([llama?.dispose(), onnx?.dispose()]);
 });
 
-/** mulberry32: a seeded generator, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-const random = prng(20261126);
-const int = (n: number) => Math.floor(random() * n);
-const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T;
-const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
+// Seeded, so a failing case can be replayed.
+const { random, int, pick, bytes } = fuzzRandom(20261126);
 const withShard = (patch: Record<string, unknown>) => ({ ...VALID, shard: { ...SHARD, ...patch } });
 const mnistShard = (payload: unknown, count = 1) => ({
   ...VALID,
