@@ -80,7 +80,8 @@ export class JobReader {
   }
 
   /**
-   * Shards of a job that still need copies and that `provider` holds none of, in input order.
+   * Shards of a job that still need copies and that `provider` holds none of (and had none
+   * rejected), in input order.
    * Cost grows with the shards this provider holds that still wait for other copies (its window).
    */
   leasableShards(jobId: string, provider: string, limit: number): ShardRecord[] {
@@ -88,7 +89,7 @@ export class JobReader {
       .query<ShardRow, [string, string, number]>(
         `SELECT ${SHARD_COLUMNS} FROM shards s WHERE job_id = ? AND missing > 0
            AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.shard_id = s.id AND a.provider = ?
-                             AND a.state IN ('leased', 'running', 'returned', 'verified'))
+                             AND a.state IN ('leased', 'running', 'returned', 'verified', 'failed', 'disputed'))
          ORDER BY idx LIMIT ?`,
       )
       .all(jobId, provider, limit)
@@ -162,6 +163,20 @@ export class JobReader {
       shardsReturned: row.shards_returned,
       shardsVerified: row.shards_verified,
     };
+  }
+
+  /**
+   * Whether the provider's copy of this shard was rejected or disputed: it may not compute the shard
+   * again, or it could outvote an honest provider with a second copy of its own wrong result.
+   */
+  rejectedBefore(shardId: number, provider: string): boolean {
+    return (
+      this.db
+        .query<{ n: number }, [number, string]>(
+          "SELECT count(*) AS n FROM assignments WHERE shard_id = ? AND provider = ? AND state IN ('failed', 'disputed')",
+        )
+        .get(shardId, provider)?.n !== 0
+    );
   }
 
   protected jobRow(column: "id" | "idempotency_key", value: string): JobRow | null {

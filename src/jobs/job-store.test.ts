@@ -264,7 +264,10 @@ describe("job store", () => {
     s.jobs.reject(a.id, "wrong shape");
     expect(s.jobs.job(job.id)).toMatchObject({ state: "running", shardsReturned: 0 });
     expect(s.jobs.shard(a.shardId)).toMatchObject({ state: "reassigned", missing: 1, retries: 1 });
-    expect(s.jobs.leaseNext(job.id, "peerA", LEASE_MS)?.shardId).toBe(a.shardId);
+    // Not to the provider whose copy was rejected: to another one.
+    expect(s.jobs.leaseNext(job.id, "peerA", LEASE_MS)).toBeUndefined();
+    expect(() => s.jobs.lease(a.shardId, "peerA", LEASE_MS)).toThrow(/rejected/);
+    expect(s.jobs.leaseNext(job.id, "peerB", LEASE_MS)?.shardId).toBe(a.shardId);
   });
 
   test("jobs past their deadline are listed so the scheduler can fail them", () => {

@@ -113,6 +113,9 @@ export class JobStore extends JobReader {
         throw new IllegalTransitionError(`shard ${shardId} of ${job.state} job ${shard.jobId} is ${shard.state}`);
       }
       if (shard.missing <= 0) throw new LeaseRefusedError(`shard ${shardId} already has all its copies`);
+      if (this.rejectedBefore(shardId, provider)) {
+        throw new LeaseRefusedError(`provider ${provider} had a copy of shard ${shardId} rejected`);
+      }
       const id = this.newId();
       const now = this.now();
       try {
@@ -232,6 +235,14 @@ export class JobStore extends JobReader {
     });
   }
 
+  /** A returned copy disagrees with the others: it keeps its result, and the shard gets a tie-breaking copy. */
+  dispute(assignmentId: string, reason: string): AssignmentRecord {
+    return this.tx(() => {
+      this.loseCopy(this.assignment(assignmentId), "disputed", reason);
+      return this.assignment(assignmentId);
+    });
+  }
+
   /**
    * Moves every lease whose deadline is at or before `now` to `reassigned` (reason "lease expired")
    * so its shard can be leased again; returns the expired assignments.
@@ -256,23 +267,22 @@ export class JobStore extends JobReader {
   }
 
   /**
-   * Accepts `sha256` as a returned shard's result: copies that returned it become verified, copies
-   * that returned something else and copies still in flight are failed.
+   * Accepts `sha256` as a returned shard's result: copies that returned it (disputed ones included)
+   * become verified, copies that returned something else and copies still in flight are failed.
    */
   verifyShard(shardId: number, sha256: string): ShardRecord {
     return this.tx(() => {
       const shard = this.shard(shardId);
       assertShardTransition(String(shardId), shard.state, "verified");
       const copies = this.assignments(shardId);
-      if (!copies.some((a) => a.state === "returned" && a.resultSha256 === sha256)) {
+      if (!copies.some((a) => (a.state === "returned" || a.state === "disputed") && a.resultSha256 === sha256)) {
         throw new ResultConflictError(`no copy of shard ${shardId} returned ${sha256}`);
       }
       const now = this.now();
       for (const a of copies) {
-        if (a.state === "returned" && a.resultSha256 === sha256)
-          this.moveAssignment(a, "verified", { ended_at: now }, false);
-        else if (a.state === "returned")
-          this.moveAssignment(a, "failed", { ended_at: now, reason: "result rejected" }, false);
+        const held = a.state === "returned" || a.state === "disputed";
+        if (held && a.resultSha256 === sha256) this.moveAssignment(a, "verified", { ended_at: now }, false);
+        else if (held) this.moveAssignment(a, "failed", { ended_at: now, reason: "result rejected" }, false);
         else if (a.state === "leased" || a.state === "running") {
           this.moveAssignment(a, "failed", { ended_at: now, reason: "shard already verified" }, false);
         }
@@ -292,7 +302,7 @@ export class JobStore extends JobReader {
       this.db
         .query(
           `UPDATE assignments SET state = 'failed', ended_at = ?, reason = ?
-           WHERE job_id = ? AND state IN ('leased', 'running')`,
+           WHERE job_id = ? AND state IN ('leased', 'running', 'disputed')`,
         )
         .run(now, `job failed: ${reason}`, jobId);
       this.db
@@ -314,7 +324,12 @@ export class JobStore extends JobReader {
     return this.db.transaction(fn).immediate();
   }
 
-  private loseCopy(a: AssignmentRecord, to: "reassigned" | "failed", reason: string, countRetry = true): void {
+  private loseCopy(
+    a: AssignmentRecord,
+    to: "reassigned" | "failed" | "disputed",
+    reason: string,
+    countRetry = true,
+  ): void {
     this.moveAssignment(a, to, { ended_at: this.now(), reason }, false);
     if (countRetry) this.db.query("UPDATE shards SET retries = retries + 1 WHERE id = ?").run(a.shardId);
     const shard = this.shard(a.shardId);
@@ -349,7 +364,7 @@ export class JobStore extends JobReader {
       )
       .all(shardId);
     for (const { state, n } of rows) {
-      if (state === "failed" || state === "reassigned") counts.lost += n;
+      if (state === "failed" || state === "reassigned" || state === "disputed") counts.lost += n;
       else counts[state] += n;
     }
     const redundancy = this.redundancy(shard.jobId);

@@ -66,6 +66,11 @@ export interface PlanShard {
   missing: number;
   /** Live copies: leased, running, returned or verified. */
   copies: readonly PlanCopy[];
+  /**
+   * Providers that must not get this shard again: their copy of it was rejected (a wrong or
+   * disagreeing result). A second copy from the same provider is no independent check.
+   */
+  excluded?: readonly string[];
 }
 
 export interface PlanJob extends JobTerms {
@@ -266,7 +271,7 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
     return true;
   };
 
-  const holdersOf = (s: PlanShard) => new Set(s.copies.map((c) => c.provider));
+  const holdersOf = (s: PlanShard) => new Set([...s.copies.map((c) => c.provider), ...(s.excluded ?? [])]);
   for (const shard of job.shards) {
     if (free <= 0) return;
     if (shard.done || shard.missing <= 0) continue;

@@ -39,7 +39,7 @@ export function leaseSpeculative(
       if (copies.length >= job.spec.redundancy + MAX_SPECULATIVE_COPIES) {
         throw new LeaseRefusedError(`shard ${shardId} already has ${copies.length} copies`);
       }
-      if (copies.some((a) => a.provider === provider)) {
+      if (copies.some((a) => a.provider === provider) || reader.rejectedBefore(shardId, provider)) {
         throw new LeaseRefusedError(`provider ${provider} already holds a copy of shard ${shardId}`);
       }
       store.db

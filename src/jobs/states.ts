@@ -7,13 +7,23 @@ import { IllegalTransitionError } from "./errors.ts";
  * - An assignment is one provider's lease on one copy of a shard: it starts `leased`, may be
  *   `running`, ends `returned` then `verified` (or `failed` when its result is rejected), or is
  *   `reassigned` when its lease expires or its provider is lost, which frees the copy for another.
+ *   A returned copy whose result disagrees with the others' is `disputed`: it frees its place for
+ *   a tie-breaking copy but keeps its result, and ends `verified` if the tie-break agrees with it.
  * - A shard's state follows its assignments: `queued` while it needs copies and none is in flight,
  *   `reassigned` the same after it has lost a copy, `returned` once `redundancy` copies are back, `verified`
  *   once a result is accepted.
  * - A job is `running` from its first lease, `returned` when every shard is, `verified` when every
  *   shard is verified (the merged result can be handed over), or `failed`.
  */
-export const ASSIGNMENT_STATES = ["leased", "running", "returned", "verified", "failed", "reassigned"] as const;
+export const ASSIGNMENT_STATES = [
+  "leased",
+  "running",
+  "returned",
+  "verified",
+  "failed",
+  "reassigned",
+  "disputed",
+] as const;
 export type AssignmentState = (typeof ASSIGNMENT_STATES)[number];
 
 export const SHARD_STATES = ["queued", "leased", "running", "returned", "verified", "failed", "reassigned"] as const;
@@ -25,7 +35,8 @@ export type JobState = (typeof JOB_STATES)[number];
 export const ASSIGNMENT_TRANSITIONS: Readonly<Record<AssignmentState, readonly AssignmentState[]>> = {
   leased: ["running", "returned", "reassigned", "failed"],
   running: ["returned", "reassigned", "failed"],
-  returned: ["verified", "failed"],
+  returned: ["verified", "failed", "disputed"],
+  disputed: ["verified", "failed"],
   verified: [],
   failed: [],
   reassigned: [],

@@ -34,7 +34,7 @@ const IMAGES = join(MNIST_DIR, "t10k-images-idx3-ubyte.gz");
 const LABELS = gunzipSync(readFileSync(join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz"))).subarray(8);
 const CLIENT = "client-peer";
 
-type Behaviour = "ok" | "bad-result" | "silent" | "busy";
+type Behaviour = "ok" | "bad-result" | "silent" | "busy" | "wrong";
 
 let onnx: OnnxEngine;
 beforeAll(() => {
@@ -85,11 +85,15 @@ class FakeNetwork implements AggregatorNetwork {
       { engines: { onnx }, batchRecords: 100, self: peer, signal },
     ).finally(() => clearInterval(keepalive));
     if (behaviour === "bad-result") throw new RemoteShardError("bad-result", peer, `${peer} sent 3 records for 500`);
-    yield {
-      type: "done",
-      result: { kind: "tensor", shard: shard.index, providers: [peer], output: concatBatch(pieces) },
-      usage,
-    };
+    const output = concatBatch(pieces);
+    // A liar with the right shape: every score moved one class up, so every digit is wrong.
+    if (behaviour === "wrong") {
+      const data = output.data as Float32Array;
+      const shifted = new Float32Array(data.length);
+      for (let i = 0; i < data.length; i++) shifted[i] = data[i - (i % 10) + ((i + 9) % 10)] as number;
+      output.data = shifted;
+    }
+    yield { type: "done", result: { kind: "tensor", shard: shard.index, providers: [peer], output }, usage };
   }
 }
 
@@ -203,6 +207,30 @@ describe("aggregator over a simulated network", () => {
       expect(of("ghost").length).toBeGreaterThan(0);
       expect(of("ghost").every((c) => c.state === "reassigned" && /sent nothing/.test(c.reason ?? ""))).toBe(true);
       expect(done.job.retries).toBeGreaterThan(0);
+    } finally {
+      await agg.stop();
+    }
+  }, 120_000);
+
+  test("a provider returning wrong values of the right shape never gets its result verified", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const net = new FakeNetwork(["honest1", "honest2", "liar"]);
+    net.behaviour.set("liar", "wrong");
+    const agg = aggregator(store, net, dir.path);
+    agg.start();
+    try {
+      const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
+      const done = await finish(agg, jobId);
+      expect(done.job.state).toBe("verified");
+      expect(correct((await agg.output(jobId, CLIENT)).path).correct).toBe(9_890);
+      const report = agg.report(jobId, CLIENT);
+      const liar = report.shards.flatMap((s) => s.copies).filter((c) => c.provider === "liar");
+      expect(liar.every((c) => c.state === "failed")).toBe(true);
+      for (const s of report.shards) {
+        const verified = s.copies.filter((c) => c.state === "verified").map((c) => c.provider);
+        expect(verified.sort()).toEqual(["honest1", "honest2"]);
+      }
     } finally {
       await agg.stop();
     }

@@ -38,6 +38,15 @@ export function planJob(store: AggregatorStore, db: Store["db"], job: JobRecord)
        ORDER BY a.rowid`,
     )
     .all(job.id);
+  // Providers whose copy of an unfinished shard was rejected or disputed: they may not compute it again.
+  const rejectedRows = db
+    .query<{ shard_id: number; provider: string }, [string]>(
+      `SELECT DISTINCT a.shard_id, a.provider FROM assignments a JOIN shards s ON s.id = a.shard_id
+       WHERE a.job_id = ? AND a.state IN ('failed', 'disputed') AND s.state NOT IN ('verified', 'failed')`,
+    )
+    .all(job.id);
+  const rejected = new Map<number, string[]>();
+  for (const r of rejectedRows) rejected.set(r.shard_id, [...(rejected.get(r.shard_id) ?? []), r.provider]);
   // The latest returned copies of finished shards, for the providers' measured speeds.
   const historyRows = db
     .query<
@@ -72,6 +81,7 @@ export function planJob(store: AggregatorStore, db: Store["db"], job: JobRecord)
       done,
       missing: done ? 0 : Math.max(0, redundancy - live.length),
       copies: live,
+      ...(rejected.has(s.id) ? { excluded: rejected.get(s.id) } : {}),
     };
   });
   const perRecord = tokensPerRecord(job.spec);
