@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { MNIST_DIR, SHARED_MODELS, tempDir } from "../../../test/helpers/paths.ts";
+import { PriceTooLowError } from "../../jobs/feasibility.ts";
 import type { Shard, ShardResult } from "../../jobs/records.ts";
 import { provider } from "../../jobs/scheduler-fixtures.ts";
 import type { JobSpecInput } from "../../jobs/spec.ts";
@@ -18,6 +19,7 @@ import { RemoteShardError, type RunShardOptions, type ShardEvent } from "../prot
 import { Aggregator } from "./aggregator.ts";
 import type { JobEvent } from "./api.ts";
 import type { AggregatorNetwork } from "./network.ts";
+import { clientPrice, clientRefusal, providerBudget } from "./plan-job.ts";
 
 // The aggregator in one process over a simulated network: providers are functions that run the
 // real mnist-8 on the real onnxruntime (executeShard, as a provider node does) and can be told to
@@ -110,12 +112,12 @@ function spec(over: Partial<JobSpecInput> = {}): JobSpecInput {
   };
 }
 
-async function submit(agg: Aggregator, s: JobSpecInput, signal = new AbortController().signal) {
+async function submit(agg: Aggregator, s: JobSpecInput, signal = new AbortController().signal, client = CLIENT) {
   await using splitter = await splitImages(IMAGES, { shardSize: s.shardSize ?? 500 });
   return await agg.submit(
     { spec: s as never, plan: splitter.plan, kind: splitter.kind },
     splitter.shards(),
-    CLIENT,
+    client,
     signal,
   );
 }
@@ -262,7 +264,7 @@ describe("aggregator over a simulated network", () => {
     }
   }, 120_000);
 
-  test("a resubmission with the same key uploads nothing; another client cannot see the job", async () => {
+  test("a resubmission with the same key uploads nothing; another client cannot see the job, and its key is its own", async () => {
     using dir = tempDir();
     using store = Store.open(dir.path);
     const agg = aggregator(store, new FakeNetwork(["p1", "p2"]), dir.path);
@@ -272,6 +274,10 @@ describe("aggregator over a simulated network", () => {
     expect(await submit(agg, s)).toEqual({ jobId, created: false });
     expect(() => agg.existing({ ...s, redundancy: 1 } as never, CLIENT)).toThrow(/already used/);
     expect(() => agg.report(jobId, "someone-else")).toThrow(/no job/);
+    // Another client with the same key (same input, same options) gets a job of its own.
+    const other = await submit(agg, s, new AbortController().signal, "someone-else");
+    expect(other.created).toBe(true);
+    expect(other.jobId).not.toBe(jobId);
     await expect(agg.output(jobId, CLIENT)).rejects.toThrow(/not ready/);
   });
 
@@ -285,4 +291,12 @@ describe("aggregator over a simulated network", () => {
     expect(await refusal(submit(pricey, spec({ deadlineMs: Date.now() + 1 })))).toBe("DeadlineTooShortError");
     expect(store.db.query("SELECT count(*) AS n FROM job_uploads").get()).toEqual({ n: 0 });
   });
+});
+
+test("a price refusal speaks of the client's price, fee included", () => {
+  const err = clientRefusal(new PriceTooLowError("max price 0 msat ...", 200_000), 1, 1);
+  expect(err.message).toBe("max price 1 msat is below what the providers ask plus the 1% fee: 202000 msat");
+  expect(providerBudget(202_000, 1)).toBeGreaterThanOrEqual(200_000);
+  expect(providerBudget(201_999, 1)).toBeLessThan(200_000);
+  expect(clientPrice(1, 0.5)).toBe(2);
 });

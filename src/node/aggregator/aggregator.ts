@@ -14,7 +14,7 @@ import type { AggregatorApi, JobEvent, JobSummary, JobUploadHeader, OutputInfo, 
 import { Coordinator, type CoordinatorInit } from "./coordinator.ts";
 import { mergeJob } from "./merge-job.ts";
 import type { AggregatorNetwork } from "./network.ts";
-import { providerBudget } from "./plan-job.ts";
+import { clientRefusal, providerBudget } from "./plan-job.ts";
 import { AggregatorStore } from "./store.ts";
 
 /**
@@ -114,7 +114,11 @@ export class Aggregator implements AggregatorApi {
       })),
     };
     const own = this.init.network.knownProviders(spec.model.sha256).filter((r) => r.peerId === this.init.network.self);
-    checkSchedulable(draft, [...own, ...providers], this.now());
+    try {
+      checkSchedulable(draft, [...own, ...providers], this.now());
+    } catch (err) {
+      throw clientRefusal(err as Error, spec.maxPriceMsat, this.feePercent);
+    }
 
     const uploadId = crypto.randomUUID();
     try {
@@ -236,11 +240,13 @@ export class Aggregator implements AggregatorApi {
     for (const wake of set) wake();
   }
 
-  /** Resolves when the job is touched, after `WATCH_POLL_MS` at the latest, but not before `PROGRESS_INTERVAL_MS`. */
+  /**
+   * Resolves when the job is touched, after `WATCH_POLL_MS` at the latest, but not before
+   * `PROGRESS_INTERVAL_MS`. The wake-up is registered first, so a change during the throttle pause
+   * (a merge finishing, say) is not missed.
+   */
   private async changed(jobId: string, signal: AbortSignal): Promise<void> {
-    await Bun.sleep(PROGRESS_INTERVAL_MS);
-    throwIfAborted(signal);
-    await new Promise<void>((resolve) => {
+    const woken = new Promise<void>((resolve) => {
       const set = this.waiters.get(jobId) ?? new Set();
       this.waiters.set(jobId, set);
       const done = () => {
@@ -253,6 +259,9 @@ export class Aggregator implements AggregatorApi {
       signal.addEventListener("abort", done, { once: true });
       set.add(done);
     });
+    await Bun.sleep(PROGRESS_INTERVAL_MS);
+    throwIfAborted(signal);
+    await woken;
   }
 }
 

@@ -13,7 +13,7 @@ import { RemoteShardError } from "../protocols/shard/index.ts";
 import { decode } from "../wire.ts";
 import { Backoff } from "./backoff.ts";
 import type { AggregatorNetwork } from "./network.ts";
-import { planJob } from "./plan-job.ts";
+import { clientRefusal, planJob } from "./plan-job.ts";
 import { resultBytes } from "./results.ts";
 import { settleShard } from "./settle.ts";
 import type { AggregatorStore, CopyUsage } from "./store.ts";
@@ -220,7 +220,8 @@ export class Coordinator {
       const since = this.unplaceableSince.get(jobId) ?? now;
       this.unplaceableSince.set(jobId, since);
       if (now - since >= (this.init.unplaceableGraceMs ?? UNPLACEABLE_GRACE_MS)) {
-        store.jobs.failJob(jobId, error.message);
+        const job = unfinished.find((j) => j.id === jobId) as JobRecord;
+        store.jobs.failJob(jobId, clientRefusal(error, job.spec.maxPriceMsat, store.meta(jobId).feePercent).message);
         this.unplaceableSince.delete(jobId);
         touched.add(jobId);
       }

@@ -1,4 +1,4 @@
-import type { PlanCopy } from "../../jobs/feasibility.ts";
+import { type PlanCopy, PriceTooLowError } from "../../jobs/feasibility.ts";
 import { tokensPerRecord } from "../../jobs/job-snapshot.ts";
 import type { JobRecord } from "../../jobs/rows.ts";
 import type { PlanJob, PlanShard } from "../../jobs/scheduler.ts";
@@ -113,4 +113,25 @@ export function planJob(store: AggregatorStore, db: Store["db"], job: JobRecord)
 /** What the providers may be paid out of a client's budget once the fee is set aside. */
 export function providerBudget(maxPriceMsat: number, feePercent: number): number {
   return Math.floor(maxPriceMsat / (1 + feePercent / 100));
+}
+
+/** The least a client must offer so that `providerBudget` leaves `providersMsat` for the providers. */
+export function clientPrice(providersMsat: number, feePercent: number): number {
+  let price = Math.ceil(providersMsat * (1 + feePercent / 100));
+  while (providerBudget(price, feePercent) < providersMsat) price++;
+  return price;
+}
+
+/**
+ * A refusal in the client's terms: the planner speaks of the providers' share of the budget, the
+ * client offered a price that includes the aggregator's fee.
+ */
+export function clientRefusal(error: Error, maxPriceMsat: number, feePercent: number): Error {
+  if (!(error instanceof PriceTooLowError)) return error;
+  const needed = clientPrice(error.neededMsat, feePercent);
+  return new PriceTooLowError(
+    `max price ${maxPriceMsat} msat is below what the providers ask plus the ${feePercent}% fee: ${needed} msat`,
+    needed,
+    { hint: `raise the maximum price to at least ${needed} msat` },
+  );
 }

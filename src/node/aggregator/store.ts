@@ -17,6 +17,16 @@ import type { OutputInfo, SubmitResult } from "./api.ts";
 /** An upload left unfinished this long ago (a client that vanished) is deleted. */
 export const STALE_UPLOAD_MS = 60 * 60_000;
 
+/**
+ * The spec as an aggregator stores it: the client's idempotency key is scoped to the client (hashed
+ * with its peer id), so two clients that derive the same key from the same input never collide,
+ * and no client can learn whether another submitted something.
+ */
+export function scopedSpec(spec: JobSpec, client: string): JobSpec {
+  const key = new Bun.CryptoHasher("sha256").update(`${client}\n${spec.idempotencyKey}`).digest("hex");
+  return { ...spec, idempotencyKey: key };
+}
+
 export interface JobMeta {
   jobId: string;
   client: string;
@@ -56,7 +66,7 @@ export class AggregatorStore {
 
   /** The job this key names, when it is the same job from the same client; see `AggregatorApi.existing`. */
   existing(specInput: unknown, client: string): SubmitResult | undefined {
-    const spec = parseJobSpec(specInput);
+    const spec = scopedSpec(parseJobSpec(specInput), client);
     const job = this.jobs.jobByKey(spec.idempotencyKey);
     if (!job) return undefined;
     const meta = this.metaOrUndefined(job.id);
@@ -95,7 +105,7 @@ export class AggregatorStore {
           this.discardUpload(uploadId);
           return known;
         }
-        const { job } = this.jobs.submit(spec, shardRanges(plan));
+        const { job } = this.jobs.submit(scopedSpec(spec, client), shardRanges(plan));
         this.db
           .query(
             `INSERT INTO aggregator_jobs (job_id, client_peer, payload_kind, records, shard_size, fee_percent)
