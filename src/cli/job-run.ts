@@ -69,7 +69,8 @@ export async function followAndFetch(
   }
   view?.finish();
   submitted.update(job.jobId, job.aggregator, finished.job.state, finished.job.error);
-  if (finished.job.state !== "verified") {
+  // A verified job without an output is one whose results could not be merged: that is the failure to show.
+  if (finished.job.state !== "verified" || !finished.output) {
     throw new RuntimeError(`job ${job.jobId} ${finished.job.state}: ${finished.job.error ?? "no reason given"}`, {
       hint: `\`infernet job ${job.jobId}\` shows its report`,
     });
