@@ -248,6 +248,13 @@ export class JobStore extends JobReader {
    * so its shard can be leased again; returns the expired assignments.
    */
   expireLeases(now: number = this.now()): AssignmentRecord[] {
+    // Asked every tick: a read first, so no write transaction is opened when nothing expired.
+    const any = this.db
+      .query<{ one: number }, [number]>(
+        "SELECT 1 AS one FROM assignments WHERE state IN ('leased', 'running') AND lease_deadline <= ? LIMIT 1",
+      )
+      .get(now);
+    if (!any) return [];
     return this.tx(() => {
       const expired = this.db
         .query<AssignmentRow, [number]>(

@@ -118,7 +118,7 @@ export class Coordinator {
 
   start(): void {
     this.stopping = false;
-    this.timer = setInterval(() => this.step(), this.init.tickMs ?? TICK_MS);
+    this.timer = setInterval(() => this.step(true), this.init.tickMs ?? TICK_MS);
     this.kick();
   }
 
@@ -137,7 +137,7 @@ export class Coordinator {
     const wait = Math.max(0, this.lastStep + MIN_PLAN_GAP_MS - performance.now());
     setTimeout(() => {
       this.scheduled = false;
-      this.step();
+      this.step(false);
     }, wait);
   }
 
@@ -148,28 +148,34 @@ export class Coordinator {
     return out;
   }
 
-  private step(): void {
+  /**
+   * One round: on the periodic tick (`maintain`) also expire leases, fail overdue jobs and watch the
+   * calls in flight; on a kick (a copy came back or was lost) only plan, which is what it changed.
+   */
+  private step(maintain = false): void {
     if (this.stopping) return;
     this.lastStep = performance.now();
     try {
-      this.stepOnce(this.now());
+      this.stepOnce(this.now(), maintain);
     } catch (err) {
       log.error("aggregator step failed", { err: errorMessage(err) });
     }
   }
 
-  private stepOnce(now: number): void {
+  private stepOnce(now: number, maintain: boolean): void {
     const { jobs } = this.init.store;
     const touched = new Set<string>();
-    for (const a of jobs.expireLeases(now)) {
-      this.calls.get(a.id)?.controller.abort(new TimeoutError(`the lease on shard copy ${a.id} expired`));
-      touched.add(a.jobId);
+    if (maintain) {
+      for (const a of jobs.expireLeases(now)) {
+        this.calls.get(a.id)?.controller.abort(new TimeoutError(`the lease on shard copy ${a.id} expired`));
+        touched.add(a.jobId);
+      }
+      for (const job of jobs.overdueJobs(now)) {
+        jobs.failJob(job.id, "its deadline passed");
+        touched.add(job.id);
+      }
+      this.watchCalls(now, touched);
     }
-    for (const job of jobs.overdueJobs(now)) {
-      jobs.failJob(job.id, "its deadline passed");
-      touched.add(job.id);
-    }
-    this.watchCalls(now, touched);
 
     const unfinished = jobs.unfinishedJobs();
     const live = new Set(unfinished.map((j) => j.id));

@@ -70,7 +70,8 @@ export async function* callShard(call: ShardCall): AsyncGenerator<ShardEvent> {
   let finished = false;
   try {
     try {
-      stream = await call.connectionManager.openStream(call.peer, call.protocol, { signal });
+      // The shard frame goes out with the protocol name: no round trip to wait for per shard.
+      stream = await call.connectionManager.openStream(call.peer, call.protocol, { signal, negotiateFully: false });
     } catch (cause) {
       if (signal.aborted) throw abortReason(signal);
       throw new RemoteShardError("protocol", peer, `cannot open a shard stream to ${peer}: ${errorMessage(cause)}`, {
