@@ -5,7 +5,7 @@
  * same images in one local process, in the same run (a local run before each round of submits).
  * Both sides are timed as a user sees them, process start to exit. From each job's report:
  *  - job wall: the aggregator's createdAt to finishedAt (upload done to verified);
- *  - copy time: the report's computeMs summed over returned copies (the aggregator's startedAt to
+ *  - copy time: the report's wallMs summed over returned copies (the aggregator's startedAt to
  *    returnedAt, so it includes the result's transfer);
  *  - engine time: what the providers themselves reported as compute (assignments.compute_ms in the
  *    aggregator's SQLite, read-only; the report does not carry it);
@@ -124,12 +124,12 @@ async function submitOnce(
   if (report.job.state !== "verified" || lines !== IMAGES) {
     throw new Error(`job ${report.job.id}: ${report.job.state}, ${lines} output lines`);
   }
-  const copies = report.shards.flatMap((s) => s.copies).filter((c) => c.computeMs !== undefined);
+  const copies = report.shards.flatMap((s) => s.copies).filter((c) => c.wallMs !== undefined);
   if (new Set(copies.map((c) => c.provider)).size > providers) throw new Error("more providers than started");
   return {
     wallMs: run.wallMs,
     jobMs: report.wallMs,
-    copyMs: copies.reduce((n, c) => n + (c.computeMs ?? 0), 0),
+    copyMs: copies.reduce((n, c) => n + (c.wallMs ?? 0), 0),
     engineMs: engineMs(aggregator, report.job.id),
     copies: copies.length,
     retries: report.retries,

@@ -53,6 +53,7 @@ function report(shards: number, patch: Partial<JobReport> = {}): JobReport {
           startedAt: 0,
           returnedAt: 1_500,
           endedAt: 2_000,
+          wallMs: 1_600,
           computeMs: 1_500,
           reason: i === 1 ? "provider lost" : undefined,
           resultSha256: undefined,

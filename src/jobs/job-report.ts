@@ -22,7 +22,9 @@ export interface CopyReport {
   startedAt: number | undefined;
   returnedAt: number | undefined;
   endedAt: number | undefined;
-  /** Lease (or start) to return, when returned. */
+  /** Lease (or start) to return, when returned: queueing and transfer included. */
+  wallMs: number | undefined;
+  /** Engine time the provider reported, when it returned the copy. */
   computeMs: number | undefined;
   reason: string | undefined;
   resultSha256: string | undefined;
@@ -99,7 +101,8 @@ export function jobReport(
   const byShard = new Map<number, CopyReport[]>();
   const providers = new Map<string, ProviderReport>();
   for (const a of assignments) {
-    const computeMs = a.returnedAt === undefined ? undefined : a.returnedAt - (a.startedAt ?? a.leasedAt);
+    const wallMs = a.returnedAt === undefined ? undefined : a.returnedAt - (a.startedAt ?? a.leasedAt);
+    const computeMs = a.computeMs;
     const copy: CopyReport = {
       assignmentId: a.id,
       provider: a.provider,
@@ -108,6 +111,7 @@ export function jobReport(
       startedAt: a.startedAt,
       returnedAt: a.returnedAt,
       endedAt: a.endedAt,
+      wallMs,
       computeMs,
       reason: a.reason,
       resultSha256: a.resultSha256,

@@ -55,6 +55,8 @@ export interface AssignmentRecord {
   resultSha256: string | undefined;
   /** Where the result lies when it was stored as a file rather than in the database. */
   resultPath: string | undefined;
+  /** Engine time the provider reported for the copy, when it returned one. */
+  computeMs: number | undefined;
 }
 
 export interface JobRow {
@@ -98,6 +100,7 @@ export interface AssignmentRow {
   reason: string | null;
   result_sha256: string | null;
   result_path: string | null;
+  compute_ms: number | null;
 }
 
 export const JOB_COLUMNS =
@@ -105,7 +108,7 @@ export const JOB_COLUMNS =
 export const SHARD_COLUMNS =
   "id, job_id, idx, first_record, record_count, state, retries, missing, result_sha256, updated_at";
 export const ASSIGNMENT_COLUMNS =
-  "id, shard_id, job_id, provider, state, leased_at, lease_deadline, started_at, returned_at, ended_at, reason, result_sha256, result_path";
+  "id, shard_id, job_id, provider, state, leased_at, lease_deadline, started_at, returned_at, ended_at, reason, result_sha256, result_path, compute_ms";
 
 const opt = <T>(v: T | null): T | undefined => v ?? undefined;
 
@@ -155,6 +158,7 @@ export function toAssignment(r: AssignmentRow): AssignmentRecord {
     reason: opt(r.reason),
     resultSha256: opt(r.result_sha256),
     resultPath: opt(r.result_path),
+    computeMs: opt(r.compute_ms),
   };
 }
 
