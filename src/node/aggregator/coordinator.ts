@@ -15,8 +15,8 @@ import { Backoff } from "./backoff.ts";
 import type { AggregatorNetwork } from "./network.ts";
 import { clientRefusal, planJob } from "./plan-job.ts";
 import { resultBytes } from "./results.ts";
-import { settleShard } from "./settle.ts";
-import type { AggregatorStore, CopyUsage } from "./store.ts";
+import { ReturnedCopies } from "./returned-copies.ts";
+import type { AggregatorStore } from "./store.ts";
 
 /**
  * The aggregator's engine room: every tick it expires lost leases, fails overdue jobs, renews the
@@ -67,13 +67,6 @@ export interface CoordinatorInit {
   onVerified: (jobId: string) => void;
 }
 
-interface ReturnedCopy {
-  assignment: AssignmentRecord;
-  job: JobRecord;
-  bytes: Uint8Array;
-  usage: CopyUsage;
-}
-
 interface Call {
   assignment: AssignmentRecord;
   controller: AbortController;
@@ -87,7 +80,7 @@ interface Call {
 export class Coordinator {
   private readonly calls = new Map<string, Call>();
   private readonly running = new Set<Promise<void>>();
-  private readonly returned: { copy: ReturnedCopy; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private readonly returned: ReturnedCopies;
   private readonly backoff = new Backoff();
   private readonly unplaceableSince = new Map<string, number>();
   private readonly lookups = new Map<string, number>();
@@ -100,6 +93,7 @@ export class Coordinator {
 
   constructor(private readonly init: CoordinatorInit) {
     this.now = init.now ?? Date.now;
+    this.returned = new ReturnedCopies(init.store, init.db.db, init.onVerified);
   }
 
   /**
@@ -314,55 +308,12 @@ export class Coordinator {
           started = true;
           continue;
         }
-        await this.record({ assignment: a, job, bytes: resultBytes(event.result), usage: event.usage });
+        await this.returned.add({ assignment: a, job, bytes: resultBytes(event.result), usage: event.usage });
         this.backoff.succeeded(a.provider);
       }
     } catch (err) {
       this.lost(a, err);
     }
-  }
-
-  /**
-   * Stores a returned copy and settles its shard. Copies that return together are written in one
-   * transaction (a write per copy would cap the aggregator at the disk's commit rate); the promise
-   * resolves once this copy is stored. Until then it is only in memory, and a crash re-runs it.
-   */
-  private record(copy: ReturnedCopy): Promise<void> {
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.returned.push({ copy, resolve, reject });
-    if (this.returned.length === 1) setTimeout(() => this.flushReturned(), 0);
-    return promise;
-  }
-
-  private flushReturned(): void {
-    const batch = this.returned.splice(0);
-    const { store } = this.init;
-    const verified = new Set<string>();
-    const outcomes = this.init.db.db
-      .transaction(() =>
-        batch.map(({ copy }) => {
-          try {
-            // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
-            this.init.db.db.transaction(() => {
-              store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
-              const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
-              if (settled.outcome === "verified" && store.jobs.jobState(copy.job.id).state === "verified") {
-                verified.add(copy.job.id);
-              }
-            })();
-            return undefined;
-          } catch (err) {
-            return err;
-          }
-        }),
-      )
-      .immediate();
-    for (const [i, { resolve, reject }] of batch.entries()) {
-      const err = outcomes[i];
-      if (err === undefined) resolve();
-      else reject(err);
-    }
-    for (const jobId of verified) this.init.onVerified(jobId);
   }
 
   /** A copy did not come back: decide what its provider's failure means for the copy and the provider. */

@@ -1,0 +1,65 @@
+import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
+import type { Store } from "../../store/db.ts";
+import { settleShard } from "./settle.ts";
+import type { AggregatorStore, CopyUsage } from "./store.ts";
+
+/**
+ * Stores returned copies and settles their shards. Copies that return together are written in one
+ * transaction (a write per copy would cap the aggregator at the disk's commit rate); `add` resolves
+ * once its copy is stored. Until then the copy is only in memory, and a crash re-runs it.
+ */
+export interface ReturnedCopy {
+  assignment: AssignmentRecord;
+  job: JobRecord;
+  bytes: Uint8Array;
+  usage: CopyUsage;
+}
+
+export class ReturnedCopies {
+  private readonly pending: { copy: ReturnedCopy; resolve: () => void; reject: (err: unknown) => void }[] = [];
+
+  constructor(
+    private readonly store: AggregatorStore,
+    private readonly db: Store["db"],
+    /** Every shard of this job is verified now. */
+    private readonly onVerified: (jobId: string) => void,
+  ) {}
+
+  add(copy: ReturnedCopy): Promise<void> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.pending.push({ copy, resolve, reject });
+    if (this.pending.length === 1) setTimeout(() => this.flush(), 0);
+    return promise;
+  }
+
+  private flush(): void {
+    const batch = this.pending.splice(0);
+    const { store } = this;
+    const verified = new Set<string>();
+    const outcomes = this.db
+      .transaction(() =>
+        batch.map(({ copy }) => {
+          try {
+            // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
+            this.db.transaction(() => {
+              store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
+              const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
+              if (settled.outcome === "verified" && store.jobs.jobState(copy.job.id).state === "verified") {
+                verified.add(copy.job.id);
+              }
+            })();
+            return undefined;
+          } catch (err) {
+            return err;
+          }
+        }),
+      )
+      .immediate();
+    for (const [i, { resolve, reject }] of batch.entries()) {
+      const err = outcomes[i];
+      if (err === undefined) resolve();
+      else reject(err);
+    }
+    for (const jobId of verified) this.onVerified(jobId);
+  }
+}
