@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Shard } from "../src/jobs/records.ts";
 import { provider } from "../src/jobs/scheduler-fixtures.ts";
 import { Aggregator } from "../src/node/aggregator/aggregator.ts";
-import type { AggregatorNetwork } from "../src/node/aggregator/network.ts";
+import { type AggregatorNetwork, shardsInTurn } from "../src/node/aggregator/network.ts";
 import type { RunShardOptions, ShardEvent } from "../src/node/protocols/shard/index.ts";
 import { Store } from "../src/store/db.ts";
 import { machine } from "./lib.ts";
@@ -25,6 +25,7 @@ const network: AggregatorNetwork = {
   findProviders: async () => network.knownProviders(SHA),
   knownProviders: () =>
     PEERS.map((p) => provider(p, { sha256: SHA, tps: 1_000_000, expiresAt: Date.now() + 3_600_000 })),
+  runShards: (peer, model, shards, options) => shardsInTurn(network.runShard, peer, model, shards, options),
   async *runShard(peer: string, _model, shard: Shard, options: RunShardOptions): AsyncGenerator<ShardEvent> {
     options.onActivity?.();
     const output = { type: "float32" as const, dims: [1, 10], data: new Float32Array(10).fill(shard.index % 10) };

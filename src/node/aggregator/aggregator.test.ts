@@ -14,11 +14,12 @@ import { concatBatch } from "../../runtime/onnx/tensors.ts";
 import { Store } from "../../store/db.ts";
 import { abortReason } from "../../util/abort.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
+import type { ModelRef } from "../protocols/infer/index.ts";
 import { executeShard } from "../protocols/shard/execute.ts";
 import { RemoteShardError, type RunShardOptions, type ShardEvent } from "../protocols/shard/index.ts";
 import { Aggregator } from "./aggregator.ts";
 import type { JobEvent } from "./api.ts";
-import type { AggregatorNetwork } from "./network.ts";
+import { type AggregatorNetwork, shardsInTurn } from "./network.ts";
 import { clientPrice, clientRefusal, providerBudget } from "./plan-job.ts";
 
 // The aggregator in one process over a simulated network: providers are functions that run the
@@ -67,7 +68,10 @@ class FakeNetwork implements AggregatorNetwork {
   findProviders = async () => this.knownProviders();
   knownProviders = () => this.records.filter((r) => this.behaviour.has(r.peerId));
 
-  async *runShard(peer: string, _model: unknown, shard: Shard, options: RunShardOptions): AsyncGenerator<ShardEvent> {
+  runShards = (peer: string, model: ModelRef, shards: Shard[], options: RunShardOptions) =>
+    shardsInTurn(this.runShard.bind(this), peer, model, shards, options);
+
+  async *runShard(peer: string, _model: ModelRef, shard: Shard, options: RunShardOptions): AsyncGenerator<ShardEvent> {
     this.calls.push(peer);
     const behaviour = this.behaviour.get(peer) ?? "silent";
     const signal = options.signal as AbortSignal;

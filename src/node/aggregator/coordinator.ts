@@ -9,10 +9,10 @@ import { errorMessage, InvalidInputError, TimeoutError } from "../../util/errors
 import { logger } from "../../util/logger.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { MAX_DEADLINE_MS } from "../protocols/infer/messages.ts";
-import { RemoteShardError } from "../protocols/shard/index.ts";
+import { RemoteShardError, type ShardEvent } from "../protocols/shard/index.ts";
 import { decode } from "../wire.ts";
 import { Backoff } from "./backoff.ts";
-import type { AggregatorNetwork } from "./network.ts";
+import type { AggregatorNetwork, BatchEvent } from "./network.ts";
 import { clientRefusal, planJob } from "./plan-job.ts";
 import { resultBytes } from "./results.ts";
 import { ReturnedCopies } from "./returned-copies.ts";
@@ -28,6 +28,12 @@ import type { AggregatorStore } from "./store.ts";
  */
 const log = logger("aggregator");
 
+/** Shards expected to take less than this go to their provider in batches (one stream for several). */
+export const BATCH_SHARD_MS = 100;
+/** A batch holds at most this many shards... */
+export const MAX_BATCH_SHARDS = 16;
+/** ...and about this much expected work. */
+export const BATCH_TARGET_MS = 250;
 /** The planner runs at least this often (lease expiry, silent providers, new providers). */
 export const TICK_MS = 250;
 /**
@@ -67,12 +73,18 @@ export interface CoordinatorInit {
   onVerified: (jobId: string) => void;
 }
 
-interface Call {
-  assignment: AssignmentRecord;
+/** One stream to a provider, carrying one shard or a batch of tiny ones. */
+interface Link {
   controller: AbortController;
   lastActivity: number;
   /** Whether the provider has sent anything yet. */
   heard: boolean;
+}
+
+/** One copy in flight, on its link. */
+interface Call {
+  assignment: AssignmentRecord;
+  link: Link;
   leaseDeadline: number;
   leaseMs: number;
 }
@@ -120,7 +132,7 @@ export class Coordinator {
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.timer);
-    for (const call of this.calls.values()) call.controller.abort(new TimeoutError("the aggregator is stopping"));
+    for (const call of this.calls.values()) call.link.controller.abort(new TimeoutError("the aggregator is stopping"));
     await Promise.allSettled([...this.running]);
   }
 
@@ -161,7 +173,7 @@ export class Coordinator {
     const touched = new Set<string>();
     if (maintain) {
       for (const a of jobs.expireLeases(now)) {
-        this.calls.get(a.id)?.controller.abort(new TimeoutError(`the lease on shard copy ${a.id} expired`));
+        this.calls.get(a.id)?.link.controller.abort(new TimeoutError(`the lease on shard copy ${a.id} expired`));
         touched.add(a.jobId);
       }
       for (const job of jobs.overdueJobs(now)) {
@@ -174,7 +186,7 @@ export class Coordinator {
     const unfinished = jobs.unfinishedJobs();
     const live = new Set(unfinished.map((j) => j.id));
     for (const call of this.calls.values()) {
-      if (!live.has(call.assignment.jobId)) call.controller.abort(new TimeoutError("the job ended"));
+      if (!live.has(call.assignment.jobId)) call.link.controller.abort(new TimeoutError("the job ended"));
     }
     if (unfinished.length > 0) this.plan(unfinished, now, touched);
     for (const id of touched) this.init.onChange(id);
@@ -183,18 +195,19 @@ export class Coordinator {
   /** Gives up copies whose providers went silent; renews the leases of those still talking. */
   private watchCalls(now: number, touched: Set<string>): void {
     for (const call of this.calls.values()) {
-      const quiet = call.heard
+      const { link } = call;
+      const quiet = link.heard
         ? (this.init.quietTimeoutMs ?? QUIET_TIMEOUT_MS)
         : (this.init.firstFrameTimeoutMs ?? FIRST_FRAME_TIMEOUT_MS);
-      if (now - call.lastActivity > quiet) {
-        call.controller.abort(new TimeoutError(`${call.assignment.provider} sent nothing for ${quiet} ms`));
+      if (now - link.lastActivity > quiet) {
+        link.controller.abort(new TimeoutError(`${call.assignment.provider} sent nothing for ${quiet} ms`));
       } else if (call.leaseDeadline - now < RENEW_MARGIN_MS) {
         try {
           const renewed = this.init.store.jobs.renew(call.assignment.id, call.leaseMs);
           call.leaseDeadline = renewed.leaseDeadline;
         } catch (err) {
           if (!(err instanceof LeaseLostError)) throw err;
-          call.controller.abort(new TimeoutError("the lease was lost"));
+          link.controller.abort(new TimeoutError("the lease was lost"));
           touched.add(call.assignment.jobId);
         }
       }
@@ -233,14 +246,14 @@ export class Coordinator {
     // Every lease of this tick in one transaction (with its price), then the calls.
     const leased = this.init.db.db
       .transaction(() => {
-        const out: AssignmentRecord[] = [];
+        const out: { a: AssignmentRecord; expectedMs: number }[] = [];
         for (const lease of plan.leases) {
           try {
             const a = lease.speculative
               ? leaseSpeculative(this.init.db, store.jobs, lease.shardId, lease.provider, lease.leaseMs, now)
               : store.jobs.lease(lease.shardId, lease.provider, lease.leaseMs);
             store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
-            out.push(a);
+            out.push({ a, expectedMs: lease.expectedMs });
           } catch (err) {
             if (!(err instanceof LeaseRefusedError || err instanceof IllegalTransitionError)) throw err;
           }
@@ -248,9 +261,10 @@ export class Coordinator {
         return out;
       })
       .immediate();
-    for (const a of leased) {
-      touched.add(a.jobId);
-      this.dispatch(a, jobsById.get(a.jobId) as JobRecord, now);
+    for (const group of batches(leased)) {
+      const job = jobsById.get(group[0]?.jobId as string) as JobRecord;
+      touched.add(job.id);
+      this.dispatch(group, job, now);
     }
   }
 
@@ -264,20 +278,21 @@ export class Coordinator {
     );
   }
 
-  private dispatch(a: AssignmentRecord, job: JobRecord, now: number): void {
-    const call: Call = {
-      assignment: a,
-      controller: new AbortController(),
-      lastActivity: now,
-      heard: false,
-      leaseDeadline: a.leaseDeadline,
-      leaseMs: a.leaseDeadline - a.leasedAt,
-    };
-    this.calls.set(a.id, call);
-    const done = this.runCopy(call, job)
-      .catch((err: unknown) => log.error("shard copy bookkeeping failed", { assignment: a.id, err: errorMessage(err) }))
+  /** Runs a group of copies (one shard, or a batch of tiny ones) on their provider over one stream. */
+  private dispatch(group: AssignmentRecord[], job: JobRecord, now: number): void {
+    const link: Link = { controller: new AbortController(), lastActivity: now, heard: false };
+    for (const a of group) {
+      this.calls.set(a.id, {
+        assignment: a,
+        link,
+        leaseDeadline: a.leaseDeadline,
+        leaseMs: a.leaseDeadline - a.leasedAt,
+      });
+    }
+    const done = this.runGroup(group, link, job)
+      .catch((err: unknown) => log.error("shard copy bookkeeping failed", { job: job.id, err: errorMessage(err) }))
       .finally(() => {
-        this.calls.delete(a.id);
+        for (const a of group) this.calls.delete(a.id);
         this.running.delete(done);
         this.init.onChange(job.id);
         this.kick();
@@ -285,35 +300,53 @@ export class Coordinator {
     this.running.add(done);
   }
 
-  private async runCopy(call: Call, job: JobRecord): Promise<void> {
+  private async runGroup(group: AssignmentRecord[], link: Link, job: JobRecord): Promise<void> {
     const { store, network } = this.init;
     const { jobs } = store;
-    const a = call.assignment;
-    let started = false;
+    const provider = group[0]?.provider as string;
+    const pending = new Map<number, AssignmentRecord>();
+    const started = new Set<string>();
+    const stored: Promise<void>[] = [];
     try {
-      const shard: Shard = shardFromWire(decode(store.shardInput(a.shardId)));
-      const deadlineMs = Math.max(1, Math.min(MAX_DEADLINE_MS, job.spec.deadlineMs - this.now()));
-      const events = network.runShard(a.provider, job.spec.model, shard, {
-        signal: call.controller.signal,
-        deadlineMs,
+      const shards: Shard[] = group.map((a) => shardFromWire(decode(store.shardInput(a.shardId))));
+      for (const [i, shard] of shards.entries()) pending.set(shard.index, group[i] as AssignmentRecord);
+      const options = {
+        signal: link.controller.signal,
+        deadlineMs: Math.max(1, Math.min(MAX_DEADLINE_MS, job.spec.deadlineMs - this.now())),
         onActivity: () => {
-          call.lastActivity = this.now();
-          call.heard = true;
+          link.lastActivity = this.now();
+          link.heard = true;
         },
-      });
+      };
+      const events =
+        shards.length === 1
+          ? single(network.runShard(provider, job.spec.model, shards[0] as Shard, options), shards[0] as Shard)
+          : network.runShards(provider, job.spec.model, shards, options);
       for await (const event of events) {
+        const a = pending.get(event.shard);
+        if (!a) continue;
         if (event.type === "partial") {
           // A shard whose whole result comes at once goes from leased to returned directly.
-          if (!started && jobs.assignment(a.id).state === "leased") jobs.start(a.id);
-          started = true;
+          if (!started.has(a.id) && jobs.assignment(a.id).state === "leased") jobs.start(a.id);
+          started.add(a.id);
           continue;
         }
-        await this.returned.add({ assignment: a, job, bytes: resultBytes(event.result), usage: event.usage });
-        this.backoff.succeeded(a.provider);
+        pending.delete(event.shard);
+        // Stored with whatever else returns meanwhile; the stream goes on to the next shard.
+        stored.push(
+          this.returned.add({ assignment: a, job, bytes: resultBytes(event.result), usage: event.usage }).then(
+            () => this.backoff.succeeded(provider),
+            (err: unknown) => this.lost(a, err),
+          ),
+        );
+      }
+      if (pending.size > 0) {
+        throw new RemoteShardError("protocol", provider, `${provider} left ${pending.size} shards undone`);
       }
     } catch (err) {
-      this.lost(a, err);
+      for (const a of pending.values()) this.lost(a, err);
     }
+    await Promise.all(stored);
   }
 
   /** A copy did not come back: decide what its provider's failure means for the copy and the provider. */
@@ -351,4 +384,36 @@ export class Coordinator {
 
 function dedupe(records: CapabilityRecord[]): CapabilityRecord[] {
   return [...new Map(records.map((r) => [r.peerId, r])).values()];
+}
+
+/**
+ * Copies leased in one tick, grouped for dispatch: a shard expected to take `BATCH_SHARD_MS` or more
+ * goes alone; tiny ones for the same provider and job share a stream, up to `MAX_BATCH_SHARDS` and
+ * about `BATCH_TARGET_MS` of work, so the per-stream cost is paid once for many.
+ */
+function batches(leased: readonly { a: AssignmentRecord; expectedMs: number }[]): AssignmentRecord[][] {
+  const out: AssignmentRecord[][] = [];
+  const open = new Map<string, { group: AssignmentRecord[]; ms: number }>();
+  for (const { a, expectedMs } of leased) {
+    if (expectedMs >= BATCH_SHARD_MS) {
+      out.push([a]);
+      continue;
+    }
+    const key = `${a.jobId} ${a.provider}`;
+    const batch = open.get(key) ?? { group: [], ms: 0 };
+    batch.group.push(a);
+    batch.ms += expectedMs;
+    open.set(key, batch);
+    if (batch.group.length >= MAX_BATCH_SHARDS || batch.ms >= BATCH_TARGET_MS) {
+      out.push(batch.group);
+      open.delete(key);
+    }
+  }
+  for (const { group } of open.values()) out.push(group);
+  return out;
+}
+
+/** A single-shard call's events, named by the shard's index as a batch's are. */
+async function* single(events: AsyncIterable<ShardEvent>, shard: Shard): AsyncGenerator<BatchEvent> {
+  for await (const event of events) yield { ...event, shard: shard.index };
 }

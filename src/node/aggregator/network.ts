@@ -1,9 +1,9 @@
 import { peerIdFromString } from "@libp2p/peer-id";
-import type { Shard } from "../../jobs/records.ts";
+import type { Shard, ShardResult } from "../../jobs/records.ts";
 import type { InfernetNode } from "../node.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import type { ModelRef } from "../protocols/infer/index.ts";
-import type { RunShardOptions, ShardEvent } from "../protocols/shard/index.ts";
+import type { RunShardOptions, ShardEvent, ShardUsage } from "../protocols/shard/index.ts";
 
 /** Lookups of a model's providers are cut off after this long (what is found by then is used). */
 export const PROVIDER_LOOKUP_TIMEOUT_MS = 5_000;
@@ -16,7 +16,14 @@ export interface AggregatorNetwork {
   /** Providers known now (valid records in the directory, and this node if it serves the model), without the network. */
   knownProviders(sha256: string): CapabilityRecord[];
   runShard(peer: string, model: ModelRef, shard: Shard, options: RunShardOptions): AsyncIterable<ShardEvent>;
+  /** Several shards on one stream (tiny shards), events named by shard index. */
+  runShards(peer: string, model: ModelRef, shards: Shard[], options: RunShardOptions): AsyncIterable<BatchEvent>;
 }
+
+/** An event of a batch call: `shard` is the shard's index in its job. */
+export type BatchEvent =
+  | { type: "partial"; shard: number; first: number; result: ShardResult }
+  | { type: "done"; shard: number; result: ShardResult; usage: ShardUsage };
 
 /**
  * The aggregator's view of its node. When the node also serves a job's model it is one of the
@@ -38,6 +45,9 @@ export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
       ...own(sha256),
       ...node.capability.directory.providersOf(sha256).filter((r) => r.peerId !== node.peerId),
     ],
+    runShards(peer, model, shards, options) {
+      return shardsInTurn(this.runShard, peer, model, shards, options);
+    },
     runShard: (peer, model, shard, options) =>
       peer === node.peerId
         ? node.runShardHere(model.sha256, shard, options)
@@ -48,4 +58,20 @@ export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
             options,
           ),
   };
+}
+
+/**
+ * A batch run one shard after another with `runShard` (this node's own engines, or a test's
+ * simulated provider): the same events a batch stream gives.
+ */
+export async function* shardsInTurn(
+  runShard: AggregatorNetwork["runShard"],
+  peer: string,
+  model: ModelRef,
+  shards: Shard[],
+  options: RunShardOptions,
+): AsyncGenerator<BatchEvent> {
+  for (const shard of shards) {
+    for await (const event of runShard(peer, model, shard, options)) yield { ...event, shard: shard.index };
+  }
 }
