@@ -1,15 +1,21 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
+import type { Stream } from "@libp2p/interface";
 import { SHARED_MODELS, STORIES_GGUF, STORIES_SHA256 } from "../../../../test/helpers/paths.ts";
 import type { LocalModel } from "../../../runtime/engine.ts";
 import { createLlamaEngine, type LlamaEngine } from "../../../runtime/llama/engine.ts";
 import { createOnnxEngine, type OnnxEngine } from "../../../runtime/onnx/engine.ts";
-import { decode, encode, WIRE_VERSION, wireStream } from "../../wire.ts";
+import { decode, encode, WIRE_VERSION, wireStream, writeMessage } from "../../wire.ts";
 import { fuzzRandom } from "../fuzz-random.ts";
 import { eventually } from "../infer/test-engines.ts";
 import { connect, framed, type TestHost, testHost, varint } from "../infer/test-hosts.ts";
-import { SHARD_PROTOCOL, type ShardEvent, type ShardService, shardProtocol } from "./index.ts";
-import { MAX_REQUEST_FRAME_BYTES, MAX_RESPONSE_FRAME_BYTES, ShardResponseSchema } from "./messages.ts";
+import { SHARD_PROTOCOL, type ShardBatchEvent, type ShardEvent, type ShardService, shardProtocol } from "./index.ts";
+import {
+  MAX_REQUEST_FRAME_BYTES,
+  MAX_RESPONSE_FRAME_BYTES,
+  MAX_SHARDS_PER_REQUEST,
+  ShardResponseSchema,
+} from "./messages.ts";
 
 /**
  * Fuzz loop: hostile inputs sent raw to a real provider's /infernet/shard/1.0.0 handler over QUIC
@@ -42,6 +48,9 @@ const SHARD = {
   },
 };
 const VALID = { v: WIRE_VERSION, type: "shard", model: REF, shard: SHARD, deadlineMs: 10_000 };
+/** A `shards` request (several shards on one stream) holding `shards`. */
+const batchOf = (shards: unknown) => ({ v: WIRE_VERSION, type: "shards", model: REF, shards, deadlineMs: 10_000 });
+const numbered = (n: number) => Array.from({ length: n }, (_, index) => ({ ...SHARD, index }));
 const image = (w: number, h: number, channels: number, bytes: number) => ({
   width: w,
   height: h,
@@ -53,6 +62,9 @@ let llama: LlamaEngine;
 let onnx: OnnxEngine;
 let provider: TestHost;
 let client: TestHost;
+let rogue: TestHost;
+/** What the rogue provider answers to a batch, as a function of the indices it was asked for. */
+let rogueFrames: (indices: number[]) => Record<string, unknown>[] = () => [];
 
 beforeAll(async () => {
   llama = createLlamaEngine({ threads: 1 });
@@ -61,11 +73,20 @@ beforeAll(async () => {
   provider = await testHost({ shard: shardProtocol({ served: models, engines: { llama, onnx } }) });
   client = await testHost({ shard: shardProtocol() });
   await connect(client, provider);
+  rogue = await testHost();
+  await rogue.handle(SHARD_PROTOCOL, async (stream: Stream) => {
+    const lp = wireStream(stream, MAX_REQUEST_FRAME_BYTES);
+    const request = decode((await lp.read()).subarray()) as { shards: { index: number }[] };
+    for (const frame of rogueFrames(request.shards.map((shard) => shard.index)))
+      await writeMessage(lp, { v: WIRE_VERSION, ...frame } as never);
+    await stream.close();
+  });
+  await connect(client, rogue);
   await llama.preload(STORIES);
 });
 
 afterAll(async () => {
-  await Promise.all([client?.stop(), provider?.stop()]);
+  await Promise.all([client?.stop(), provider?.stop(), rogue?.stop()]);
   await Promise.all([llama?.dispose(), onnx?.dispose()]);
 });
 
@@ -130,7 +151,21 @@ const BAD: (() => { message: unknown; codes: string[] })[] = [
   }),
   () => ({ message: mnistShard(SHARD.payload, 2), codes: ["invalid-input"] }),
   () => ({ message: mnistShard({ kind: "images", images: [image(5, 7, 3, 105)] }), codes: ["ok"] }),
+  ...batchCases(),
 ];
+
+/** Batches: too many shards, an index twice, one bad shard among good ones, none, not a list, and good ones. */
+function batchCases(): (() => { message: unknown; codes: string[] })[] {
+  return [
+    () => ({ message: batchOf(numbered(MAX_SHARDS_PER_REQUEST + 1 + int(8))), codes: ["bad-request"] }),
+    () => ({ message: batchOf([SHARD, { ...SHARD, start: 7 }]), codes: ["bad-request"] }),
+    () => ({ message: batchOf([...numbered(2), { ...SHARD, index: 5, count: 3 }]), codes: ["bad-request"] }),
+    () => ({ message: batchOf([]), codes: ["bad-request"] }),
+    () => ({ message: batchOf(pick<unknown>([SHARD, null, "shards", 3])), codes: ["bad-request"] }),
+    () => ({ message: { ...batchOf(numbered(2)), shard: SHARD, type: "shard" }, codes: ["ok"] }),
+    () => ({ message: batchOf(numbered(1 + int(3))), codes: ["ok"] }),
+  ];
+}
 
 interface Case {
   kind: string;
@@ -265,3 +300,48 @@ test(`${CASES} hostile frames: the provider answers each, stays up and serves va
   expect(await eventually(() => open().length === 0, 2_000)).toBe(true);
   console.log(`shard fuzz: ${[...tally].map(([k, n]) => `${k} x${n}`).join(", ")}`);
 }, 120_000);
+
+test("every bad batch request is refused as its case says, one by one", async () => {
+  for (const [i, make] of batchCases().entries()) {
+    const bad = make();
+    const got = await send({ kind: "batch", bytes: framed(encode(bad.message)), end: true, codes: bad.codes });
+    expect(`case ${i}: ${got}`).toBe(`case ${i}: ${bad.codes.includes(got) ? got : bad.codes.join(" or ")}`);
+  }
+  // A good batch's stream is reset after its first done (see `send`): its slot frees once the reset lands.
+  const load = () => (provider.services.shard as ShardService).load();
+  expect(await eventually(() => load().active === 0 && load().queued === 0, 2_000)).toBe(true);
+});
+
+test("hostile answers to a batch: the shards done before stay done, then bad-result (or protocol)", async () => {
+  const text = (shard: number, outputs: string[]) => ({ kind: "text", shard, providers: ["me"], outputs });
+  const usage = { records: 2, inputTokens: 1, outputTokens: 1, computeMs: 1 };
+  const whole = (shard: number) => ({ type: "partial", first: 0, result: text(shard, ["a", "b"]) });
+  const done = (shard?: number) => ({ type: "done", ...(shard === undefined ? {} : { shard }), usage });
+  // [what, frames for shards [a, b], shards the client saw done, the error's code]
+  const cases: [string, (s: number[]) => Record<string, unknown>[], number[], string][] = [
+    ["a good answer", ([a = 0, b = 0]) => [whole(a), done(a), whole(b), done(b)], [0, 1], "none"],
+    ["a done for a shard not asked", ([a = 0]) => [whole(a), done(9)], [], "bad-result"],
+    ["a done that names no shard", ([a = 0]) => [whole(a), done()], [], "bad-result"],
+    ["a second done for one shard", ([a = 0]) => [whole(a), done(a), done(a)], [0], "bad-result"],
+    ["the next shard's done first", ([a = 0, b = 0]) => [whole(a), done(b)], [], "bad-result"],
+    ["a result for a shard not asked", () => [whole(9)], [], "bad-result"],
+    ["the next shard's records first", ([, b = 0]) => [whole(b)], [], "bad-result"],
+    ["a result after its shard's done", ([a = 0]) => [whole(a), done(a), whole(a)], [0], "bad-result"],
+    ["the stream ends before every shard is done", ([a = 0]) => [whole(a), done(a)], [0], "protocol"],
+  ];
+  const shards = client.services.shard as ShardService;
+  for (const [what, frames, wantDone, wantCode] of cases) {
+    rogueFrames = frames;
+    const seen: number[] = [];
+    let code = "none";
+    try {
+      for await (const e of shards.runShards(rogue.peerId, REF, numbered(2) as never) as AsyncIterable<ShardBatchEvent>)
+        if (e.type === "done") seen.push(e.shard);
+    } catch (err) {
+      code = (err as { code?: string }).code ?? (err as Error).name;
+      if (wantCode === "protocol")
+        expect((err as Error).message).toMatch(/ended before shard 1 was done \(1 of 2 done\)/);
+    }
+    expect(`${what}: ${seen.join()} ${code}`).toBe(`${what}: ${wantDone.join()} ${wantCode}`);
+  }
+});

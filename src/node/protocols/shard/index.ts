@@ -7,11 +7,11 @@ import type { ModelRef } from "../infer/index.ts";
 import { atLeastZero, positive } from "../settings.ts";
 import { DEFAULT_BATCH_RECORDS } from "./execute.ts";
 import { ShardProvider } from "./provider.ts";
-import { callShard, type ShardEvent } from "./requester.ts";
+import { callShard, callShards, type ShardBatchEvent, type ShardCallBase, type ShardEvent } from "./requester.ts";
 
 /**
- * /infernet/shard/1.0.0: an aggregator hands one shard of a job to a provider and gets its results
- * back, streamed in record order. See messages.ts for the frames, execute.ts for how a shard runs on
+ * /infernet/shard/1.0.0: an aggregator hands one shard of a job (or a batch of tiny ones) to a
+ * provider and gets its results back, streamed in record order. See messages.ts for the frames, execute.ts for how a shard runs on
  * the engines, provider.ts for the serving side and requester.ts for the calling side.
  */
 export const SHARD_PROTOCOL = "/infernet/shard/1.0.0";
@@ -32,12 +32,13 @@ export { DEFAULT_BATCH_RECORDS } from "./execute.ts";
 export {
   MAX_REQUEST_FRAME_BYTES,
   MAX_RESPONSE_FRAME_BYTES,
+  MAX_SHARDS_PER_REQUEST,
   REMOTE_SHARD_ERROR_CODES,
   type RemoteShardErrorCode,
   type ShardUsage,
 } from "./messages.ts";
 export { CLOSE_TIMEOUT_MS, KEEPALIVE_MS, REQUEST_READ_TIMEOUT_MS } from "./provider.ts";
-export type { ShardEvent } from "./requester.ts";
+export type { ShardBatchEvent, ShardEvent } from "./requester.ts";
 
 export interface ShardInit {
   /** Models this node serves, by sha256 (lowercase hex). Called per shard (the served set can change). */
@@ -89,6 +90,15 @@ export interface ShardService extends Startable {
    * `TimeoutError` when the deadline passes; leaving the loop early cancels the shard on the provider.
    */
   runShard(peer: PeerId, model: ModelRef, shard: Shard, options?: RunShardOptions): AsyncIterable<ShardEvent>;
+  /**
+   * Client side: runs 1 to `MAX_SHARDS_PER_REQUEST` shards (distinct indices) on `peer` over one
+   * stream, in one of its slots, one after the other in this order: each shard's `partial` events then
+   * its `done`, checked as `runShard` checks them, each naming its shard by `index`. The deadline
+   * covers the whole batch. An error ends the batch: the shards whose `done` came before it are done,
+   * the rest are not. Throws as `runShard` does (`InvalidInputError` also for a batch too large, too
+   * long or with an index twice).
+   */
+  runShards(peer: PeerId, model: ModelRef, shards: Shard[], options?: RunShardOptions): AsyncIterable<ShardBatchEvent>;
   /** Provider side load, for announcements. */
   load(): ShardLoad;
 }
@@ -145,17 +155,30 @@ class DefaultShardService implements ShardService {
 
   runShard(peer: PeerId, model: ModelRef, shard: Shard, options: RunShardOptions = {}): AsyncIterable<ShardEvent> {
     if (this.stopped) return refuse(new AbortedError("the node is stopping"));
-    return callShard({
+    return callShard({ ...this.call(peer, model, options), shard });
+  }
+
+  runShards(
+    peer: PeerId,
+    model: ModelRef,
+    shards: Shard[],
+    options: RunShardOptions = {},
+  ): AsyncIterable<ShardBatchEvent> {
+    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
+    return callShards({ ...this.call(peer, model, options), shards });
+  }
+
+  private call(peer: PeerId, model: ModelRef, options: RunShardOptions): ShardCallBase {
+    return {
       connectionManager: this.components.connectionManager,
       protocol: SHARD_PROTOCOL,
       peer,
       model,
-      shard,
       deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
       signal: options.signal,
       inFlight: this.calls,
       onActivity: options.onActivity,
-    });
+    };
   }
 
   load(): ShardLoad {
@@ -169,6 +192,6 @@ export function shardProtocol(init: ShardInit = {}): (components: ShardComponent
 }
 
 // biome-ignore lint/correctness/useYield: an iterable that fails when iterated, like a refused call
-async function* refuse(error: Error): AsyncGenerator<ShardEvent> {
+async function* refuse(error: Error): AsyncGenerator<never> {
   throw error;
 }

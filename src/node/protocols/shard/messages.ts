@@ -11,6 +11,11 @@ import { MAX_DEADLINE_MS, ModelRefSchema } from "../infer/messages.ts";
  * frames, which carry nothing, may come between them. The shard
  * and result bodies are checked by the codec's schemas (`shardFromWire`, `resultFromWire`); this file
  * bounds the envelope.
+ *
+ * A `shards` frame asks for several shards on one stream (tiny shards cost more in stream set-up than
+ * in compute). The provider runs them one after the other, in request order, in one slot: each one's
+ * `partial` frames (the result names its shard), then its `done`, which then carries `shard`, the
+ * shard's index. An `error` frame ends the whole stream; shards already done stay done.
  */
 
 export { MAX_DEADLINE_MS, ModelRefSchema };
@@ -20,6 +25,12 @@ export { MAX_DEADLINE_MS, ModelRefSchema };
  * headers, prompt settings, names), which never doubles it.
  */
 export const MAX_REQUEST_FRAME_BYTES = 2 * MAX_SHARD_BYTES;
+/**
+ * Most shards in one `shards` request. Why a cap: the provider holds one slot for the whole batch, so a
+ * long batch would starve other clients, and a batch is meant for tiny shards (64 covers the per-stream
+ * overhead many times over).
+ */
+export const MAX_SHARDS_PER_REQUEST = 64;
 /** Largest response frame. One record's output always fits (4 Mi UTF-16 chars are at most 12 MiB of UTF-8). */
 export const MAX_RESPONSE_FRAME_BYTES = 16 * 1024 ** 2;
 /** A provider splits a tensor partial into frames whose output is at most this many bytes. */
@@ -53,6 +64,21 @@ export const ShardRequestSchema = z.object({
 });
 export type ShardRequest = z.infer<typeof ShardRequestSchema>;
 
+/** Several shards on one stream; indices must be distinct (the provider checks, as `shardFromWire` does each shard). */
+export const ShardBatchRequestSchema = z.object({
+  v,
+  type: z.literal("shards"),
+  model: ModelRefSchema,
+  /** Each checked by `shardFromWire`; the whole frame stays within `MAX_REQUEST_FRAME_BYTES`. */
+  shards: z.array(z.unknown()).min(1).max(MAX_SHARDS_PER_REQUEST),
+  /** The client's remaining budget for the whole batch; the provider stops at min(this, its own cap). */
+  deadlineMs: z.int().min(1).max(MAX_DEADLINE_MS).optional(),
+});
+export type ShardBatchRequest = z.infer<typeof ShardBatchRequestSchema>;
+
+/** What a provider reads first on a stream: one shard or a batch. */
+export const ShardRequestMessageSchema = z.discriminatedUnion("type", [ShardRequestSchema, ShardBatchRequestSchema]);
+
 /** What computing one shard cost the provider. */
 export const ShardUsageSchema = z.object({
   /** Records computed (the shard's count). */
@@ -77,7 +103,13 @@ const PartialMessageSchema = z.object({
 /** Sent by a provider that has written nothing for a while (see `KEEPALIVE_MS`); carries nothing. */
 const KeepaliveMessageSchema = z.object({ v, type: z.literal("keepalive") });
 
-const DoneMessageSchema = z.object({ v, type: z.literal("done"), usage: ShardUsageSchema });
+const DoneMessageSchema = z.object({
+  v,
+  type: z.literal("done"),
+  /** The finished shard's index: sent in answer to a `shards` request only (the client requires it there). */
+  shard: count.optional(),
+  usage: ShardUsageSchema,
+});
 
 export const ShardResponseSchema = z.discriminatedUnion("type", [
   PartialMessageSchema,

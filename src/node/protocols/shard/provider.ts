@@ -18,12 +18,18 @@ import {
 } from "../../wire.ts";
 import { Slots } from "../slots.ts";
 import { executeShard } from "./execute.ts";
-import { MAX_REQUEST_FRAME_BYTES, type RemoteShardErrorCode, ShardRequestSchema } from "./messages.ts";
+import {
+  MAX_REQUEST_FRAME_BYTES,
+  type RemoteShardErrorCode,
+  ShardRequestMessageSchema,
+  type ShardUsage,
+} from "./messages.ts";
 
 /**
- * The provider side of /infernet/shard/1.0.0: reads one shard per stream, validates it, waits for a
- * slot (bounded concurrency, bounded FIFO queue), runs it and streams `partial` frames as records
- * finish, then `done` with usage. The engines' signal fires when the aggregator resets or closes the
+ * The provider side of /infernet/shard/1.0.0: reads one shard (or a batch of them) per stream,
+ * validates it, waits for a slot (bounded concurrency, bounded FIFO queue), runs it and streams
+ * `partial` frames as records finish, then `done` with usage (a batch: each shard in turn, in the
+ * same slot). The engines' signal fires when the aggregator resets or closes the
  * stream, the deadline passes, or the service stops, so a cancelled shard stops computing at once.
  */
 const log = logger("node:shard");
@@ -93,8 +99,10 @@ export class ShardProvider {
       REQUEST_READ_TIMEOUT_MS,
     );
     let release: (() => void) | undefined;
+    /** Shards accepted and not yet done: they count as failed if the stream fails. */
+    let pending = 0;
     try {
-      const message = await readMessage(lp, ShardRequestSchema, { signal });
+      const message = await readMessage(lp, ShardRequestMessageSchema, { signal });
       clearTimeout(deadline);
       const budgetMs = Math.min(message.deadlineMs ?? this.settings.shardTimeoutMs, this.settings.shardTimeoutMs);
       deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
@@ -105,40 +113,57 @@ export class ShardProvider {
           `this node does not serve ${message.model.name} (${message.model.sha256})`,
         );
       }
-      const shard = toShard(message.shard);
+      const batch = message.type === "shards";
+      const shards = batch ? toShards(message.shards) : [toShard(message.shard)];
+      pending = shards.length;
+      // Only a batch's done frames name their shard: a single shard's frames stay as they always were.
+      const done = (shard: Shard, usage: ShardUsage): WireMessage =>
+        batch ? { v: WIRE_VERSION, type: "done", shard: shard.index, usage } : { v: WIRE_VERSION, type: "done", usage };
       // Keepalives flow while the shard waits for a slot too, so the aggregator can tell a queued
       // shard from a provider that vanished.
-      const usage = await this.withKeepalive(lp, signal, gone, job, async (send) => {
+      const last = await this.withKeepalive(lp, signal, gone, job, async (send) => {
         release = await this.slots.acquire(signal, () => {
           throw new Refusal(
             "busy",
             `all ${this.settings.maxConcurrent} slots and ${this.settings.maxQueued} queue places are taken`,
           );
         });
-        log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
-        return executeShard(
-          model,
-          shard,
-          (first, result) => send({ v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }),
-          {
-            engines: this.settings.engines,
-            batchRecords: this.settings.batchRecords,
-            self: this.settings.self,
-            signal,
-          },
-        );
+        const run = async (shard: Shard): Promise<WireMessage> => {
+          log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
+          const usage = await executeShard(
+            model,
+            shard,
+            (first, result) => send({ v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }),
+            {
+              engines: this.settings.engines,
+              batchRecords: this.settings.batchRecords,
+              self: this.settings.self,
+              signal,
+            },
+          );
+          return done(shard, usage);
+        };
+        // A batch runs in this one slot, one shard after another, in request order.
+        for (const shard of shards.slice(0, -1)) {
+          await send(await run(shard));
+          this.completed += 1;
+          pending -= 1;
+        }
+        return await run(shards.at(-1) as Shard);
       });
+      // The slot is free before the last done goes out, so a client that saw it sees the slot free.
       release?.();
       release = undefined;
       this.completed += 1;
-      await writeMessage(lp, { v: WIRE_VERSION, type: "done", usage }, { signal });
+      pending = 0;
+      await writeMessage(lp, last, { signal });
       stream.removeEventListener("close", onClose);
       using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "closing the stream");
       await abortable(stream.close(), flush.signal).catch((err: Error) => stream.abort(err));
     } catch (err) {
       release?.();
       if (signal.reason === gone) stream.abort(gone);
-      else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer);
+      else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer, Math.max(1, pending));
     } finally {
       clearTimeout(deadline);
       stream.removeEventListener("close", onClose);
@@ -178,10 +203,13 @@ export class ShardProvider {
     }
   }
 
-  /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
-  private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {
+  /**
+   * Answers with an error frame when the stream can still carry one, then closes; else resets it. An
+   * engine failure or a deadline counts as `failed` shards (those of a batch not done yet).
+   */
+  private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string, failed: number): Promise<void> {
     const { code, message } = classify(err);
-    if (code === "internal" || code === "timeout") this.failures += 1;
+    if (code === "internal" || code === "timeout") this.failures += failed;
     if (code === "internal") log.warn("shard failed", { peer, error: err });
     else log.debug("shard refused", { peer, code, message });
     try {
@@ -201,6 +229,14 @@ function toShard(value: unknown): Shard {
   } catch (cause) {
     throw new Refusal("bad-request", errorMessage(cause));
   }
+}
+
+/** A batch's shards, each checked as a single shard is, with distinct indices. */
+function toShards(values: unknown[]): Shard[] {
+  const shards = values.map(toShard);
+  const indices = new Set(shards.map((shard) => shard.index));
+  if (indices.size !== shards.length) throw new Refusal("bad-request", "a batch holds the same shard index twice");
+  return shards;
 }
 
 function classify(err: unknown): { code: RemoteShardErrorCode; message: string } {
