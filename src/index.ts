@@ -57,6 +57,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Longest wait for stdout and stderr to drain before exiting (a reader that stopped reading). */
+const FLUSH_TIMEOUT_MS = 10_000;
+
 const debug = environment().INFERNET_LOG === "debug";
 let code: number;
 try {
@@ -67,5 +70,15 @@ try {
   code = exitCodeFor(err);
 }
 closeLogging();
+// Output written to a pipe is flushed asynchronously: a large `--json` report would be cut off by
+// exiting at once. Wait until stdout and stderr have written everything (or a reader went away).
+await Promise.race([Promise.all([flushed(process.stdout), flushed(process.stderr)]), Bun.sleep(FLUSH_TIMEOUT_MS)]);
 // Native runtimes can hold the event loop open; the command is done, so leave now.
 process.exit(code);
+
+/** Resolves once everything written to `stream` is out; ending it is what waits for that in Bun. */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    stream.end(() => resolve());
+  });
+}
