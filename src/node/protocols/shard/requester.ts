@@ -86,14 +86,13 @@ function requestFrame(call: ShardCallBase, shards: Shard[], batch: boolean): Uin
   if (new Set(shards.map((shard) => shard.index)).size !== shards.length) {
     throw new InvalidInputError("a batch holds the same shard index twice");
   }
+  const split = { hint: "split the job into smaller shards" };
   for (const shard of shards) {
     const size = payloadBytes(shard.payload);
     if (size > MAX_SHARD_BYTES) {
       throw new InvalidInputError(
         `shard ${shard.index} is ${size} bytes; one shard carries at most ${MAX_SHARD_BYTES}`,
-        {
-          hint: "split the job into smaller shards",
-        },
+        split,
       );
     }
   }
@@ -102,19 +101,11 @@ function requestFrame(call: ShardCallBase, shards: Shard[], batch: boolean): Uin
     ? encode({ v: WIRE_VERSION, type: "shards", model, shards: shards.map(shardToWire), deadlineMs })
     : encode({ v: WIRE_VERSION, type: "shard", model, shard: shardToWire(shards[0] as Shard), deadlineMs });
   if (frame.byteLength > MAX_REQUEST_FRAME_BYTES) {
-    throw batch
-      ? new InvalidInputError(
-          `the batch is ${frame.byteLength} bytes; one request carries at most ${MAX_REQUEST_FRAME_BYTES}`,
-          {
-            hint: "send fewer shards per request",
-          },
-        )
-      : new InvalidInputError(
-          `shard ${shards[0]?.index} is ${frame.byteLength} bytes on the wire; one shard carries at most ${MAX_REQUEST_FRAME_BYTES}`,
-          {
-            hint: "split the job into smaller shards",
-          },
-        );
+    const what = batch ? "the batch" : `shard ${shards[0]?.index}`;
+    throw new InvalidInputError(
+      `${what} is ${frame.byteLength} bytes on the wire; one request carries at most ${MAX_REQUEST_FRAME_BYTES}`,
+      batch ? { hint: "send fewer shards per request" } : split,
+    );
   }
   return frame;
 }
