@@ -95,6 +95,12 @@ export interface PlanOptions {
   windowTargetMs?: number;
   /** Most copies one provider holds over all jobs (default `MAX_IN_FLIGHT_PER_PROVIDER`). */
   maxInFlight?: number;
+  /**
+   * Copies expected to take less than `batch.belowMs` travel in batches (several per stream), so a
+   * provider may hold up to `batch.maxInFlight` of them: the stream count, not the copy count, is
+   * what its queue limits.
+   */
+  batch?: { belowMs: number; maxInFlight: number };
   /** Disable speculative duplicates. */
   speculate?: boolean;
 }
@@ -232,14 +238,12 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
   const typical = job.shards.find((s) => !s.done) ?? job.shards[0];
   if (!typical) return;
   const windows = new Map(
-    ranked.map((p) => [
-      p.peerId,
-      windowFor(
-        expectedShardMs(p, workOf(job, typical), speeds.get(p.peerId)),
-        options.windowTargetMs ?? WINDOW_TARGET_MS,
-        options.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
-      ),
-    ]),
+    ranked.map((p) => {
+      const ms = expectedShardMs(p, workOf(job, typical), speeds.get(p.peerId));
+      const batched = options.batch !== undefined && ms < options.batch.belowMs;
+      const cap = batched ? options.batch?.maxInFlight : options.maxInFlight;
+      return [p.peerId, windowFor(ms, options.windowTargetMs ?? WINDOW_TARGET_MS, cap ?? MAX_IN_FLIGHT_PER_PROVIDER)];
+    }),
   );
   // Providers with room left in their window: once none, the rest of the job waits (no scan per shard).
   let free = ranked.filter((p) => (load.get(p.peerId) ?? 0) < (windows.get(p.peerId) as number)).length;

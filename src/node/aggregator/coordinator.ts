@@ -32,6 +32,8 @@ const log = logger("aggregator");
 export const BATCH_SHARD_MS = 100;
 /** A batch holds at most this many shards... */
 export const MAX_BATCH_SHARDS = 16;
+/** Tiny copies one provider holds at once: a few batches' worth, well within its stream queue. */
+export const MAX_BATCHED_IN_FLIGHT_PER_PROVIDER = 4 * MAX_BATCH_SHARDS;
 /** ...and about this much expected work. */
 export const BATCH_TARGET_MS = 250;
 /** The planner runs at least this often (lease expiry, silent providers, new providers). */
@@ -226,6 +228,7 @@ export class Coordinator {
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
       maxInFlight: this.init.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
+      batch: { belowMs: BATCH_SHARD_MS, maxInFlight: MAX_BATCHED_IN_FLIGHT_PER_PROVIDER },
     });
     const refused = new Set(plan.refused.map((r) => r.jobId));
     for (const id of [...this.unplaceableSince.keys()]) if (!refused.has(id)) this.unplaceableSince.delete(id);

@@ -1,9 +1,9 @@
 import { peerIdFromString } from "@libp2p/peer-id";
-import type { Shard, ShardResult } from "../../jobs/records.ts";
+import type { Shard } from "../../jobs/records.ts";
 import type { InfernetNode } from "../node.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import type { ModelRef } from "../protocols/infer/index.ts";
-import type { RunShardOptions, ShardEvent, ShardUsage } from "../protocols/shard/index.ts";
+import type { RunShardOptions, ShardBatchEvent, ShardEvent } from "../protocols/shard/index.ts";
 
 /** Lookups of a model's providers are cut off after this long (what is found by then is used). */
 export const PROVIDER_LOOKUP_TIMEOUT_MS = 5_000;
@@ -21,9 +21,7 @@ export interface AggregatorNetwork {
 }
 
 /** An event of a batch call: `shard` is the shard's index in its job. */
-export type BatchEvent =
-  | { type: "partial"; shard: number; first: number; result: ShardResult }
-  | { type: "done"; shard: number; result: ShardResult; usage: ShardUsage };
+export type BatchEvent = ShardBatchEvent;
 
 /**
  * The aggregator's view of its node. When the node also serves a job's model it is one of the
@@ -46,7 +44,14 @@ export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
       ...node.capability.directory.providersOf(sha256).filter((r) => r.peerId !== node.peerId),
     ],
     runShards(peer, model, shards, options) {
-      return shardsInTurn(this.runShard, peer, model, shards, options);
+      return peer === node.peerId
+        ? shardsInTurn(this.runShard, peer, model, shards, options)
+        : node.host.services.shard.runShards(
+            peerIdFromString(peer),
+            { name: model.name, sha256: model.sha256 },
+            shards,
+            options,
+          );
     },
     runShard: (peer, model, shard, options) =>
       peer === node.peerId
