@@ -211,7 +211,10 @@ describe("aggregator over a simulated network", () => {
       expect(of("liar").length).toBeGreaterThan(0);
       expect(of("liar").every((c) => c.state === "failed")).toBe(true);
       expect(of("ghost").length).toBeGreaterThan(0);
-      expect(of("ghost").every((c) => c.state === "reassigned" && /sent nothing/.test(c.reason ?? ""))).toBe(true);
+      // Each of its copies goes for its silence, or with the first one that did ("given up with ghost").
+      expect(
+        of("ghost").every((c) => c.state === "reassigned" && /sent nothing|given up with/.test(c.reason ?? "")),
+      ).toBe(true);
       expect(done.job.retries).toBeGreaterThan(0);
     } finally {
       await agg.stop();

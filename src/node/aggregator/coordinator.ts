@@ -32,7 +32,7 @@ const log = logger("aggregator");
 export const BATCH_SHARD_MS = 100;
 /** A batch holds at most this many shards... */
 export const MAX_BATCH_SHARDS = 16;
-/** Tiny copies one provider holds at once: a few batches' worth, well within its stream queue. */
+/** Tiny copies one provider holds at once: four batches' worth, well within its stream queue. */
 export const MAX_BATCHED_IN_FLIGHT_PER_PROVIDER = 4 * MAX_BATCH_SHARDS;
 /** ...and about this much expected work. */
 export const BATCH_TARGET_MS = 250;
@@ -52,8 +52,11 @@ export const QUIET_TIMEOUT_MS = 5_000;
 export const FIRST_FRAME_TIMEOUT_MS = 15_000;
 /** An active copy's lease is renewed when it has less than this left. */
 export const RENEW_MARGIN_MS = 2_000;
-/** Copies one provider holds at once: the shard protocol's default slots plus queue, so none is refused as busy. */
-export const MAX_IN_FLIGHT_PER_PROVIDER = 10;
+/**
+ * Streams (copies, or batches of tiny ones) one provider holds at once: under the shard protocol's
+ * default slots plus queue (10), leaving room for a stream that is still closing, so none is refused as busy.
+ */
+export const MAX_IN_FLIGHT_PER_PROVIDER = 8;
 /** A job the planner cannot place (no provider, too expensive) is failed after this long, not at once. */
 export const UNPLACEABLE_GRACE_MS = 30_000;
 /** Provider records are looked up again this often while a job needs them. */
@@ -373,6 +376,7 @@ export class Coordinator {
       } else {
         jobs.release(a.id, message);
         this.backoff.failed(a.provider, now, "lost");
+        this.abandon(a.provider, message);
       }
     } else if (err instanceof InvalidInputError) {
       // The shard itself cannot be sent (too large): no provider will do better.
@@ -380,8 +384,21 @@ export class Coordinator {
     } else {
       jobs.release(a.id, message);
       this.backoff.failed(a.provider, now, "lost");
+      this.abandon(a.provider, message);
     }
     log.info("shard copy lost", { assignment: a.id, provider: a.provider, reason: message });
+  }
+
+  /**
+   * A copy was lost with its provider (silent, stream broken, lease not renewed): the provider's other
+   * calls share its connection, so they are given up now rather than one timeout each (a SIGKILLed
+   * provider's copies all go elsewhere at once, those it has not answered yet included).
+   */
+  private abandon(provider: string, reason: string): void {
+    for (const call of this.calls.values()) {
+      if (call.assignment.provider !== provider || call.link.controller.signal.aborted) continue;
+      call.link.controller.abort(new TimeoutError(`given up with ${provider}: another stream to it broke (${reason})`));
+    }
   }
 }
 
