@@ -1,6 +1,7 @@
 import type { JobReport, ShardReport } from "../jobs/job-report.ts";
 import type { SubmittedJob } from "../jobs/submitted-jobs.ts";
 import type { OutputFetched } from "../node/control/jobs-ops.ts";
+import type { HeldJob } from "./job-list.ts";
 import { formatBytes, formatDuration } from "./progress.ts";
 
 /**
@@ -97,18 +98,7 @@ export function formatSubmittedJobs(jobs: readonly SubmittedJob[], now: number):
 }
 
 /** Jobs this home holds as an aggregator. */
-export function formatHeldJobs(
-  jobs: readonly {
-    id: string;
-    model: string;
-    state: string;
-    verified: number;
-    shards: number;
-    client: string;
-    createdAt: number;
-  }[],
-  now: number,
-): string {
+export function formatHeldJobs(jobs: readonly Omit<HeldJob, "error">[], now: number): string {
   const rows = jobs.map((j) => [
     j.id,
     j.model,

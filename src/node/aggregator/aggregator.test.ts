@@ -162,14 +162,31 @@ function aggregator(store: Store, network: AggregatorNetwork, home: string, quie
   });
 }
 
+/**
+ * Runs `body` against a started aggregator over a simulated network of `peers` (each "ok" unless
+ * `behaviour` says otherwise), on a fresh database; stops it however the test ends.
+ */
+async function withAggregator(
+  peers: string[],
+  behaviour: Record<string, Behaviour>,
+  body: (agg: Aggregator) => Promise<void>,
+): Promise<void> {
+  using dir = tempDir();
+  using store = Store.open(dir.path);
+  const net = new FakeNetwork(peers);
+  for (const [peer, b] of Object.entries(behaviour)) net.behaviour.set(peer, b);
+  const agg = aggregator(store, net, dir.path);
+  agg.start();
+  try {
+    await body(agg);
+  } finally {
+    await agg.stop();
+  }
+}
+
 describe("aggregator over a simulated network", () => {
   test("MNIST 10k, 3 providers, redundancy 2: 9,890 correct in input order, every shard on 2 providers", async () => {
-    using dir = tempDir();
-    using store = Store.open(dir.path);
-    const net = new FakeNetwork(["p1", "p2", "p3"]);
-    const agg = aggregator(store, net, dir.path);
-    agg.start();
-    try {
+    await withAggregator(["p1", "p2", "p3"], {}, async (agg) => {
       const { jobId, created } = await submit(agg, spec());
       expect(created).toBe(true);
       const done = await finish(agg, jobId);
@@ -188,20 +205,11 @@ describe("aggregator over a simulated network", () => {
       // 10,000 records x 2 copies x 10 msat per record, and the 1% fee on top.
       expect(report.cost?.providersMsat).toBe(200_000);
       expect(report.cost?.feeMsat).toBe(2_000);
-    } finally {
-      await agg.stop();
-    }
+    });
   }, 120_000);
 
   test("a provider sending bad results and one going silent lose their copies; the job still completes", async () => {
-    using dir = tempDir();
-    using store = Store.open(dir.path);
-    const net = new FakeNetwork(["good1", "good2", "liar", "ghost"]);
-    net.behaviour.set("liar", "bad-result");
-    net.behaviour.set("ghost", "silent");
-    const agg = aggregator(store, net, dir.path);
-    agg.start();
-    try {
+    await withAggregator(["good1", "good2", "liar", "ghost"], { liar: "bad-result", ghost: "silent" }, async (agg) => {
       const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
       const done = await finish(agg, jobId);
       expect(done.job.state).toBe("verified");
@@ -216,19 +224,11 @@ describe("aggregator over a simulated network", () => {
         of("ghost").every((c) => c.state === "reassigned" && /sent nothing|given up with/.test(c.reason ?? "")),
       ).toBe(true);
       expect(done.job.retries).toBeGreaterThan(0);
-    } finally {
-      await agg.stop();
-    }
+    });
   }, 120_000);
 
   test("a provider returning wrong values of the right shape never gets its result verified", async () => {
-    using dir = tempDir();
-    using store = Store.open(dir.path);
-    const net = new FakeNetwork(["honest1", "honest2", "liar"]);
-    net.behaviour.set("liar", "wrong");
-    const agg = aggregator(store, net, dir.path);
-    agg.start();
-    try {
+    await withAggregator(["honest1", "honest2", "liar"], { liar: "wrong" }, async (agg) => {
       const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
       const done = await finish(agg, jobId);
       expect(done.job.state).toBe("verified");
@@ -240,9 +240,7 @@ describe("aggregator over a simulated network", () => {
         const verified = s.copies.filter((c) => c.state === "verified").map((c) => c.provider);
         expect(verified.sort()).toEqual(["honest1", "honest2"]);
       }
-    } finally {
-      await agg.stop();
-    }
+    });
   }, 120_000);
 
   test("stopped mid-job and started again on the same database: completes with no gap or duplicate", async () => {
