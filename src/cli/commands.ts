@@ -69,4 +69,10 @@ export const COMMANDS: CommandEntry[] = [
     summary: "Show the effective settings, where each comes from, and what it means",
     load: async () => (await import("./config.ts")).configCommand,
   },
+  {
+    name: "doctor",
+    summary:
+      "Check this machine: config, key, database, disk, clock, GPU driver, runtimes, ports; says how to fix each problem",
+    load: async () => (await import("./doctor.ts")).doctorCommand,
+  },
 ];
