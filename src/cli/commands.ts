@@ -75,4 +75,9 @@ export const COMMANDS: CommandEntry[] = [
       "Check this machine: config, key, database, disk, clock, GPU driver, runtimes, ports; says how to fix each problem",
     load: async () => (await import("./doctor.ts")).doctorCommand,
   },
+  {
+    name: "update",
+    summary: "Update this installed binary to the latest (or a given) release: sha256 check, self-test, rollback",
+    load: async () => (await import("./update.ts")).updateCommand,
+  },
 ];
