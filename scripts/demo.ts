@@ -2,12 +2,11 @@
  * `npm run demo`: real local inference with the catalog models, through the same CLI a user types.
  * Uses INFERNET_MODEL_MIRROR if set; otherwise the project's shared offline mirror (../shared/models)
  * when it exists; otherwise downloads from the public sources. Data lives in INFERNET_HOME
- * (default ~/.infernet). Then a small real network on this machine (demo-network.ts): an aggregator,
- * three providers and a client that streams a generation and runs sharded, redundant batch jobs.
+ * (default ~/.infernet). Then `infernet demo`: a small real network on this machine (an aggregator,
+ * three providers and a client that streams a generation and runs a sharded, redundant MNIST job).
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { networkDemo } from "./demo-network.ts";
 
 const root = resolve(import.meta.dir, "..");
 const bun = process.execPath;
@@ -64,10 +63,10 @@ if (existsSync(join(mnist, "t10k-images-idx3-ubyte.gz"))) {
   if (out.exitCode !== 0) process.exit(out.exitCode ?? 1);
 }
 step("the catalog", ["models"]);
-await networkDemo(
-  bun,
-  cli,
-  env,
-  existsSync(join(mnist, "t10k-images-idx3-ubyte.gz")) ? join(mnist, "t10k-images-idx3-ubyte.gz") : undefined,
-);
+step("a local network: aggregator, 3 providers, a streamed prompt and a sharded, verified job", [
+  "demo",
+  ...(existsSync(join(mnist, "t10k-images-idx3-ubyte.gz"))
+    ? ["--images", join(mnist, "t10k-images-idx3-ubyte.gz")]
+    : []),
+]);
 process.stdout.write('\nDone. Try: ./bin/infernet run stories260k "The little dog"\n');

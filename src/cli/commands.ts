@@ -80,4 +80,9 @@ export const COMMANDS: CommandEntry[] = [
     summary: "Update this installed binary to the latest (or a given) release: sha256 check, self-test, rollback",
     load: async () => (await import("./update.ts")).updateCommand,
   },
+  {
+    name: "demo",
+    summary: "Start a local network (aggregator + 3 providers) and run a sharded, verified job and a streamed prompt",
+    load: async () => (await import("./demo.ts")).demoCommand,
+  },
 ];
