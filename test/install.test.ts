@@ -3,7 +3,6 @@ import { spawn } from "node:child_process";
 import {
   chmodSync,
   existsSync,
-  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -12,14 +11,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import {
-  archiveName,
-  LATEST_FILE,
-  RELEASE_ARCHES,
-  RELEASE_OSES,
-  type ReleaseArch,
-  type ReleaseOs,
-} from "../src/release/layout.ts";
+import { archiveName, RELEASE_ARCHES, RELEASE_OSES, type ReleaseArch, type ReleaseOs } from "../src/release/layout.ts";
 import { VERSION } from "../src/version.ts";
 import { ROOT, tempDir } from "./helpers/paths.ts";
 import { makeTestArchive, publishRelease, type ReleaseServer, serveReleases } from "./helpers/release-server.ts";
@@ -42,11 +34,8 @@ const HAS_REAL_RELEASE =
   SUPPORTED_HOST && existsSync(join(REAL_RELEASE, VERSION, archiveName(VERSION, HOST_OS, HOST_ARCH)));
 const HASHERS = ["sha256sum", "shasum"];
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+/** What one run of install.sh did. */
+type Run = { code: number; stdout: string; stderr: string };
 
 /** A temporary HOME, TMPDIR, release folder and shim folder; removed by `using`. */
 function sandbox() {
@@ -158,7 +147,6 @@ describe.skipIf(!SUPPORTED_HOST)("install.sh", () => {
       { path: `/0.2.0/${archive}`, status: 200 },
     ]);
     expect(installed(sb.bin)).toEqual({ link: ".versions/0.2.0/bin/infernet", versions: ["0.2.0"] });
-    expect(lstatSync(join(sb.bin, "infernet")).isSymbolicLink()).toBe(true);
     expect(runInstalled(sb.bin, "--version")).toBe("infernet 0.2.0\n");
     const manifest = JSON.parse(readFileSync(join(sb.bin, ".versions/0.2.0/runtime/manifest.json"), "utf8"));
     expect(manifest.version).toBe("0.2.0");
@@ -406,6 +394,5 @@ describe.skipIf(!SUPPORTED_HOST)("install.sh", () => {
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(runInstalled(sb.bin, "--version")).toBe(`infernet ${VERSION}\n`);
-    expect(existsSync(join(REAL_RELEASE, LATEST_FILE))).toBe(true);
   });
 });
