@@ -1,0 +1,92 @@
+import type { JobState } from "../jobs/states.ts";
+
+/**
+ * What the dashboard shows, as plain data: one snapshot the node's control API serves
+ * (`GET /v1/dashboard`), polled by the dashboard's client (tui/client.ts). Panels are pure functions
+ * of it, so they are tested with snapshots taken from real nodes. Nothing here imports React.
+ */
+
+export interface GpuView {
+  name: string;
+  vramUsedBytes: number | undefined;
+  vramTotalBytes: number | undefined;
+  /** 0-100, from nvidia-smi when it answers. */
+  utilizationPercent: number | undefined;
+  temperatureC: number | undefined;
+}
+
+export interface HardwareView {
+  gpus: GpuView[];
+  cpu: { model: string; cores: number; usedPercent: number | undefined };
+  memory: { usedBytes: number; totalBytes: number };
+  /** The backend the llama engine runs on ("cuda", "vulkan", "metal", "cpu"), once known. */
+  engine: string | undefined;
+}
+
+export interface PeerView {
+  peerId: string;
+  models: string[];
+  /** Satoshis per 1,000 tokens. */
+  price: number | undefined;
+  latencyMs: number | undefined;
+  completed: number;
+  failed: number;
+  connected: boolean;
+  aggregatorFeePercent: number | undefined;
+}
+
+/** A job this node holds as an aggregator, with its shards' progress. */
+export interface JobView {
+  id: string;
+  model: string;
+  state: JobState;
+  shardCount: number;
+  shardsVerified: number;
+  retries: number;
+  createdAt: number;
+  finishedAt: number | undefined;
+  error: string | undefined;
+}
+
+/** What this node is computing for others right now (provider side). */
+export interface ServingView {
+  /** False while serving is paused from the dashboard (`p`). */
+  accepting: boolean;
+  models: { name: string; sha256: string; runtime: string }[];
+  /** Requests and shards computing now / waiting. */
+  active: number;
+  queued: number;
+  served: number;
+  failed: number;
+  /** Tokens (or records) per second over the last minute, when anything ran. */
+  ratePerSecond: number | undefined;
+}
+
+export interface LogLine {
+  t: string;
+  level: string;
+  ns: string;
+  msg: string;
+}
+
+export interface DashboardSnapshot {
+  node: {
+    peerId: string;
+    version: string;
+    modes: ("provider" | "client" | "aggregator")[];
+    startedAt: number;
+    addresses: string[];
+    /** "public" when a peer confirmed an address, "private" when none could, "unknown" before. */
+    reachability: "public" | "private" | "unknown";
+    connections: number;
+  };
+  hardware: HardwareView;
+  serving: ServingView;
+  jobs: JobView[];
+  peers: PeerView[];
+  /** Payments are not built yet: the panel says so (no invented numbers). */
+  earnings: { available: false; reason: string };
+  /** The newest lines of the node's log, oldest first. */
+  log: LogLine[];
+  takenAt: number;
+}
