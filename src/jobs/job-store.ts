@@ -1,4 +1,3 @@
-import type { Store } from "../store/db.ts";
 import { logger } from "../util/logger.ts";
 import {
   IdempotencyConflictError,
@@ -7,7 +6,7 @@ import {
   LeaseRefusedError,
   ResultConflictError,
 } from "./errors.ts";
-import { JobReader } from "./job-reader.ts";
+import { JobBookkeeping } from "./job-bookkeeping.ts";
 import {
   ASSIGNMENT_COLUMNS,
   type AssignmentRecord,
@@ -25,31 +24,16 @@ import {
 } from "./rows.ts";
 import { checkShardRanges, parseJobSpec, type ShardRange } from "./spec.ts";
 import {
-  type AssignmentState,
-  assertAssignmentTransition,
-  assertJobTransition,
   assertShardTransition,
-  type CopyCounts,
-  deriveShardState,
-  type JobState,
-  type ShardState,
+  IN_FLIGHT_ASSIGNMENT_STATES,
+  LIVE_ASSIGNMENT_STATES,
   TERMINAL_JOB_STATES,
   TERMINAL_SHARD_STATES,
 } from "./states.ts";
 
 const log = logger("jobs");
 
-/** A shard may lose or have rejected this many copies before the whole job fails. */
-export const DEFAULT_MAX_SHARD_RETRIES = 10;
-
-export interface JobStoreInit {
-  /** The clock for every timestamp and lease deadline (tests move it by hand). */
-  now?: () => number;
-  maxShardRetries?: number;
-  newId?: () => string;
-}
-
-const isReturnedish = (s: ShardState) => s === "returned" || s === "verified";
+export { DEFAULT_MAX_SHARD_RETRIES, type JobStoreInit } from "./job-bookkeeping.ts";
 
 /**
  * Jobs, their shards and the leases on them, in SQLite. Every method that changes state runs as
@@ -65,16 +49,7 @@ const isReturnedish = (s: ShardState) => s === "returned" || s === "verified";
  * for (const j of jobs.unfinishedJobs()) resume(j);             // after a restart
  * ```
  */
-export class JobStore extends JobReader {
-  private readonly maxShardRetries: number;
-  private readonly newId: () => string;
-
-  constructor(store: Store, init: JobStoreInit = {}) {
-    super(store, init.now);
-    this.maxShardRetries = init.maxShardRetries ?? DEFAULT_MAX_SHARD_RETRIES;
-    this.newId = init.newId ?? (() => crypto.randomUUID());
-  }
-
+export class JobStore extends JobBookkeeping {
   /**
    * Records a job and its shards, all queued. Submitting the same idempotency key again returns
    * the job it created (`created: false`); the same key with a different spec is refused.
@@ -150,6 +125,46 @@ export class JobStore extends JobReader {
    */
   leaseMany(jobId: string, provider: string, count: number, leaseMs: number): AssignmentRecord[] {
     return this.tx(() => this.leasableShards(jobId, provider, count).map((s) => this.lease(s.id, provider, leaseMs)));
+  }
+
+  /**
+   * Leases an extra copy of a shard beyond its redundancy (a speculative copy near the end of a job,
+   * when another copy is slow), which `lease` refuses because the shard has all its copies. At most
+   * `extraCopies` beyond the redundancy, never to a provider that holds a copy or had one rejected.
+   *
+   * It only adds a leased assignment, which leaves the shard's derived state and `missing` as they
+   * were: the shard is `leased` or `running` because a copy is in flight, and `missing` stays 0. The
+   * first `redundancy` copies back make it `returned`; `verifyShard` then fails whichever copy is still
+   * in flight, and a late result for it is refused as for any lost lease, so nothing counts twice.
+   */
+  leaseExtra(shardId: number, provider: string, leaseMs: number, extraCopies = 1): AssignmentRecord {
+    return this.tx(() => {
+      const shard = this.shard(shardId);
+      if (shard.state !== "leased" && shard.state !== "running") {
+        throw new IllegalTransitionError(
+          `shard ${shardId} is ${shard.state}: only a shard in flight gets an extra copy`,
+        );
+      }
+      const copies = this.assignments(shardId).filter((a) => LIVE_ASSIGNMENT_STATES.includes(a.state));
+      if (!copies.some((a) => IN_FLIGHT_ASSIGNMENT_STATES.includes(a.state))) {
+        throw new LeaseRefusedError(`shard ${shardId} has no copy in flight to duplicate`);
+      }
+      if (copies.length >= this.redundancy(shard.jobId) + extraCopies) {
+        throw new LeaseRefusedError(`shard ${shardId} already has ${copies.length} copies`);
+      }
+      if (copies.some((a) => a.provider === provider) || this.rejectedBefore(shardId, provider)) {
+        throw new LeaseRefusedError(`provider ${provider} already holds a copy of shard ${shardId}`);
+      }
+      const id = this.newId();
+      const now = this.now();
+      this.db
+        .query(
+          `INSERT INTO assignments (id, shard_id, job_id, provider, state, leased_at, lease_deadline)
+           VALUES (?, ?, ?, ?, 'leased', ?, ?)`,
+        )
+        .run(id, shardId, shard.jobId, provider, now, now + leaseMs);
+      return this.assignment(id);
+    });
   }
 
   /** The provider has begun computing the copy. */
@@ -298,120 +313,5 @@ export class JobStore extends JobReader {
       this.setShardState(shard, "verified");
       return this.shard(shardId);
     });
-  }
-
-  /** Gives up on a job: it and its unfinished shards are failed, leases in flight are revoked. */
-  failJob(jobId: string, reason: string): JobRecord {
-    return this.tx(() => {
-      const job = this.job(jobId);
-      assertJobTransition(jobId, job.state, "failed");
-      const now = this.now();
-      this.db
-        .query(
-          `UPDATE assignments SET state = 'failed', ended_at = ?, reason = ?
-           WHERE job_id = ? AND state IN ('leased', 'running', 'disputed')`,
-        )
-        .run(now, `job failed: ${reason}`, jobId);
-      this.db
-        .query(
-          `UPDATE shards SET state = 'failed', missing = 0, updated_at = ?
-           WHERE job_id = ? AND state NOT IN ('verified', 'failed')`,
-        )
-        .run(now, jobId);
-      this.db
-        .query("UPDATE jobs SET state = 'failed', error = ?, updated_at = ?, finished_at = ? WHERE id = ?")
-        .run(reason, now, now, jobId);
-      log.warn("job failed", { job: jobId, reason });
-      return this.job(jobId);
-    });
-  }
-
-  private tx<T>(fn: () => T): T {
-    if (this.db.inTransaction) return fn();
-    return this.db.transaction(fn).immediate();
-  }
-
-  private loseCopy(
-    a: AssignmentRecord,
-    to: "reassigned" | "failed" | "disputed",
-    reason: string,
-    countRetry = true,
-  ): void {
-    this.moveAssignment(a, to, { ended_at: this.now(), reason }, false);
-    if (countRetry) this.db.query("UPDATE shards SET retries = retries + 1 WHERE id = ?").run(a.shardId);
-    const shard = this.shard(a.shardId);
-    if (shard.retries > this.maxShardRetries && !TERMINAL_JOB_STATES.includes(this.jobState(a.jobId).state)) {
-      this.failJob(a.jobId, `shard ${shard.index} lost ${shard.retries} copies`);
-      return;
-    }
-    this.refreshShard(a.shardId);
-  }
-
-  private moveAssignment(
-    a: AssignmentRecord,
-    to: AssignmentState,
-    fields: Record<string, string | number | Uint8Array | null>,
-    refresh = true,
-  ): void {
-    assertAssignmentTransition(a.id, a.state, to);
-    const names = Object.keys(fields);
-    const sets = ["state = ?", ...names.map((n) => `${n} = ?`)].join(", ");
-    this.db.query(`UPDATE assignments SET ${sets} WHERE id = ?`).run(to, ...Object.values(fields), a.id);
-    if (refresh) this.refreshShard(a.shardId);
-  }
-
-  /** Brings a non-terminal shard's state and `missing` in line with its copies. */
-  private refreshShard(shardId: number): void {
-    const shard = this.shard(shardId);
-    if (TERMINAL_SHARD_STATES.includes(shard.state)) return;
-    const counts: CopyCounts = { leased: 0, running: 0, returned: 0, verified: 0, lost: 0 };
-    const rows = this.db
-      .query<{ state: AssignmentState; n: number }, [number]>(
-        "SELECT state, count(*) AS n FROM assignments WHERE shard_id = ? GROUP BY state",
-      )
-      .all(shardId);
-    for (const { state, n } of rows) {
-      if (state === "failed" || state === "reassigned" || state === "disputed") counts.lost += n;
-      else counts[state] += n;
-    }
-    const redundancy = this.redundancy(shard.jobId);
-    const live = counts.leased + counts.running + counts.returned + counts.verified;
-    this.db.query("UPDATE shards SET missing = ? WHERE id = ?").run(Math.max(0, redundancy - live), shardId);
-    this.setShardState(shard, deriveShardState(counts, redundancy));
-  }
-
-  private setShardState(shard: ShardRecord, to: ShardState): void {
-    const now = this.now();
-    if (to !== shard.state) {
-      assertShardTransition(String(shard.id), shard.state, to);
-      const terminal = TERMINAL_SHARD_STATES.includes(to);
-      this.db
-        .query(`UPDATE shards SET state = ?, updated_at = ?${terminal ? ", missing = 0" : ""} WHERE id = ?`)
-        .run(to, now, shard.id);
-      const returned = Number(isReturnedish(to)) - Number(isReturnedish(shard.state));
-      const verified = Number(to === "verified") - Number(shard.state === "verified");
-      if (returned !== 0 || verified !== 0) {
-        this.db
-          .query(
-            "UPDATE jobs SET shards_returned = shards_returned + ?, shards_verified = shards_verified + ? WHERE id = ?",
-          )
-          .run(returned, verified, shard.jobId);
-      }
-    }
-    this.refreshJob(shard.jobId, now);
-  }
-
-  private refreshJob(jobId: string, now: number): void {
-    const job = this.jobState(jobId);
-    if (TERMINAL_JOB_STATES.includes(job.state)) return;
-    let to: JobState = "running";
-    if (job.shardsVerified === job.shardCount) to = "verified";
-    else if (job.shardsReturned === job.shardCount) to = "returned";
-    if (to === job.state) return;
-    assertJobTransition(jobId, job.state, to);
-    this.db
-      .query("UPDATE jobs SET state = ?, updated_at = ?, finished_at = ? WHERE id = ?")
-      .run(to, now, to === "verified" ? now : null, jobId);
-    if (to === "verified") log.info("job verified", { job: jobId });
   }
 }

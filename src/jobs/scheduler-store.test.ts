@@ -4,9 +4,8 @@ import { tempDir } from "../../test/helpers/paths.ts";
 import { Store } from "../store/db.ts";
 import { snapshotJob } from "./job-snapshot.ts";
 import { JobStore } from "./job-store.ts";
-import { MIN_LEASE_MS, planAssignments } from "./scheduler.ts";
+import { MAX_SPECULATIVE_COPIES, MIN_LEASE_MS, planAssignments } from "./scheduler.ts";
 import { MODEL_SHA, provider, T0 } from "./scheduler-fixtures.ts";
-import { leaseSpeculative } from "./speculative-lease.ts";
 
 /**
  * The planner driving a real JobStore on a SQLite file through a whole job, over a simulated clock:
@@ -41,7 +40,7 @@ interface Outcome {
   speculative: number;
 }
 
-/** Runs the job to the end (or MAX_STEPS), speculative copies leased through `leaseSpeculative` or not planned. */
+/** Runs the job to the end (or MAX_STEPS), speculative copies leased through `leaseExtra` or not planned. */
 function simulate(store: Store, speculate: boolean): Outcome {
   const clock = { t: T0 };
   let ids = 0;
@@ -95,7 +94,7 @@ function simulate(store: Store, speculate: boolean): Outcome {
     expect(plan.refused).toEqual([]);
     for (const l of plan.leases) {
       const a = l.speculative
-        ? leaseSpeculative(store, jobs, l.shardId, l.provider, l.leaseMs, clock.t, `s-${++ids}`)
+        ? jobs.leaseExtra(l.shardId, l.provider, l.leaseMs, MAX_SPECULATIVE_COPIES)
         : jobs.lease(l.shardId, l.provider, l.leaseMs);
       const peer = l.provider as Peer;
       const finish = Math.max(clock.t, busyUntil.get(peer) ?? 0) + SPEEDS[peer];

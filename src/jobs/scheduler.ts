@@ -29,7 +29,7 @@ import {
  * for (const r of plan.refused) { jobs.failJob(r.jobId, r.error.message); tell(r.jobId, r.error); }
  * for (const l of plan.late) warn(l.jobId, l.expectedFinishMs);
  * for (const l of plan.leases) {
- *   send(l.speculative ? leaseSpeculative(store, jobs, l.shardId, l.provider, l.leaseMs, now)
+ *   send(l.speculative ? jobs.leaseExtra(l.shardId, l.provider, l.leaseMs, MAX_SPECULATIVE_COPIES)
  *                      : jobs.lease(l.shardId, l.provider, l.leaseMs));
  * }
  * ```

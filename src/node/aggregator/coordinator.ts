@@ -1,9 +1,8 @@
 import { IllegalTransitionError, LeaseLostError, LeaseRefusedError } from "../../jobs/errors.ts";
 import type { Shard } from "../../jobs/records.ts";
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
-import { planAssignments } from "../../jobs/scheduler.ts";
+import { MAX_SPECULATIVE_COPIES, planAssignments } from "../../jobs/scheduler.ts";
 import { shardFromWire } from "../../jobs/shard-codec.ts";
-import { leaseSpeculative } from "../../jobs/speculative-lease.ts";
 import type { Store } from "../../store/db.ts";
 import { errorMessage, InvalidInputError, TimeoutError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
@@ -256,7 +255,7 @@ export class Coordinator {
         for (const lease of plan.leases) {
           try {
             const a = lease.speculative
-              ? leaseSpeculative(this.init.db, store.jobs, lease.shardId, lease.provider, lease.leaseMs, now)
+              ? store.jobs.leaseExtra(lease.shardId, lease.provider, lease.leaseMs, MAX_SPECULATIVE_COPIES)
               : store.jobs.lease(lease.shardId, lease.provider, lease.leaseMs);
             store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
             out.push({ a, expectedMs: lease.expectedMs });

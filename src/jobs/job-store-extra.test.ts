@@ -6,7 +6,6 @@ import { snapshotJob, tokensPerRecord } from "./job-snapshot.ts";
 import { JobStore } from "./job-store.ts";
 import { MODEL_SHA } from "./scheduler-fixtures.ts";
 import { type JobSpecInput, parseJobSpec } from "./spec.ts";
-import { leaseSpeculative } from "./speculative-lease.ts";
 
 const LEASE_MS = 1_000;
 const digest = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
@@ -55,14 +54,12 @@ describe("leaseSpeculative", () => {
     expect(errorOf(() => s.jobs.lease(shard.id, "c", LEASE_MS))?.name).toBe("LeaseRefusedError");
     s.jobs.recordResult(fast.id, result("labels"));
 
-    const extra = leaseSpeculative(s.store, s.jobs, shard.id, "c", LEASE_MS, s.clock.t, "extra-1");
+    const extra = s.jobs.leaseExtra(shard.id, "c", LEASE_MS);
     expect(extra.state).toBe("leased");
     // Nothing about the shard changed: it still waits on a copy in flight and lacks none.
     expect(s.jobs.shard(shard.id)).toMatchObject({ state: "leased", missing: 0 });
     // Only one extra copy, never on a provider that holds one.
-    expect(errorOf(() => leaseSpeculative(s.store, s.jobs, shard.id, "d", LEASE_MS, s.clock.t))?.name).toBe(
-      "LeaseRefusedError",
-    );
+    expect(errorOf(() => s.jobs.leaseExtra(shard.id, "d", LEASE_MS))?.name).toBe("LeaseRefusedError");
 
     s.jobs.recordResult(extra.id, result("labels"));
     expect(s.jobs.shard(shard.id).state).toBe("returned");
@@ -86,15 +83,11 @@ describe("leaseSpeculative", () => {
     ]);
     const [first, second] = s.jobs.shards(job.id).map((x) => ({ id: x.id }));
     if (!first || !second) throw new Error("two shards expected");
-    expect(errorOf(() => leaseSpeculative(s.store, s.jobs, first.id, "a", LEASE_MS, s.clock.t))?.name).toBe(
-      "IllegalTransitionError",
-    );
+    expect(errorOf(() => s.jobs.leaseExtra(first.id, "a", LEASE_MS))?.name).toBe("IllegalTransitionError");
     s.jobs.lease(second.id, "a", LEASE_MS);
-    expect(errorOf(() => leaseSpeculative(s.store, s.jobs, second.id, "a", LEASE_MS, s.clock.t))?.name).toBe(
-      "LeaseRefusedError",
-    );
+    expect(errorOf(() => s.jobs.leaseExtra(second.id, "a", LEASE_MS))?.name).toBe("LeaseRefusedError");
     // An extra copy that expires is lost like any other; the first copy still counts.
-    leaseSpeculative(s.store, s.jobs, second.id, "b", LEASE_MS, s.clock.t);
+    s.jobs.leaseExtra(second.id, "b", LEASE_MS);
     s.clock.t += LEASE_MS;
     expect(s.jobs.expireLeases().map((a) => a.provider)).toEqual(["a", "b"]);
     expect(s.jobs.shard(second.id)).toMatchObject({ state: "reassigned", missing: 1 });
