@@ -40,6 +40,11 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./start.ts")).startCommand,
   },
   {
+    name: "dash",
+    summary: "Open the terminal dashboard on the running node: hardware, jobs, peers, log; pause/resume serving",
+    load: async () => (await import("./dash.ts")).dashCommand,
+  },
+  {
     name: "peers",
     summary: "List providers on the network: GPU, models, price, latency, load, reputation",
     load: async () => (await import("./peers.ts")).peersCommand,

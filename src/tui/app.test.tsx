@@ -1,0 +1,191 @@
+import { describe, expect, test } from "bun:test";
+import { render } from "ink-testing-library";
+import { useEffect } from "react";
+import { App, type DashboardSource } from "./app.tsx";
+import { longLog, PROVIDER_SNAPSHOT } from "./fixtures.ts";
+import type { DashboardSnapshot } from "./state.ts";
+
+/** Escape sequences a terminal sends for these keys. */
+const KEY = { tab: "\t", shiftTab: "\u001b[Z", up: "\u001b[A", enter: "\r", escape: "\u001b" } as const;
+
+/**
+ * A node as the dashboard sees it: snapshots from a fixture, serving toggled as the control API
+ * would; `hold` keeps the next setServing answer back until `release`.
+ */
+class FakeNode implements DashboardSource {
+  accepting = true;
+  servingCalls: boolean[] = [];
+  snapshots = 0;
+  log = PROVIDER_SNAPSHOT.log;
+  private held: (() => void) | undefined;
+  hold = false;
+
+  async snapshot(): Promise<DashboardSnapshot> {
+    this.snapshots += 1;
+    return {
+      ...PROVIDER_SNAPSHOT,
+      log: this.log,
+      serving: { ...PROVIDER_SNAPSHOT.serving, accepting: this.accepting },
+    };
+  }
+
+  async setServing(on: boolean): Promise<void> {
+    this.servingCalls.push(on);
+    if (this.hold) await new Promise<void>((resolve) => (this.held = resolve));
+    this.accepting = on;
+  }
+
+  release(): void {
+    this.held?.();
+  }
+}
+
+/** Calls `onUnmount` when Ink tears the tree down (the app exited). */
+function UnmountProbe({ onUnmount }: { onUnmount: () => void }) {
+  useEffect(() => onUnmount, [onUnmount]);
+  return null;
+}
+
+function start(node: FakeNode) {
+  const state = { unmounted: false };
+  const r = render(
+    <>
+      <App source={node} mono size={{ columns: 80, rows: 24 }} pollMs={60_000} />
+      <UnmountProbe onUnmount={() => (state.unmounted = true)} />
+    </>,
+  );
+  return { ...r, state, frame: () => r.lastFrame() ?? "" };
+}
+
+/** Waits until `check` holds; Ink renders asynchronously. Bounded by the test's timeout, not a clock. */
+async function until(check: () => boolean): Promise<void> {
+  while (!check()) await Bun.sleep(5);
+}
+
+describe("App", () => {
+  test("shows the node's snapshot once it arrives", async () => {
+    const node = new FakeNode();
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    expect(app.frame()).toContain("▸ Hardware");
+    app.unmount();
+  });
+
+  test("tab and shift-tab move focus between panels", async () => {
+    const app = start(new FakeNode());
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write(KEY.tab);
+    await until(() => app.frame().includes("▸ Jobs"));
+    app.stdin.write(KEY.tab);
+    await until(() => app.frame().includes("▸ Network"));
+    app.stdin.write(KEY.shiftTab);
+    app.stdin.write(KEY.shiftTab);
+    app.stdin.write(KEY.shiftTab);
+    await until(() => app.frame().includes("▸ Log"));
+    app.unmount();
+  });
+
+  test("? opens the help overlay and closes it again", async () => {
+    const app = start(new FakeNode());
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("?");
+    await until(() => app.frame().includes("pause or resume serving"));
+    app.stdin.write("?");
+    await until(() => !app.frame().includes("pause or resume serving"));
+    app.unmount();
+  });
+
+  test("p pauses serving through the client, p again resumes", async () => {
+    const node = new FakeNode();
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("p");
+    await until(() => app.frame().includes("PAUSED"));
+    expect(node.servingCalls).toEqual([false]);
+    app.stdin.write("p");
+    await until(() => !app.frame().includes("PAUSED"));
+    expect(node.servingCalls).toEqual([false, true]);
+    app.unmount();
+  });
+
+  test("/ filters peers by model; esc clears the filter", async () => {
+    const app = start(new FakeNode());
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("/");
+    await until(() => app.frame().includes("▸ Network"));
+    app.stdin.write("llama");
+    app.stdin.write(KEY.enter);
+    await until(() => app.frame().includes("model: llama") && !app.frame().includes("▏"));
+    expect(app.frame()).toContain("…7Fs3cr5d");
+    expect(app.frame()).not.toContain("…FZbmtewi");
+    // The filter prompt is closed: "q" is a key again, not text. Reopen and clear with esc.
+    app.stdin.write("f");
+    await until(() => app.frame().includes("▏"));
+    app.stdin.write(KEY.escape);
+    await until(() => app.frame().includes("…FZbmtewi"));
+    expect(app.frame()).not.toContain("model:");
+    app.unmount();
+  });
+
+  test("arrows scroll the log back", async () => {
+    const node = new FakeNode();
+    node.log = longLog(60);
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write(KEY.shiftTab);
+    await until(() => app.frame().includes("line 60"));
+    app.stdin.write(KEY.up);
+    app.stdin.write("k");
+    await until(() => app.frame().includes("2 lines back"));
+    expect(app.frame()).not.toContain("line 60");
+    app.unmount();
+  });
+
+  test("q exits and unmounts", async () => {
+    const app = start(new FakeNode());
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("q");
+    await until(() => app.state.unmounted);
+  });
+
+  test("q waits for a pause in flight; a second q forces", async () => {
+    const node = new FakeNode();
+    node.hold = true;
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("p");
+    await until(() => node.servingCalls.length === 1);
+    app.stdin.write("q");
+    await until(() => app.frame().includes("quitting… (q again to force)"));
+    expect(app.state.unmounted).toBe(false);
+    app.stdin.write("q");
+    await until(() => app.state.unmounted);
+    node.release();
+  });
+
+  test("q lets a pause in flight finish, then exits", async () => {
+    const node = new FakeNode();
+    node.hold = true;
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("p");
+    await until(() => node.servingCalls.length === 1);
+    app.stdin.write("q");
+    await until(() => app.frame().includes("quitting…"));
+    node.release();
+    await until(() => app.state.unmounted);
+    expect(node.accepting).toBe(false);
+  });
+
+  test("a node that stops answering is reported, and the last snapshot stays", async () => {
+    const node = new FakeNode();
+    const app = render(<App source={node} mono size={{ columns: 80, rows: 24 }} pollMs={1} />);
+    await until(() => (app.lastFrame() ?? "").includes("NVIDIA H100"));
+    node.snapshot = async () => {
+      throw new Error("connect ENOENT /tmp/infernet/control.sock");
+    };
+    await until(() => (app.lastFrame() ?? "").includes("node not answering: connect ENOENT"));
+    expect(app.lastFrame()).toContain("NVIDIA H100");
+    app.unmount();
+  });
+});
