@@ -15,6 +15,7 @@ import { VERSION } from "../version.ts";
 import { Aggregator } from "./aggregator/aggregator.ts";
 import { runLocalShard } from "./aggregator/local-shard.ts";
 import { nodeNetwork } from "./aggregator/network.ts";
+import { metered, RateMeter } from "./control/dash-rate.ts";
 import { configuredEngines } from "./engines.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
@@ -88,6 +89,8 @@ type InfernetHost = Host & {
 export class InfernetNode implements AsyncDisposable {
   /** Set when the node runs an aggregator (`start --aggregator`). */
   aggregator: Aggregator | undefined;
+  /** False while serving is paused (dashboard `p`): new infer and shard requests are refused, running ones finish. */
+  accepting = true;
   private readonly latency = new Map<string, { ms: number; at: number }>();
   private readonly pinging = new Map<string, Promise<number | undefined>>();
 
@@ -95,9 +98,11 @@ export class InfernetNode implements AsyncDisposable {
     readonly host: InfernetHost,
     readonly serving: ResolvedModel[],
     readonly price: number,
-    private readonly engines: Record<RuntimeName, Engine> | undefined,
-    private readonly startedAt: number,
+    readonly engines: Record<RuntimeName, Engine> | undefined,
+    readonly startedAt: number,
     private readonly bootstrapAddrs: string[],
+    readonly store: Store,
+    readonly produced: RateMeter,
   ) {}
 
   static async start(options: StartNodeOptions): Promise<InfernetNode> {
@@ -107,7 +112,7 @@ export class InfernetNode implements AsyncDisposable {
     const engines = serving.length
       ? (options.engines ?? (await configuredEngines(config, store, options.signal)))
       : undefined;
-    const served = new Map(serving.filter((m) => m.sha256).map((m) => [m.sha256 as string, m]));
+    const servedModels = new Map(serving.filter((m) => m.sha256).map((m) => [m.sha256 as string, m]));
     const announces = serving.length > 0 || options.aggregator !== undefined;
     const hardware = announces
       ? await detectHardware({ ...(options.signal ? { signal: options.signal } : {}) })
@@ -117,6 +122,9 @@ export class InfernetNode implements AsyncDisposable {
 
     let host: InfernetHost | undefined;
     let node: InfernetNode | undefined;
+    // Paused: requests find no model here, and the record offers no slots (`rankProviders` skips it).
+    const open = () => node?.accepting !== false;
+    const served = () => (open() ? servedModels : new Map<string, ResolvedModel>());
     const describe = () => {
       if (!host || !hardware) throw new Error("node not started");
       const load = host.services.infer.load();
@@ -137,14 +145,18 @@ export class InfernetNode implements AsyncDisposable {
         },
         models: serving.flatMap((m) => (m.sha256 ? [{ name: m.name, sha256: m.sha256, runtime: m.runtime }] : [])),
         price: { satsPer1kTokens: price },
-        load: { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent },
+        load: open()
+          ? { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent }
+          : { active: 0, queued: 0, maxConcurrent: 0 },
         reputation: { completed: load.served, failed: load.failed },
         ...(options.aggregator ? { aggregator: { feePercent: options.aggregator.feePercent } } : {}),
       };
     };
 
     // Load changes are announced as they happen (the service merges bursts), so clients rank on live load.
-    const announced = engines ? announcing(engines, () => void host?.services.capability.announce()) : undefined;
+    const produced = new RateMeter();
+    const announce = () => void host?.services.capability.announce();
+    const announced = engines ? announcing(metered(engines, produced), announce) : undefined;
     host = (await createHost({
       privateKey: await loadOrCreateIdentity(config.home),
       listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
@@ -153,9 +165,9 @@ export class InfernetNode implements AsyncDisposable {
       mdns: config.mdns,
       dhtClient: options.ephemeral ?? false,
       services: {
-        infer: inferProtocol({ served: () => served, ...(announced ? { engines: announced } : {}) }),
+        infer: inferProtocol({ served, ...(announced ? { engines: announced } : {}) }),
         // Aggregators send providers whole shards of batch jobs over this one.
-        shard: shardProtocol({ served: () => served, ...(announced ? { engines: announced } : {}) }),
+        shard: shardProtocol({ served, ...(announced ? { engines: announced } : {}) }),
         // Clients submit batch jobs to an aggregator over this one.
         job: jobProtocol(options.aggregator ? { aggregator: () => node?.aggregator } : {}),
         capability: capabilityService(announces ? { describe } : {}),
@@ -163,7 +175,7 @@ export class InfernetNode implements AsyncDisposable {
     })) as InfernetHost;
     // Load (and calibrate) every served model now, so the first request does not pay for it.
     for (const m of serving) await engines?.[m.runtime].preload(m, options.signal ? { signal: options.signal } : {});
-    node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap);
+    node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap, store, produced);
     if (options.aggregator) {
       node.aggregator = new Aggregator({
         network: nodeNetwork(node),

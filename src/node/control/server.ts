@@ -6,6 +6,7 @@ import { logger } from "../../util/logger.ts";
 import { runOnNetwork } from "../client.ts";
 import type { InfernetNode } from "../node.ts";
 import { probeControl } from "./client.ts";
+import { type DashboardRoutes, dashboardRoutes } from "./dash-routes.ts";
 import { MAX_JOB_UPLOAD_BYTES } from "./jobs-protocol.ts";
 import { routeJobs } from "./jobs-routes.ts";
 import { ndjsonResponse } from "./ndjson.ts";
@@ -47,11 +48,12 @@ export async function startControlServer(node: InfernetNode, home: string): Prom
     }
     unlinkSync(path); // left behind by a node that did not exit cleanly
   }
+  const dash = dashboardRoutes(node, home);
   const server = Bun.serve({
     unix: path,
     // A job upload streams its shards in one body; /v1/run checks its own, smaller limit.
     maxRequestBodySize: Math.max(MAX_CONTROL_BODY_BYTES, MAX_JOB_UPLOAD_BYTES),
-    fetch: (req) => route(node, home, req),
+    fetch: (req) => route(node, home, dash, req),
     error: (err) => json({ type: "error", name: "InternalError", message: errorMessage(err) }, 500),
   });
   chmodSync(path, 0o600);
@@ -63,11 +65,13 @@ export async function startControlServer(node: InfernetNode, home: string): Prom
   return { path, stop, [Symbol.asyncDispose]: stop };
 }
 
-async function route(node: InfernetNode, home: string, req: Request): Promise<Response> {
+async function route(node: InfernetNode, home: string, dash: DashboardRoutes, req: Request): Promise<Response> {
   const url = new URL(req.url);
   if (req.method === "GET" && url.pathname === "/v1/status") return json(node.status());
   if (req.method === "GET" && url.pathname === "/v1/peers") return json(await node.peers(req.signal));
   if (req.method === "POST" && url.pathname === "/v1/run") return run(node, req);
+  const dashboard = await dash(req, url);
+  if (dashboard) return dashboard;
   const jobs = await routeJobs(node, home, req, url);
   if (jobs) return jobs;
   return json({ type: "error", name: "NotFound", message: `no such endpoint: ${req.method} ${url.pathname}` }, 404);
