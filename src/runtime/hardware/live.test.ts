@@ -6,27 +6,28 @@ import { GPU_SAMPLE_INTERVAL_MS, LiveSampler, parseLiveGpus } from "./live.ts";
 
 const MiB = 1024 * 1024;
 /**
- * `nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,temperature.gpu
- * --format=csv,noheader,nounits` on the project's H100 (values as in shared/data/gpu/h100), plus a
- * second GPU line as a multi-GPU box prints it, with a field the driver cannot report.
+ * The first line is what `nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,
+ * temperature.gpu --format=csv,noheader,nounits` printed on the project's H200 (driver 580.159.04,
+ * idle; each run took 0.02 s). The second is a busy GPU of a multi-GPU box as the same query prints
+ * one, with a field the driver cannot report.
  */
-const H100_LIVE = "0, NVIDIA H100 80GB HBM3, 0, 81559, 0, 33\n1, NVIDIA H100 80GB HBM3, 40960, 81559, 97, [N/A]\n";
+const LIVE_QUERY = "0, NVIDIA H200, 0, 143771, 0, 35\n1, NVIDIA H200, 40960, 143771, 97, [N/A]\n";
 
 test("parses the live query's output, a field the driver cannot report left undefined", () => {
-  expect(parseLiveGpus(H100_LIVE)).toEqual([
+  expect(parseLiveGpus(LIVE_QUERY)).toEqual([
     {
       index: 0,
-      name: "NVIDIA H100 80GB HBM3",
+      name: "NVIDIA H200",
       memoryUsedBytes: 0,
-      memoryTotalBytes: 81559 * MiB,
+      memoryTotalBytes: 143771 * MiB,
       utilizationPercent: 0,
-      temperatureC: 33,
+      temperatureC: 35,
     },
     {
       index: 1,
-      name: "NVIDIA H100 80GB HBM3",
+      name: "NVIDIA H200",
       memoryUsedBytes: 40960 * MiB,
-      memoryTotalBytes: 81559 * MiB,
+      memoryTotalBytes: 143771 * MiB,
       utilizationPercent: 97,
       temperatureC: undefined,
     },
@@ -59,7 +60,7 @@ test("runs nvidia-smi at most once per interval and serves the last answer meanw
   using dir = tempDir();
   const count = join(dir.path, "runs");
   const script = join(dir.path, "nvidia-smi");
-  writeFileSync(script, `#!/bin/sh\necho x >> '${count}'\nprintf '%s' '${H100_LIVE}'\n`);
+  writeFileSync(script, `#!/bin/sh\necho x >> '${count}'\nprintf '%s' '${LIVE_QUERY}'\n`);
   chmodSync(script, 0o755);
   let now = 1_000_000;
   const sampler = new LiveSampler({ command: script, now: () => now });
