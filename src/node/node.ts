@@ -122,9 +122,9 @@ export class InfernetNode implements AsyncDisposable {
 
     let host: InfernetHost | undefined;
     let node: InfernetNode | undefined;
-    // Paused: requests find no model here, and the record offers no slots (`rankProviders` skips it).
+    // Paused: requests are refused with "busy", and the record offers no slots (`rankProviders` skips it).
     const open = () => node?.accepting !== false;
-    const served = () => (open() ? servedModels : new Map<string, ResolvedModel>());
+    const served = () => servedModels;
     const describe = () => {
       if (!host || !hardware) throw new Error("node not started");
       const load = host.services.infer.load();
@@ -165,9 +165,9 @@ export class InfernetNode implements AsyncDisposable {
       mdns: config.mdns,
       dhtClient: options.ephemeral ?? false,
       services: {
-        infer: inferProtocol({ served, ...(announced ? { engines: announced } : {}) }),
+        infer: inferProtocol({ served, accepting: open, ...(announced ? { engines: announced } : {}) }),
         // Aggregators send providers whole shards of batch jobs over this one.
-        shard: shardProtocol({ served, ...(announced ? { engines: announced } : {}) }),
+        shard: shardProtocol({ served, accepting: open, ...(announced ? { engines: announced } : {}) }),
         // Clients submit batch jobs to an aggregator over this one.
         job: jobProtocol(options.aggregator ? { aggregator: () => node?.aggregator } : {}),
         capability: capabilityService(announces ? { describe } : {}),

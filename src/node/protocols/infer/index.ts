@@ -36,6 +36,8 @@ export interface ModelRef {
 export interface InferInit {
   /** Models this node serves, by sha256 (lowercase hex). Called per request (the served set can change). */
   served?: () => Map<string, LocalModel>;
+  /** False while serving is paused: new requests are refused with "busy", running ones finish (default: always true). */
+  accepting?: () => boolean;
   /** Engines by runtime. Absent = this node serves nothing (client only). */
   engines?: Partial<Record<RuntimeName, Engine>>;
   /** Requests computing at once (default `DEFAULT_MAX_CONCURRENT`); more wait in a bounded queue. */
@@ -103,6 +105,7 @@ class DefaultInferService implements InferService {
     this.serves = Object.keys(engines).length > 0;
     this.provider = new InferProvider({
       served: init.served ?? (() => new Map()),
+      accepting: init.accepting ?? (() => true),
       engines,
       maxConcurrent: positive("maxConcurrent", init.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
       maxQueued: atLeastZero("maxQueued", init.maxQueued ?? DEFAULT_MAX_QUEUED),

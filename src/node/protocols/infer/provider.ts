@@ -31,6 +31,7 @@ export const CLOSE_TIMEOUT_MS = 5_000;
 
 export interface ProviderSettings {
   served: () => Map<string, LocalModel>;
+  accepting: () => boolean;
   engines: Partial<Record<RuntimeName, Engine>>;
   maxConcurrent: number;
   maxQueued: number;
@@ -89,6 +90,7 @@ export class InferProvider {
       clearTimeout(deadline);
       const budgetMs = Math.min(message.deadlineMs ?? this.settings.requestTimeoutMs, this.settings.requestTimeoutMs);
       deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
+      if (!this.settings.accepting()) throw new Refusal("busy", "this provider has paused serving");
       const model = this.settings.served().get(message.model.sha256);
       const engine = model && this.settings.engines[model.runtime];
       if (!model || !engine) {

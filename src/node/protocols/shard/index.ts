@@ -43,6 +43,8 @@ export type { ShardBatchEvent, ShardEvent } from "./requester.ts";
 export interface ShardInit {
   /** Models this node serves, by sha256 (lowercase hex). Called per shard (the served set can change). */
   served?: () => Map<string, LocalModel>;
+  /** False while serving is paused: new requests are refused with "busy", running ones finish (default: always true). */
+  accepting?: () => boolean;
   /** Engines by runtime. Absent = this node runs no shards (an aggregator that only hands them out). */
   engines?: Partial<Record<RuntimeName, Engine>>;
   /** Shards computing at once (default `DEFAULT_MAX_CONCURRENT`); more wait in a bounded queue. */
@@ -118,6 +120,7 @@ class DefaultShardService implements ShardService {
     this.serves = Object.keys(engines).length > 0;
     this.provider = new ShardProvider({
       served: init.served ?? (() => new Map()),
+      accepting: init.accepting ?? (() => true),
       engines,
       self: components.peerId.toString(),
       maxConcurrent: positive("maxConcurrent", init.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),

@@ -48,6 +48,7 @@ export const KEEPALIVE_MS = 1_000;
 
 export interface ShardProviderSettings {
   served: () => Map<string, LocalModel>;
+  accepting: () => boolean;
   engines: Partial<Record<RuntimeName, Engine>>;
   self: string;
   maxConcurrent: number;
@@ -106,6 +107,7 @@ export class ShardProvider {
       clearTimeout(deadline);
       const budgetMs = Math.min(message.deadlineMs ?? this.settings.shardTimeoutMs, this.settings.shardTimeoutMs);
       deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
+      if (!this.settings.accepting()) throw new Refusal("busy", "this provider has paused serving");
       const model = this.settings.served().get(message.model.sha256);
       if (!model || !this.settings.engines[model.runtime]) {
         throw new Refusal(
