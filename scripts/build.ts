@@ -70,8 +70,6 @@ export async function build(options: BuildOptions = {}): Promise<BuildResult> {
     // Identifiers stay: typed errors are told apart by their class name (InfernetError's `name`).
     minify: { whitespace: true, syntax: true, identifiers: false },
     sourcemap: "none",
-    // Ink's optional devtools hook: only loaded when DEV is set, never shipped.
-    external: ["react-devtools-core"],
     plugins: [
       nativeRuntimePlugin({
         quicAddon: pieces.quicAddon,

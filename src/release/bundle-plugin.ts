@@ -55,6 +55,13 @@ export function nativeRuntimePlugin(options: NativeRuntimePluginOptions): BunPlu
   return {
     name: "infernet-native-runtime",
     setup(build) {
+      // Ink connects to React DevTools only when DEV=true and the optional react-devtools-core is
+      // installed; a binary ships neither, and a bare import of the absent package would stop the
+      // binary at start (seen), so its devtools module is empty here.
+      build.onLoad({ filter: /[\\/]ink[\\/]build[\\/]devtools\.js$/ }, () => ({
+        contents: "export {};",
+        loader: "js",
+      }));
       build.onLoad({ filter: /[\\/]@chainsafe[\\/]libp2p-quic[\\/]dist[\\/]src[\\/]napi\.js$/ }, () => ({
         loader: "js",
         contents: [
