@@ -28,6 +28,9 @@ export async function runDashboard(source: DashboardSource, options: RunDashboar
     maxFps: RENDER_MAX_FPS,
     // The alternate screen keeps the user's scrollback as it was: the dashboard leaves no trace.
     alternateScreen: true,
+    // `infernet dash` runs only on a terminal: a CI variable in the user's environment (which makes
+    // Ink print just a final frame) must not leave the screen blank.
+    interactive: true,
     exitOnCtrlC: true,
     patchConsole: true,
   });
