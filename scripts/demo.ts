@@ -69,4 +69,4 @@ step("a local network: aggregator, 3 providers, a streamed prompt and a sharded,
     ? ["--images", join(mnist, "t10k-images-idx3-ubyte.gz")]
     : []),
 ]);
-process.stdout.write('\nDone. Try: ./bin/infernet run stories260k "The little dog"\n');
+// `infernet demo` ends with what to try next (from a checkout, `./bin/infernet` is the command).
