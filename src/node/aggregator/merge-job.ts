@@ -1,9 +1,8 @@
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { createMerger } from "../../jobs/merge.ts";
 import { catalog, modelFile } from "../../models/catalog.ts";
+import { sha256File } from "../../models/hash.ts";
 import type { OutputInfo } from "./api.ts";
 import { resultFromBytes } from "./results.ts";
 import type { AggregatorStore } from "./store.ts";
@@ -60,10 +59,4 @@ export async function mergeJob(store: AggregatorStore, home: string, jobId: stri
   };
   store.setOutput(jobId, output);
   return output;
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest("hex");
 }

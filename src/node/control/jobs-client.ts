@@ -2,6 +2,7 @@ import { appendFile, rename, rm, stat } from "node:fs/promises";
 import type { JobReport } from "../../jobs/job-report.ts";
 import { payloadBytes, type Shard } from "../../jobs/records.ts";
 import { shardToWire } from "../../jobs/shard-codec.ts";
+import { sha256File } from "../../models/hash.ts";
 import {
   AbortedError,
   errorMessage,
@@ -149,7 +150,7 @@ export function controlJobOps(control: ControlClient, peerId: string): JobOps {
           options.onBytes?.(done);
         }
       }
-      const got = await sha256Of(partial);
+      const got = await sha256File(partial);
       if (done !== total || got !== sha256) {
         await rm(partial, { force: true });
         throw new IntegrityError(
@@ -170,12 +171,6 @@ export function controlJobOps(control: ControlClient, peerId: string): JobOps {
       return (await res.json()) as JobReport;
     },
   };
-}
-
-async function sha256Of(path: string): Promise<string> {
-  const hasher = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
-  return hasher.digest("hex");
 }
 
 async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<JobStreamLine> {

@@ -3,6 +3,7 @@ import type { PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import { payloadBytes, type Shard } from "../../jobs/records.ts";
+import { sha256File } from "../../models/hash.ts";
 import { IntegrityError, UsageError } from "../../util/errors.ts";
 import type { AggregatorApi } from "../aggregator/api.ts";
 import type { InfernetNode } from "../node.ts";
@@ -80,7 +81,7 @@ export function nodeJobOps(node: InfernetNode): JobOps {
         const info = await own.output(jobId, node.peerId);
         const part = `${dest}.copying`;
         await copyFile(info.path, part);
-        const sha256 = new Bun.CryptoHasher("sha256").update(await Bun.file(part).bytes()).digest("hex");
+        const sha256 = await sha256File(part);
         if (sha256 !== info.sha256) {
           await rm(part, { force: true });
           throw new IntegrityError(`the output of job ${jobId} does not match its sha256`);
