@@ -1,19 +1,15 @@
 import { describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { infernet } from "../../test/helpers/cli.ts";
 import { tempDir } from "../../test/helpers/paths.ts";
-import { archiveName, releaseName } from "./layout.ts";
+import {
+  fakeBinaryScript,
+  makeTestArchive,
+  publishRelease,
+  type ReleaseServer,
+  serveReleases,
+} from "../../test/helpers/release-server.ts";
 import { findInstallation, releasePlatform, type UpdateOptions, update } from "./update.ts";
 
 /**
@@ -22,53 +18,30 @@ import { findInstallation, releasePlatform, type UpdateOptions, update } from ".
  */
 const { os, arch } = releasePlatform(process.platform, process.arch);
 
-const script = (version: string, broken: boolean) =>
-  broken
-    ? "#!/bin/sh\necho 'cannot load runtime' >&2\nexit 1\n"
-    : `#!/bin/sh\nif [ "$1" = "--version" ]; then echo "infernet ${version}"; exit 0; fi\nexit 2\n`;
+/** What a broken release's binary does: it cannot start. */
+const BROKEN_BINARY = "#!/bin/sh\necho 'cannot load runtime' >&2\nexit 1\n";
 
-/** Builds the release archive for `version` with the system tar, the way scripts/release.ts lays it out. */
-function buildArchive(work: string, version: string, broken = false): Buffer {
-  const top = join(work, `build-${version}`, releaseName(version, os, arch));
-  mkdirSync(join(top, "bin"), { recursive: true });
-  writeFileSync(join(top, "bin/infernet"), script(version, broken));
-  chmodSync(join(top, "bin/infernet"), 0o755);
-  const out = join(work, archiveName(version, os, arch));
-  const r = Bun.spawnSync(["tar", "-czf", out, "-C", join(work, `build-${version}`), releaseName(version, os, arch)]);
-  if (r.exitCode !== 0) throw new Error(r.stderr.toString());
-  return readFileSync(out);
-}
-
-const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-
-/** A download server: `<base>/latest`, `<base>/<v>/SHA256SUMS`, `<base>/<v>/<archive>`. */
-function releaseServer(files: Record<string, string | Buffer>) {
-  const server = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    fetch(req) {
-      const body = files[new URL(req.url).pathname];
-      return body === undefined ? new Response("not found", { status: 404 }) : new Response(body);
-    },
-  });
-  return { url: `http://127.0.0.1:${server.port}/releases`, [Symbol.asyncDispose]: () => server.stop(true) };
-}
-
-function publish(work: string, version: string, options: { broken?: boolean; wrongSum?: boolean } = {}) {
-  const archive = buildArchive(work, version, options.broken);
-  const sum = options.wrongSum ? sha256(Buffer.from("something else")) : sha256(archive);
-  return {
-    "/releases/latest": `${version}\n`,
-    [`/releases/${version}/SHA256SUMS`]: `${sum}  ${archiveName(version, os, arch)}\n`,
-    [`/releases/${version}/${archiveName(version, os, arch)}`]: archive,
-  };
+/**
+ * Publishes release `version` (a real .tar.gz from the shared test helpers) in a fresh folder and
+ * serves it as a download server; `latest` may name another version.
+ */
+function serve(
+  work: string,
+  version: string,
+  options: { broken?: boolean; wrongSum?: boolean; latest?: string } = {},
+): ReleaseServer {
+  const archive = makeTestArchive(version, os, arch, options.broken ? BROKEN_BINARY : fakeBinaryScript(version));
+  const wrong = new Bun.CryptoHasher("sha256").update("something else").digest("hex");
+  publishRelease(work, version, [archive], options.wrongSum ? { sums: `${wrong}  ${archive.name}\n` } : {});
+  if (options.latest) writeFileSync(join(work, "latest"), `${options.latest}\n`);
+  return serveReleases(work);
 }
 
 /** An installed layout at version `v`, as install.sh leaves it. */
 function install(dir: string, version: string): void {
   const bin = join(dir, ".versions", version, "bin");
   mkdirSync(bin, { recursive: true });
-  writeFileSync(join(bin, "infernet"), script(version, false));
+  writeFileSync(join(bin, "infernet"), fakeBinaryScript(version));
   chmodSync(join(bin, "infernet"), 0o755);
   symlinkSync(join(".versions", version, "bin/infernet"), join(dir, "infernet"));
 }
@@ -84,7 +57,7 @@ describe("update", () => {
     using work = tempDir();
     using dir = tempDir();
     install(dir.path, "0.1.0");
-    await using server = releaseServer(publish(work.path, "0.2.0"));
+    await using server = serve(work.path, "0.2.0");
     const outcome = await update(options(dir.path, server.url));
     expect(outcome).toEqual({
       status: "updated",
@@ -103,7 +76,7 @@ describe("update", () => {
     using work = tempDir();
     using dir = tempDir();
     install(dir.path, "0.1.0");
-    await using server = releaseServer(publish(work.path, "0.2.0", { broken: true }));
+    await using server = serve(work.path, "0.2.0", { broken: true });
     const err = await update(options(dir.path, server.url)).catch((e: unknown) => e);
     expect((err as Error).name).toBe("SelfTestError");
     expect((err as Error).message).toBe(
@@ -118,7 +91,7 @@ describe("update", () => {
     using work = tempDir();
     using dir = tempDir();
     install(dir.path, "0.1.0");
-    await using server = releaseServer(publish(work.path, "0.2.0", { wrongSum: true }));
+    await using server = serve(work.path, "0.2.0", { wrongSum: true });
     const err = await update(options(dir.path, server.url)).catch((e: unknown) => e);
     expect((err as Error).name).toBe("IntegrityError");
     expect((err as Error).message).toContain("refused");
@@ -130,7 +103,7 @@ describe("update", () => {
     using work = tempDir();
     using dir = tempDir();
     install(dir.path, "0.2.0");
-    await using server = releaseServer({ ...publish(work.path, "0.3.0"), "/releases/latest": "0.2.0\n" });
+    await using server = serve(work.path, "0.3.0", { latest: "0.2.0" });
     expect(await update(options(dir.path, server.url))).toEqual({ status: "up-to-date", version: "0.2.0" });
     expect(await update(options(dir.path, server.url, { version: "0.3.0", checkOnly: true }))).toEqual({
       status: "available",
@@ -174,7 +147,7 @@ describe("infernet update", () => {
     using work = tempDir();
     using dir = tempDir();
     install(dir.path, "0.1.0");
-    await using server = releaseServer(publish(work.path, "0.2.0"));
+    await using server = serve(work.path, "0.2.0");
     const env = { INFERNET_DOWNLOAD_URL: server.url, INFERNET_INSTALL_DIR: dir.path };
     const check = await infernet(["update", "--check"], { home: home.path, env });
     expect(check.stdout).toBe("infernet 0.2.0 is available (installed: 0.1.0); run `infernet update`\n");
