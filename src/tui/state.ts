@@ -90,3 +90,27 @@ export interface DashboardSnapshot {
   log: LogLine[];
   takenAt: number;
 }
+
+/** A catalog model as the model manager (`m`) lists it: what the node could serve, and what it does. */
+export interface ModelChoice {
+  name: string;
+  description: string;
+  runtime: "llama" | "onnx";
+  /** All of the entry's files together. */
+  sizeBytes: number;
+  /** Already downloaded and verified in the node's models folder (serving it starts at once). */
+  cached: boolean;
+  served: boolean;
+}
+
+/** Progress of adding a model to the served set: fetching its files, then loading it into its engine. */
+export interface ServeProgress {
+  /** `wait`: another process downloads the same file; `download`; `verify`: hashing; `load`: into the engine. */
+  phase: "wait" | "download" | "verify" | "load";
+  /** The catalog file being fetched (absent while loading). */
+  file?: string;
+  doneBytes: number;
+  totalBytes: number;
+  /** Bytes per second over the last few seconds (0 until measured). */
+  bytesPerSecond: number;
+}
