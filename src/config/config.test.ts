@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "../../test/helpers/paths.ts";
-import { loadConfig } from "./index.ts";
+import { loadConfig, updateConfigFile } from "./index.ts";
 
 function errorOf(fn: () => unknown): Error {
   try {
@@ -69,5 +69,49 @@ describe("config", () => {
     expect(errorOf(() => loadConfig({ env: { INFERNET_HOME: join(dir.path, "x/file") } })).message).toMatch(
       /exists and is not a directory/,
     );
+  });
+
+  test("serve: none by default, a list in config.json, a comma list in INFERNET_SERVE (which wins)", () => {
+    using dir = tempDir();
+    const env = { INFERNET_HOME: dir.path };
+    expect(loadConfig({ env }).serve).toEqual([]);
+    writeFileSync(join(dir.path, "config.json"), JSON.stringify({ serve: ["mnist-8", "stories260k"] }));
+    expect(loadConfig({ env }).serve).toEqual(["mnist-8", "stories260k"]);
+    expect(loadConfig({ env: { ...env, INFERNET_SERVE: " squeezenet1.1, mnist-8 ," } }).serve).toEqual([
+      "squeezenet1.1",
+      "mnist-8",
+    ]);
+    expect(errorOf(() => loadConfig({ env: { ...env, INFERNET_SERVE: "../etc/passwd" } })).name).toBe("ConfigError");
+  });
+
+  test("updateConfigFile sets a setting and keeps the others as written, replacing the file whole", () => {
+    using dir = tempDir();
+    const file = join(dir.path, "config.json");
+    const env = { INFERNET_HOME: dir.path };
+    updateConfigFile(dir.path, { serve: ["mnist-8"] });
+    expect(JSON.parse(readFileSync(file, "utf8"))).toEqual({ serve: ["mnist-8"] });
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+
+    writeFileSync(file, JSON.stringify({ maxTokens: 10, price: "20", serve: ["mnist-8"] }));
+    updateConfigFile(dir.path, { serve: ["mnist-8", "stories260k"] });
+    // No defaults written in, the user's own spelling kept; nothing left beside it.
+    expect(JSON.parse(readFileSync(file, "utf8"))).toEqual({
+      maxTokens: 10,
+      price: "20",
+      serve: ["mnist-8", "stories260k"],
+    });
+    expect(readdirSync(dir.path).filter((f) => f.startsWith("config.json"))).toEqual(["config.json"]);
+    expect(loadConfig({ env })).toMatchObject({ maxTokens: 10, price: 20, serve: ["mnist-8", "stories260k"] });
+  });
+
+  test("updateConfigFile never writes a file loadConfig would refuse", () => {
+    using dir = tempDir();
+    const file = join(dir.path, "config.json");
+    writeFileSync(file, JSON.stringify({ colour: "blue" }));
+    expect(errorOf(() => updateConfigFile(dir.path, { serve: [] })).name).toBe("ConfigError");
+    expect(readFileSync(file, "utf8")).toBe(JSON.stringify({ colour: "blue" }));
+    writeFileSync(file, "{ not json");
+    expect(errorOf(() => updateConfigFile(dir.path, { serve: [] })).message).toMatch(/not valid JSON/);
+    expect(readFileSync(file, "utf8")).toBe("{ not json");
   });
 });

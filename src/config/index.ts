@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { z } from "zod";
 import { ConfigError } from "../util/errors.ts";
@@ -9,6 +9,8 @@ export { environment, resolveHome } from "./env.ts";
 export type { Config, GpuChoice, LogLevel } from "./schema.ts";
 export { SETTINGS } from "./schema.ts";
 
+/** The settings file's name inside INFERNET_HOME. */
+const CONFIG_FILE = "config.json";
 /** Largest config file we will parse. */
 const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 
@@ -30,7 +32,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const home = resolveHome(env);
   ensureHome(home);
 
-  const fromFile = readConfigFile(join(home, "config.json"));
+  const fromFile = readConfigFile(configFilePath(home));
   const fromEnv: Record<string, unknown> = {};
   for (const [key, s] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
     if (key === "home" || !s.env) continue;
@@ -62,9 +64,43 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     bootstrap: SETTINGS.bootstrap.schema.parse(merged.bootstrap),
     mdns: SETTINGS.mdns.schema.parse(merged.mdns),
     price: SETTINGS.price.schema.parse(merged.price),
+    serve: SETTINGS.serve.schema.parse(merged.serve),
   };
   config.modelsDir = config.modelsDir ? resolve(config.modelsDir) : join(home, "models");
   return config;
+}
+
+/** The settings file inside a home. */
+export function configFilePath(home: string): string {
+  return join(home, CONFIG_FILE);
+}
+
+/** The settings a config file may hold, as written by `updateConfigFile`. */
+export type FileSettings = z.infer<typeof FILE_SCHEMA>;
+
+/**
+ * Sets some settings in `INFERNET_HOME/config.json`, keeping the others: the merged file is checked
+ * against the schema (never written in a form `loadConfig` would refuse), written beside the old one
+ * and renamed over it, so a crash leaves the old file or the new one, never half of one.
+ */
+export function updateConfigFile(home: string, changes: FileSettings): void {
+  const path = configFilePath(home);
+  const raw = readRawConfigFile(path) ?? {};
+  // The other keys are kept as the user wrote them (no defaults written in); the result must still load.
+  const merged = { ...(raw as Record<string, unknown>), ...changes };
+  checkConfigFile(path, merged);
+  const temp = `${path}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temp, `${JSON.stringify(merged, null, 2)}\n`, { mode: 0o600 });
+    renameSync(temp, path);
+  } catch (cause) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // never written
+    }
+    throw new ConfigError(`cannot write ${path}`, { hint: "check the permissions of INFERNET_HOME", cause });
+  }
 }
 
 function parseSetting(key: SettingKey, value: unknown, source: string): unknown {
@@ -104,17 +140,25 @@ function ensureHome(home: string): void {
 }
 
 function readConfigFile(path: string): Record<string, unknown> {
-  if (!existsSync(path)) return {};
+  const raw = readRawConfigFile(path);
+  return raw === undefined ? {} : checkConfigFile(path, raw);
+}
+
+/** The file's JSON as written (no defaults filled in), or undefined when there is no file. */
+function readRawConfigFile(path: string): unknown {
+  if (!existsSync(path)) return undefined;
   const size = statSync(path).size;
   if (size > MAX_CONFIG_FILE_BYTES) {
     throw new ConfigError(`${path} is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} a config file may be`);
   }
-  let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, "utf8"));
+    return JSON.parse(readFileSync(path, "utf8"));
   } catch (cause) {
     throw new ConfigError(`${path} is not valid JSON`, { hint: "fix or delete the file", cause });
   }
+}
+
+function checkConfigFile(path: string, raw: unknown): Record<string, unknown> {
   const result = FILE_SCHEMA.safeParse(raw);
   if (!result.success) {
     const issue = result.error.issues[0];

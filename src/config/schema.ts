@@ -13,6 +13,9 @@ export type GpuChoice = (typeof GPU_CHOICES)[number];
 /** Where a node listens unless told otherwise: QUIC first (faster on every measurement here), then TCP. */
 export const DEFAULT_LISTEN = ["/ip4/0.0.0.0/udp/7707/quic-v1", "/ip4/0.0.0.0/tcp/7707"] as const;
 
+/** Most models a node is configured to serve (a capability record holds 64). */
+export const MAX_SERVED_MODELS = 64;
+
 /** A list given as an array (config file, flags) or a comma-separated string (environment). */
 const multiaddrList = z.preprocess(
   (v) =>
@@ -23,6 +26,25 @@ const multiaddrList = z.preprocess(
           .filter(Boolean)
       : v,
   z.array(z.string().regex(/^\//, "a multiaddr starting with /").max(1024)).max(64),
+);
+
+/** Catalog model names, as an array (config file) or a comma-separated string (environment). */
+const modelNameList = z.preprocess(
+  (v) =>
+    typeof v === "string"
+      ? v
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : v,
+  z
+    .array(
+      z
+        .string()
+        .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "a catalog model name")
+        .max(256),
+    )
+    .max(MAX_SERVED_MODELS),
 );
 
 const booleanish = z.preprocess(
@@ -119,6 +141,12 @@ export const SETTINGS = {
     description: "Provider price in satoshis per 1,000 tokens generated (or 1,000 ONNX records).",
     schema: z.coerce.number().min(0).max(1_000_000).default(10),
   }),
+  serve: setting({
+    env: "INFERNET_SERVE",
+    description:
+      "Catalog models `infernet start --provider` serves when no --models is given, comma-separated; the dashboard's `m` adds and removes them.",
+    schema: modelNameList.default([]),
+  }),
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -140,6 +168,7 @@ export const FILE_SCHEMA = z
     bootstrap: SETTINGS.bootstrap.schema.optional(),
     mdns: SETTINGS.mdns.schema.optional(),
     price: SETTINGS.price.schema.optional(),
+    serve: SETTINGS.serve.schema.optional(),
   })
   .strict();
 
@@ -159,4 +188,5 @@ export interface Config {
   bootstrap: string[];
   mdns: boolean;
   price: number;
+  serve: string[];
 }
