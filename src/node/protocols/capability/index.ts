@@ -57,9 +57,10 @@ const log = logger("node:capability");
 export interface CapabilityInit {
   /**
    * Builds this node's current record (the service fills peerId, seq, issuedAt, expiresAt). Absent =
-   * neither a provider nor an aggregator.
+   * never a provider nor an aggregator. Returning undefined = nothing to announce now (a node that
+   * serves nothing yet, or no longer): nothing is published and CAPABILITY_PROTOCOL answers no record.
    */
-  describe?: () => CapabilityDescription;
+  describe?: () => CapabilityDescription | undefined;
   announceIntervalMs?: number;
   ttlMs?: number;
   reprovideIntervalMs?: number;
@@ -98,7 +99,7 @@ export interface CapabilityService extends Startable {
   findAggregators(options?: FindProvidersOptions): Promise<CapabilityRecord[]>;
   /** Re-announce now (after load or models changed); calls closer than MIN_ANNOUNCE_GAP_MS are coalesced. Never throws. */
   announce(): Promise<void>;
-  /** This node's current record, if it is a provider or an aggregator. */
+  /** This node's current record, while it is a provider or an aggregator. */
   current(): CapabilityRecord | undefined;
   /** Gossiped records by verdict since start: accepted (stored, relayed), ignored (stale), rejected (invalid). */
   readonly gossip: Record<TopicValidatorResult, number>;
@@ -276,17 +277,22 @@ class DefaultCapabilityService implements CapabilityService {
     this.later(retryMs, () => void this.firstAnnounce(Math.min(retryMs * 2, this.announceIntervalMs)));
   }
 
-  /** Signs a fresh record and publishes it; returns false when the record could not be built. */
+  /**
+   * Signs a fresh record and publishes it; returns false when the record could not be built (true,
+   * publishing nothing, while the node has nothing to announce).
+   */
   private async publish(): Promise<boolean> {
     if (!this.own) return false;
     this.lastAnnounceAt = Date.now();
-    let bytes: Uint8Array;
+    let signed: { bytes: Uint8Array } | undefined;
     try {
-      ({ bytes } = await this.own.refresh());
+      signed = await this.own.refresh();
     } catch (err) {
       log.warn("cannot build this node's capability record", { err: errorMessage(err) });
       return false;
     }
+    if (!signed) return true;
+    const { bytes } = signed;
     try {
       await this.pubsub.publish(CAPABILITY_TOPIC, bytes);
     } catch (err) {
@@ -300,7 +306,7 @@ class DefaultCapabilityService implements CapabilityService {
   private async currentBytes(): Promise<Uint8Array | undefined> {
     if (!this.own) return undefined;
     try {
-      return (await this.own.fresh(MIN_ANNOUNCE_GAP_MS)).bytes;
+      return (await this.own.fresh(MIN_ANNOUNCE_GAP_MS))?.bytes;
     } catch (err) {
       log.warn("cannot build this node's capability record", { err: errorMessage(err) });
       const last = this.own.current;

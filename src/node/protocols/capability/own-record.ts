@@ -15,7 +15,8 @@ export type CapabilityDescription = Omit<
 };
 
 export interface OwnRecordInit {
-  describe: () => CapabilityDescription;
+  /** The node as it is now; undefined while it has nothing to announce (serves nothing, no aggregator). */
+  describe: () => CapabilityDescription | undefined;
   peerId: PeerId;
   privateKey: PrivateKey;
   /** The node's announced addresses (multiaddrs with /p2p/). */
@@ -31,7 +32,7 @@ export interface SignedOwnRecord {
 
 export class OwnRecord {
   private latest: SignedOwnRecord | undefined;
-  private building: Promise<SignedOwnRecord> | undefined;
+  private building: Promise<SignedOwnRecord | undefined> | undefined;
   private seq = 0;
 
   constructor(private readonly init: OwnRecordInit) {}
@@ -41,22 +42,31 @@ export class OwnRecord {
     return this.latest;
   }
 
-  /** Signs a record of the node as it is now. Throws what `describe` or `signRecord` throw. */
-  refresh(): Promise<SignedOwnRecord> {
+  /**
+   * Signs a record of the node as it is now; undefined (and no current record any more) while it has
+   * nothing to announce. Throws what `describe` or `signRecord` throw.
+   */
+  refresh(): Promise<SignedOwnRecord | undefined> {
     this.building ??= this.build().finally(() => {
       this.building = undefined;
     });
     return this.building;
   }
 
-  /** The current record if it was signed less than `maxAgeMs` ago, else a fresh one. */
-  async fresh(maxAgeMs: number): Promise<SignedOwnRecord> {
+  /** The current record if it was signed less than `maxAgeMs` ago, else a fresh one (see `refresh`). */
+  async fresh(maxAgeMs: number): Promise<SignedOwnRecord | undefined> {
     if (this.latest && Date.now() - this.latest.record.issuedAt < maxAgeMs) return this.latest;
     return this.refresh();
   }
 
-  private async build(): Promise<SignedOwnRecord> {
-    const { addrs, ...description } = this.init.describe();
+  private async build(): Promise<SignedOwnRecord | undefined> {
+    const described = this.init.describe();
+    if (!described) {
+      // A record offering nothing would be invalid (messages.ts): peers stop hearing of this node instead.
+      this.latest = undefined;
+      return undefined;
+    }
+    const { addrs, ...description } = described;
     const now = Date.now();
     // Time-based, so a restarted node's records still beat the ones it issued before.
     this.seq = Math.max(this.seq + 1, now);

@@ -14,7 +14,7 @@ export const LOOPBACK_QUIC = "/ip4/127.0.0.1/udp/0/quic-v1";
 
 export interface TestNodeOptions {
   bootstrap?: CapabilityHost;
-  describe?: () => CapabilityDescription;
+  describe?: () => CapabilityDescription | undefined;
   announceIntervalMs?: number;
   ttlMs?: number;
   /** Return only once the bootstrap is in the DHT routing table (default true). */
