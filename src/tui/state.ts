@@ -1,4 +1,7 @@
 import type { JobState } from "../jobs/states.ts";
+import type { WorkView } from "../node/work-log.ts";
+
+export type { WorkView };
 
 /**
  * What the dashboard shows, as plain data: one snapshot the node's control API serves
@@ -60,6 +63,8 @@ export interface ServingView {
   failed: number;
   /** Tokens (or records) per second over the last minute, when anything ran. */
   ratePerSecond: number | undefined;
+  /** Requests and shards computing now, then the latest finished ones, newest first. */
+  work: WorkView[];
 }
 
 export interface LogLine {

@@ -100,6 +100,13 @@ test("a small MNIST job submitted to the aggregator shows in its snapshot; provi
   expect(served.reduce((n, s) => n + s.serving.served, 0)).toBeGreaterThan(0);
   expect(served.some((s) => (s.serving.ratePerSecond ?? 0) > 0)).toBe(true);
   expect(served.every((s) => s.serving.active === 0 && s.serving.queued === 0)).toBe(true);
+  // Each shard a provider computed is in its work list: the aggregator's, done, every record counted.
+  const work = served.flatMap((s) => s.serving.work);
+  expect(work.length).toBeGreaterThan(0);
+  for (const w of work) {
+    expect(w).toMatchObject({ kind: "shard", model: "mnist-8", peer: aggregator.status.peerId, outcome: "done" });
+    expect(w.done).toBe(w.total ?? -1);
+  }
 });
 
 /** Runs stories260k from a fresh client that knows only the aggregator; the provider that finished it. */

@@ -12,6 +12,8 @@ export const SERVING_PATH = "/v1/serving";
 
 /** Jobs shown, newest first: the panel lists recent work, not history. */
 export const MAX_DASH_JOBS = 50;
+/** Requests and shards shown (running ones, then the newest finished). */
+export const MAX_DASH_WORK = 50;
 /** Peers shown: more than a terminal holds, few enough to keep the snapshot small. */
 export const MAX_DASH_PEERS = 256;
 /** Log lines shown, the newest. */
@@ -66,6 +68,23 @@ export const DashboardSnapshotSchema = z.object({
     served: count,
     failed: count,
     ratePerSecond: optionalNumber,
+    work: z
+      .array(
+        z.object({
+          id: count,
+          kind: z.enum(["request", "shard"]),
+          model: text,
+          peer: text,
+          unit: z.enum(["tokens", "records"]),
+          done: count,
+          total: count.optional(),
+          startedAt: z.number(),
+          endedAt: optionalNumber,
+          outcome: z.enum(["running", "done", "failed"]),
+          error: text.optional(),
+        }),
+      )
+      .max(MAX_DASH_WORK),
   }),
   jobs: z
     .array(

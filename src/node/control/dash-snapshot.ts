@@ -8,8 +8,9 @@ import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { VERSION } from "../../version.ts";
 import type { InfernetNode } from "../node.ts";
+import { mergeWork } from "../work-log.ts";
 import { LogTail, logPath } from "./dash-log.ts";
-import { MAX_DASH_JOBS, MAX_DASH_PEERS } from "./dash-protocol.ts";
+import { MAX_DASH_JOBS, MAX_DASH_PEERS, MAX_DASH_WORK } from "./dash-protocol.ts";
 
 /**
  * Builds the dashboard's snapshot from a running node without touching the network: peers with the
@@ -145,6 +146,7 @@ export class DashboardSource {
       served: infer.served + shard.served,
       failed: infer.failed + shard.failed,
       ratePerSecond: node.produced.perSecond(),
+      work: mergeWork([node.infer.work(MAX_DASH_WORK), node.host.services.shard.work(MAX_DASH_WORK)], MAX_DASH_WORK),
     };
   }
 

@@ -2,6 +2,7 @@ import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError } from "../../../util/errors.ts";
+import type { WorkView } from "../../work-log.ts";
 import { atLeastZero, positive } from "../settings.ts";
 import { InferProvider } from "./provider.ts";
 import { callRemote } from "./requester.ts";
@@ -87,6 +88,8 @@ export interface InferService extends Startable {
   ): AsyncIterable<InferenceEvent>;
   /** Provider side load, for announcements. */
   load(): InferLoad;
+  /** Provider side: what runs now, then what finished last (newest first), at most `limit`. */
+  work(limit: number): WorkView[];
 }
 
 class DefaultInferService implements InferService {
@@ -160,6 +163,10 @@ class DefaultInferService implements InferService {
 
   load(): InferLoad {
     return this.provider.load();
+  }
+
+  work(limit: number): WorkView[] {
+    return this.provider.work.entries(limit);
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Connection, Stream } from "@libp2p/interface";
-import type { Engine, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
+import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
 import {
@@ -12,6 +12,7 @@ import {
   wireStream,
   writeMessage,
 } from "../../wire.ts";
+import { type WorkEntry, WorkLog } from "../../work-log.ts";
 import { Slots } from "../slots.ts";
 import { MAX_REQUEST_FRAME_BYTES, type RemoteErrorCode, RequestMessageSchema, requestFromWire } from "./messages.ts";
 import { pump } from "./pump.ts";
@@ -55,6 +56,8 @@ export class InferProvider {
   private failures = 0;
   /** Requests in flight; each is aborted when the service stops. */
   private readonly jobs = new Set<AbortController>();
+  /** What runs now and what ran last, for the dashboard. */
+  readonly work = new WorkLog();
 
   constructor(private readonly settings: ProviderSettings) {
     this.slots = new Slots(settings.maxConcurrent, settings.maxQueued);
@@ -85,6 +88,7 @@ export class InferProvider {
       REQUEST_READ_TIMEOUT_MS,
     );
     let release: (() => void) | undefined;
+    let entry: WorkEntry | undefined;
     try {
       const message = await readMessage(lp, RequestMessageSchema, { signal });
       clearTimeout(deadline);
@@ -108,11 +112,21 @@ export class InferProvider {
         );
       });
       log.debug("request", { peer, model: model.name, kind: request.kind });
+      const generate = request.kind === "generate";
+      const progress = this.work.begin({
+        kind: "request",
+        model: model.name,
+        peer,
+        unit: generate ? "tokens" : "records",
+        total: generate ? request.maxTokens : 1,
+      });
+      entry = progress;
       // The slot is free (and the request counted) once the engine is done, before `done` is written:
       // a client that has read `done` sees the provider's load without this request.
       const computed = release;
-      await pump(lp, engine.run(model, request, { signal }), signal, () => {
+      await pump(lp, counted(engine.run(model, request, { signal }), progress), signal, () => {
         this.completed += 1;
+        progress.end();
         computed();
       });
       stream.removeEventListener("close", onClose);
@@ -120,6 +134,7 @@ export class InferProvider {
       await abortable(stream.close(), flush.signal).catch((err: Error) => stream.abort(err));
     } catch (err) {
       release?.();
+      entry?.end(signal.aborted ? signal.reason : err);
       if (signal.reason === gone) stream.abort(gone);
       else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer);
     } finally {
@@ -173,4 +188,13 @@ function classify(err: unknown): { code: RemoteErrorCode; message: string } {
 function closed(stream: Stream): Promise<void> {
   if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
   return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
+}
+
+/** The engine's events, passed through, counting what it produced into the request's work entry. */
+async function* counted(events: AsyncIterable<InferenceEvent>, entry: WorkEntry): AsyncIterable<InferenceEvent> {
+  for await (const event of events) {
+    if (event.type === "token") entry.add(event.tokens.length);
+    else if (event.type === "tensors") entry.add(1);
+    yield event;
+  }
 }

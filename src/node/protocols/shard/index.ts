@@ -37,6 +37,9 @@ export {
   type RemoteShardErrorCode,
   type ShardUsage,
 } from "./messages.ts";
+
+import type { WorkView } from "../../work-log.ts";
+
 export { CLOSE_TIMEOUT_MS, KEEPALIVE_MS, REQUEST_READ_TIMEOUT_MS } from "./provider.ts";
 export type { ShardBatchEvent, ShardEvent } from "./requester.ts";
 
@@ -103,6 +106,8 @@ export interface ShardService extends Startable {
   runShards(peer: PeerId, model: ModelRef, shards: Shard[], options?: RunShardOptions): AsyncIterable<ShardBatchEvent>;
   /** Provider side load, for announcements. */
   load(): ShardLoad;
+  /** Provider side: what runs now, then what finished last (newest first), at most `limit`. */
+  work(limit: number): WorkView[];
 }
 
 class DefaultShardService implements ShardService {
@@ -186,6 +191,10 @@ class DefaultShardService implements ShardService {
 
   load(): ShardLoad {
     return this.provider.load();
+  }
+
+  work(limit: number): WorkView[] {
+    return this.provider.work.entries(limit);
   }
 }
 

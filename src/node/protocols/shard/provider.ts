@@ -1,5 +1,5 @@
 import type { Connection, Stream } from "@libp2p/interface";
-import type { Shard } from "../../../jobs/records.ts";
+import type { Shard, ShardResult } from "../../../jobs/records.ts";
 import { resultToWire, shardFromWire } from "../../../jobs/shard-codec.ts";
 import type { Engine, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
@@ -16,6 +16,7 @@ import {
   wireStream,
   writeMessage,
 } from "../../wire.ts";
+import { WorkLog } from "../../work-log.ts";
 import { Slots } from "../slots.ts";
 import { executeShard } from "./execute.ts";
 import {
@@ -73,6 +74,8 @@ export class ShardProvider {
   private failures = 0;
   /** Shards in flight; each is aborted when the service stops. */
   private readonly jobs = new Set<AbortController>();
+  /** What runs now and what ran last, for the dashboard. */
+  readonly work = new WorkLog();
 
   constructor(private readonly settings: ShardProviderSettings) {
     this.slots = new Slots(settings.maxConcurrent, settings.maxQueued);
@@ -132,18 +135,34 @@ export class ShardProvider {
         });
         const run = async (shard: Shard): Promise<WireMessage> => {
           log.debug("shard", { peer, model: model.name, shard: shard.index, records: shard.count });
-          const usage = await executeShard(
-            model,
-            shard,
-            (first, result) => send({ v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) }),
-            {
-              engines: this.settings.engines,
-              batchRecords: this.settings.batchRecords,
-              self: this.settings.self,
-              signal,
-            },
-          );
-          return done(shard, usage);
+          const entry = this.work.begin({
+            kind: "shard",
+            model: model.name,
+            peer,
+            unit: "records",
+            total: shard.count,
+          });
+          try {
+            const usage = await executeShard(
+              model,
+              shard,
+              async (first, result) => {
+                await send({ v: WIRE_VERSION, type: "partial", first, result: resultToWire(result) });
+                entry.reach(first + recordsIn(result));
+              },
+              {
+                engines: this.settings.engines,
+                batchRecords: this.settings.batchRecords,
+                self: this.settings.self,
+                signal,
+              },
+            );
+            entry.end();
+            return done(shard, usage);
+          } catch (err) {
+            entry.end(signal.aborted ? signal.reason : err);
+            throw err;
+          }
         };
         // A batch runs in this one slot, one shard after another, in request order.
         for (const shard of shards.slice(0, -1)) {
@@ -257,4 +276,9 @@ function classify(err: unknown): { code: RemoteShardErrorCode; message: string }
 function closed(stream: Stream): Promise<void> {
   if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
   return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
+}
+
+/** Records in a piece of a shard's result: one output per prompt, or the first dimension of the tensor. */
+function recordsIn(result: ShardResult): number {
+  return result.kind === "text" ? result.outputs.length : (result.output.dims[0] ?? 0);
 }
