@@ -2,8 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { render } from "ink-testing-library";
 import { useEffect } from "react";
 import { App, type DashboardSource } from "./app.tsx";
-import { longLog, PROVIDER_SNAPSHOT } from "./fixtures.ts";
-import type { DashboardSnapshot } from "./state.ts";
+import { longLog, PEER_IDS, PROVIDER_SNAPSHOT } from "./fixtures.ts";
+import type { DashboardSnapshot, ModelChoice, ServeProgress } from "./state.ts";
 
 /** Escape sequences a terminal sends for these keys. */
 const KEY = { tab: "\t", shiftTab: "\u001b[Z", up: "\u001b[A", enter: "\r", escape: "\u001b" } as const;
@@ -17,6 +17,31 @@ class FakeNode implements DashboardSource {
   servingCalls: boolean[] = [];
   snapshots = 0;
   log = PROVIDER_SNAPSHOT.log;
+  /** Requests and shards running on the node (what a drain waits for). */
+  active = PROVIDER_SNAPSHOT.serving.active;
+  queued = PROVIDER_SNAPSHOT.serving.queued;
+  choices: ModelChoice[] = [
+    {
+      name: "stories260k",
+      description: "tiny stories",
+      runtime: "llama",
+      sizeBytes: 1_185_376,
+      cached: true,
+      served: true,
+    },
+    {
+      name: "mnist-8",
+      description: "handwritten digits",
+      runtime: "onnx",
+      sizeBytes: 26_454,
+      cached: true,
+      served: false,
+    },
+  ];
+  modelCalls: string[] = [];
+  /** Progress the next serveModel reports, then it waits for `finishPull`. */
+  pull: ServeProgress[] = [];
+  private pulled: (() => void) | undefined;
   private held: (() => void) | undefined;
   hold = false;
 
@@ -25,8 +50,28 @@ class FakeNode implements DashboardSource {
     return {
       ...PROVIDER_SNAPSHOT,
       log: this.log,
-      serving: { ...PROVIDER_SNAPSHOT.serving, accepting: this.accepting },
+      serving: { ...PROVIDER_SNAPSHOT.serving, accepting: this.accepting, active: this.active, queued: this.queued },
     };
+  }
+
+  async models(): Promise<ModelChoice[]> {
+    return this.choices.map((c) => ({ ...c }));
+  }
+
+  async serveModel(name: string, onProgress: (p: ServeProgress) => void): Promise<void> {
+    this.modelCalls.push(`serve ${name}`);
+    for (const p of this.pull) onProgress(p);
+    await new Promise<void>((resolve) => (this.pulled = resolve));
+    this.choices = this.choices.map((c) => (c.name === name ? { ...c, served: true, cached: true } : c));
+  }
+
+  finishPull(): void {
+    this.pulled?.();
+  }
+
+  async unserveModel(name: string): Promise<void> {
+    this.modelCalls.push(`unserve ${name}`);
+    this.choices = this.choices.map((c) => (c.name === name ? { ...c, served: false } : c));
   }
 
   async setServing(on: boolean): Promise<void> {
@@ -46,11 +91,17 @@ function UnmountProbe({ onUnmount }: { onUnmount: () => void }) {
   return null;
 }
 
-function start(node: FakeNode) {
+function start(node: FakeNode, options: { owner?: boolean; pollMs?: number } = {}) {
   const state = { unmounted: false };
   const r = render(
     <>
-      <App source={node} mono size={{ columns: 80, rows: 24 }} pollMs={60_000} />
+      <App
+        source={node}
+        mono
+        owner={options.owner ?? false}
+        size={{ columns: 80, rows: 24 }}
+        pollMs={options.pollMs ?? 60_000}
+      />
       <UnmountProbe onUnmount={() => (state.unmounted = true)} />
     </>,
   );
@@ -187,5 +238,70 @@ describe("App", () => {
     await until(() => (app.lastFrame() ?? "").includes("node not answering: connect ENOENT"));
     expect(app.lastFrame()).toContain("NVIDIA H100");
     app.unmount();
+  });
+
+  test("enter on the Jobs panel shows the selected row in full; esc closes it", async () => {
+    const app = start(new FakeNode());
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write(KEY.tab);
+    await until(() => app.frame().includes("▸ Jobs"));
+    // Rows: the running job, the verified job, then the work: select the running shard (third row).
+    app.stdin.write("j");
+    app.stdin.write("j");
+    app.stdin.write(KEY.enter);
+    await until(() => app.frame().includes("shard computed here"));
+    expect(app.frame()).toContain("300 of 1000 records");
+    expect(app.frame()).toContain(`${PEER_IDS[1]} (aggregator)`);
+    app.stdin.write(KEY.escape);
+    await until(() => app.frame().includes("▸ Jobs"));
+    app.unmount();
+  });
+
+  test("m lists the catalog; enter serves a model with a progress bar, and stops serving one", async () => {
+    const node = new FakeNode();
+    node.pull = [{ phase: "download", file: "mnist-8.onnx", doneBytes: 13_227, totalBytes: 26_454, bytesPerSecond: 0 }];
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("m");
+    await until(() => app.frame().includes("Models served by this node") && app.frame().includes("mnist-8"));
+    expect(app.frame()).toMatch(/› \[x\] stories260k/);
+    app.stdin.write("j");
+    app.stdin.write(KEY.enter);
+    await until(() => app.frame().includes("downloading mnist-8.onnx"));
+    expect(app.frame()).toContain("50%");
+    expect(node.modelCalls).toEqual(["serve mnist-8"]);
+    node.finishPull();
+    await until(() => app.frame().includes("mnist-8 is served") && /\[x\] mnist-8/.test(app.frame()));
+    app.stdin.write("k");
+    app.stdin.write(" ");
+    await until(() => app.frame().includes("stories260k is no longer served"));
+    expect(node.modelCalls).toEqual(["serve mnist-8", "unserve stories260k"]);
+    app.stdin.write(KEY.escape);
+    await until(() => !app.frame().includes("Models served by this node"));
+    app.unmount();
+  });
+
+  test("owning the node, q pauses serving and waits for running work; it exits once none is left", async () => {
+    const node = new FakeNode();
+    const app = start(node, { owner: true, pollMs: 5 });
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("q");
+    await until(() => app.frame().includes("stopping the node: 3 request(s)/shard(s) still running"));
+    expect(node.servingCalls).toEqual([false]);
+    expect(app.state.unmounted).toBe(false);
+    node.queued = 0;
+    node.active = 0;
+    await until(() => app.state.unmounted);
+  });
+
+  test("owning the node, a second q stops it without waiting", async () => {
+    const node = new FakeNode();
+    const app = start(node, { owner: true });
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("q");
+    await until(() => app.frame().includes("stopping the node"));
+    app.stdin.write("q");
+    await until(() => app.state.unmounted);
+    expect(node.active).toBeGreaterThan(0);
   });
 });

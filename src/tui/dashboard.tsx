@@ -5,10 +5,11 @@ import { EarningsPanel } from "./panels/earnings.tsx";
 import { HardwarePanel, hardwareLines } from "./panels/hardware.tsx";
 import { HeaderPanel } from "./panels/header.tsx";
 import { HelpOverlay } from "./panels/help.tsx";
-import { JobsPanel } from "./panels/jobs.tsx";
+import { JobDetails, JobsPanel, jobsRows } from "./panels/jobs.tsx";
 import { LogPanel } from "./panels/log.tsx";
+import { type Adding, ModelsOverlay, progressLine } from "./panels/models.tsx";
 import { NetworkPanel } from "./panels/network.tsx";
-import type { DashboardSnapshot } from "./state.ts";
+import type { DashboardSnapshot, ModelChoice } from "./state.ts";
 import type { Theme } from "./theme.ts";
 import type { UiState } from "./ui.ts";
 
@@ -29,6 +30,8 @@ export interface StatusLine {
   /** A pause/resume is on its way to the node. */
   pending?: boolean;
   quitting?: boolean;
+  /** The dashboard owns the node and is stopping it: requests and shards still running or queued. */
+  draining?: number;
   /** A one-off message (a failed pause, say). */
   notice?: string | undefined;
 }
@@ -40,12 +43,17 @@ export interface DashboardProps {
   columns: number;
   rows: number;
   status: StatusLine;
+  /** The dashboard owns the node (`infernet start`): `q` stops it. */
+  owner?: boolean;
+  /** The model manager's data (`m`). */
+  models?: { choices: ModelChoice[] | undefined; adding: Adding | undefined };
 }
 
 /** The whole screen, as a pure function of the node's snapshot, the view state and the size. */
-export function Dashboard({ snapshot, ui, theme, columns, rows, status }: DashboardProps) {
+export function Dashboard({ snapshot, ui, theme, columns, rows, status, owner = false, models }: DashboardProps) {
   const wide = columns >= WIDE_MIN_COLUMNS;
   const bodyRows = Math.max(MIN_PANEL_ROWS, rows - HEADER_ROWS - FOOTER_ROWS - (wide ? 0 : 1));
+  const selectedRow = snapshot && ui.details ? jobsRows(snapshot)[ui.scroll.jobs] : undefined;
   return (
     <Box flexDirection="column" width={columns}>
       {snapshot ? (
@@ -66,7 +74,19 @@ export function Dashboard({ snapshot, ui, theme, columns, rows, status }: Dashbo
       )}
       {wide ? null : <Tabs focus={ui.focus} theme={theme} />}
       {ui.help ? (
-        <HelpOverlay theme={theme} width={columns} />
+        <HelpOverlay theme={theme} width={columns} owner={owner} />
+      ) : ui.models ? (
+        <ModelsOverlay
+          choices={models?.choices}
+          cursor={ui.modelCursor}
+          adding={models?.adding}
+          notice={status.notice}
+          theme={theme}
+          width={columns}
+          rows={bodyRows}
+        />
+      ) : selectedRow && snapshot ? (
+        <JobDetails row={selectedRow} takenAt={snapshot.takenAt} theme={theme} width={columns} />
       ) : !snapshot ? (
         <Box height={bodyRows} />
       ) : wide ? (
@@ -74,7 +94,7 @@ export function Dashboard({ snapshot, ui, theme, columns, rows, status }: Dashbo
       ) : (
         <FocusedPanel panel={ui.focus} snapshot={snapshot} ui={ui} theme={theme} width={columns} height={bodyRows} />
       )}
-      <Footer status={status} ui={ui} theme={theme} />
+      <Footer status={status} ui={ui} theme={theme} owner={owner} adding={models?.adding} />
     </Box>
   );
 }
@@ -112,10 +132,10 @@ function PanelById({ id, snapshot, ui, theme, width, height }: PanelArgs & { id:
     case "jobs":
       return (
         <JobsPanel
-          jobs={snapshot.jobs}
+          rows={jobsRows(snapshot)}
           serving={snapshot.serving}
           takenAt={snapshot.takenAt}
-          scroll={ui.scroll.jobs}
+          selected={ui.scroll.jobs}
           {...common}
         />
       );
@@ -171,13 +191,35 @@ function Wide({
   );
 }
 
-function Footer({ status, ui, theme }: { status: StatusLine; ui: UiState; theme: Theme }) {
+interface FooterProps {
+  status: StatusLine;
+  ui: UiState;
+  theme: Theme;
+  owner: boolean;
+  adding: Adding | undefined;
+}
+
+function Footer({ status, ui, theme, owner, adding }: FooterProps) {
   let message: ReactNode;
-  if (status.quitting) message = <Text color={theme.warn}>quitting… (q again to force)</Text>;
+  if (status.draining !== undefined) {
+    message = (
+      <Text color={theme.warn}>
+        stopping the node: {status.draining} request(s)/shard(s) still running or queued, new work refused (q again
+        stops now)
+      </Text>
+    );
+  } else if (status.quitting)
+    message = <Text color={theme.warn}>{owner ? "stopping the node…" : "quitting…"} (q again to force)</Text>;
   else if (ui.editingFilter) message = <Text>type a model name, enter to keep the filter, esc to clear it</Text>;
   else if (status.pending) message = <Text color={theme.warn}>asking the node to pause/resume serving…</Text>;
   else if (status.notice) message = <Text color={theme.warn}>{status.notice}</Text>;
   else if (status.error) message = <Text color={theme.bad}>node not answering: {status.error}</Text>;
-  else message = <Text color={theme.muted}>? help tab panels ↑↓ scroll p pause/resume / filter q quit</Text>;
+  else if (adding && !ui.models) message = <Text color={theme.accent}>{progressLine(adding)}</Text>;
+  else
+    message = (
+      <Text color={theme.muted}>
+        ? help tab panels ↑↓ select p pause/resume m models / filter q {owner ? "stop node" : "quit"}
+      </Text>
+    );
   return <Text wrap="truncate-end">{message}</Text>;
 }

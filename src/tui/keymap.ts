@@ -27,6 +27,8 @@ export type Action =
   | "page-down"
   | "toggle-serving"
   | "filter"
+  | "models"
+  | "details"
   | "close"
   | "quit";
 
@@ -37,6 +39,8 @@ export interface Binding {
   /** How the help overlay names the keys. */
   keys: string;
   description: string;
+  /** What the key does instead when the dashboard owns the node (`infernet start` on a terminal). */
+  ownerDescription?: string;
   action: Action;
   matches(input: string, key: Key): boolean;
 }
@@ -76,14 +80,48 @@ export const BINDINGS: readonly Binding[] = [
     action: "filter",
     matches: (i) => i === "/" || i === "f",
   },
-  { keys: "esc", description: "close help", action: "close", matches: (_, k) => k.escape },
+  {
+    keys: "m",
+    description: "manage the models this node serves (add from the catalog, remove)",
+    action: "models",
+    matches: (i) => i === "m",
+  },
+  {
+    keys: "enter",
+    description: "details of the selected job or piece of work (Jobs panel)",
+    action: "details",
+    matches: (_, k) => k.return,
+  },
+  { keys: "esc", description: "close help, details or the model list", action: "close", matches: (_, k) => k.escape },
   {
     keys: "q",
     description: "quit the dashboard (the node keeps running); q again forces",
+    ownerDescription: "stop the node: running work finishes first (new work is refused); q again stops at once",
     action: "quit",
     matches: (i) => i === "q",
   },
 ];
+
+/** In the model list: keys move the cursor and add or remove the model under it. */
+export type ModelsAction = "models-up" | "models-down" | "models-toggle" | "models-close";
+
+export const MODEL_BINDINGS: readonly { keys: string; description: string; action: ModelsAction }[] = [
+  { keys: "↑↓  j k", description: "move", action: "models-up" },
+  {
+    keys: "enter  space",
+    description: "serve the model (downloading it first) or stop serving it",
+    action: "models-toggle",
+  },
+  { keys: "esc  m  q", description: "close the list (a download goes on)", action: "models-close" },
+];
+
+export function modelsActionFor(input: string, key: Key): ModelsAction | undefined {
+  if (key.upArrow || input === "k") return "models-up";
+  if (key.downArrow || input === "j") return "models-down";
+  if (key.return || input === " ") return "models-toggle";
+  if (key.escape || input === "m" || input === "q") return "models-close";
+  return undefined;
+}
 
 export function actionFor(input: string, key: Key): Action | undefined {
   return BINDINGS.find((b) => b.matches(input, key))?.action;

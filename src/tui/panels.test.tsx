@@ -71,10 +71,14 @@ describe("narrow (80x24): one panel at a time", () => {
     const frame = focused("jobs");
     expect(frame).toContain("serving stories260k, mnist-8");
     expect(frame).toContain("1 running  2 queued  314 served  1 failed  412.5/s");
-    expect(frame).toMatch(/9f1c2ab4 mnist-8 +█{8}░{4} +10\/16 running +retries 2 {2}age 2m 5s/);
-    expect(frame).toMatch(/3b7e90c1 mnist-8 +█{12} +8\/8 verified retries 0 {2}took 3s/);
+    expect(frame).toMatch(/job 9f1c2ab4 mnist-8 +█{6}░{4} +10\/16 running +retries 2 age 2m 5s/);
+    expect(frame).toMatch(/job 3b7e90c1 mnist-8 +█{10} +8\/8 verified retries 0 took 3s/);
     // Newest first.
     expect(frame.indexOf("9f1c2ab4")).toBeLessThan(frame.indexOf("3b7e90c1"));
+    // Then the work computed here: the running shard with its rate and ETA, then the finished ones.
+    expect(frame).toMatch(/shard +mnist-8 +…QhmYwewJ █{3}░{7} +300\/1000 rec running 150\/s ETA 4s/);
+    expect(frame).toMatch(/request stories260k …FZbmtewi █{10} +200\/200 tok done took 0s/);
+    expect(frame).toMatch(/shard +mnist-8 +…QhmYwewJ ░{10} +0\/1000 rec failed took 5s +the/);
   });
 
   test("network: peers with models, price, latency and reputation; connected first", () => {
@@ -119,7 +123,7 @@ describe("narrow (80x24): one panel at a time", () => {
   test("empty states", () => {
     expect(focused("hardware", EMPTY_SNAPSHOT)).toContain("no GPU found");
     expect(focused("hardware", EMPTY_SNAPSHOT)).toContain("engine not loaded yet");
-    expect(focused("jobs", EMPTY_SNAPSHOT)).toContain("no batch jobs held here");
+    expect(focused("jobs", EMPTY_SNAPSHOT)).toContain("no work yet: requests, shards and batch jobs show here");
     expect(focused("jobs", EMPTY_SNAPSHOT)).toContain("serving no models");
     expect(focused("network", EMPTY_SNAPSHOT)).toContain("no peers known yet");
     expect(focused("log", EMPTY_SNAPSHOT)).toContain("nothing logged yet");
@@ -170,7 +174,7 @@ describe("wide: every panel at once", () => {
   test("empty network", () => {
     const frame = wide(EMPTY_SNAPSHOT);
     expect(frame).toContain("no peers known yet");
-    expect(frame).toContain("no batch jobs held here");
+    expect(frame).toContain("no work yet: requests, shards and batch jobs show here");
   });
 });
 

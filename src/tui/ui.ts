@@ -1,4 +1,4 @@
-import { type Action, cyclePanel, type FilterAction, type PanelId } from "./keymap.ts";
+import { type Action, cyclePanel, type FilterAction, type ModelsAction, type PanelId } from "./keymap.ts";
 
 /** What the user has done to the view; the snapshot is separate (it comes from the node). */
 export interface UiState {
@@ -8,7 +8,13 @@ export interface UiState {
   filter: string;
   /** The filter prompt is open: keys type into it. */
   editingFilter: boolean;
-  /** Jobs and Network: first row shown. Log: lines back from the newest. Others: unused. */
+  /** The model list (`m`) is open: keys move its cursor and serve or unserve. */
+  models: boolean;
+  /** The model list's cursor. */
+  modelCursor: number;
+  /** The selected row of the Jobs panel is shown in full. */
+  details: boolean;
+  /** Jobs: the selected row. Network: first row shown. Log: lines back from the newest. Others: unused. */
   scroll: Record<PanelId, number>;
 }
 
@@ -17,6 +23,9 @@ export const INITIAL_UI: UiState = {
   help: false,
   filter: "",
   editingFilter: false,
+  models: false,
+  modelCursor: 0,
+  details: false,
   scroll: { hardware: 0, jobs: 0, network: 0, earnings: 0, log: 0 },
 };
 
@@ -39,13 +48,18 @@ export function reduceUi(state: UiState, action: Action, items: number): UiState
   };
   switch (action) {
     case "help":
-      return { ...state, help: !state.help };
+      return { ...state, help: !state.help, details: false };
     case "close":
-      return { ...state, help: false };
+      return { ...state, help: false, details: false, models: false };
     case "next-panel":
-      return { ...state, help: false, focus: cyclePanel(state.focus, 1) };
+      return { ...state, help: false, details: false, focus: cyclePanel(state.focus, 1) };
     case "prev-panel":
-      return { ...state, help: false, focus: cyclePanel(state.focus, -1) };
+      return { ...state, help: false, details: false, focus: cyclePanel(state.focus, -1) };
+    case "models":
+      return { ...state, help: false, details: false, models: true };
+    case "details":
+      // Only the Jobs panel has rows with more to show.
+      return state.focus === "jobs" && items > 0 ? { ...state, help: false, details: !state.details } : state;
     case "scroll-up":
       return scrollBy(-1);
     case "scroll-down":
@@ -55,7 +69,7 @@ export function reduceUi(state: UiState, action: Action, items: number): UiState
     case "page-down":
       return scrollBy(PAGE_LINES);
     case "filter":
-      return { ...state, help: false, focus: "network", editingFilter: true };
+      return { ...state, help: false, details: false, focus: "network", editingFilter: true };
     case "toggle-serving":
     case "quit":
       return state;
@@ -75,5 +89,19 @@ export function reduceFilter(state: UiState, action: FilterAction | { type: stri
       return { ...state, editingFilter: false, filter: "", scroll: { ...state.scroll, network: 0 } };
     case "filter-backspace":
       return { ...state, filter: state.filter.slice(0, -1) };
+  }
+}
+
+/** The model list after a key; `count` is how many models it lists. */
+export function reduceModels(state: UiState, action: ModelsAction, count: number): UiState {
+  switch (action) {
+    case "models-up":
+      return { ...state, modelCursor: Math.max(0, state.modelCursor - 1) };
+    case "models-down":
+      return { ...state, modelCursor: Math.max(0, Math.min(count - 1, state.modelCursor + 1)) };
+    case "models-close":
+      return { ...state, models: false };
+    case "models-toggle":
+      return state;
   }
 }

@@ -6,7 +6,7 @@ import type { Theme } from "../theme.ts";
 const KEYS_COLUMN = 14;
 
 /** Every binding, from the keymap itself. */
-export function HelpOverlay({ theme, width }: { theme: Theme; width: number }) {
+export function HelpOverlay({ theme, width, owner = false }: { theme: Theme; width: number; owner?: boolean }) {
   return (
     <Box flexDirection="column" borderStyle="double" borderColor={theme.focus} paddingX={1} width={width}>
       <Text bold color={theme.accent}>
@@ -15,10 +15,14 @@ export function HelpOverlay({ theme, width }: { theme: Theme; width: number }) {
       {BINDINGS.map((b) => (
         <Text key={b.action} wrap="truncate-end">
           <Text bold>{b.keys.padEnd(KEYS_COLUMN)}</Text>
-          {b.description}
+          {owner ? (b.ownerDescription ?? b.description) : b.description}
         </Text>
       ))}
-      <Text color={theme.muted}>The dashboard only watches the node: quitting it leaves the node running.</Text>
+      <Text color={theme.muted}>
+        {owner
+          ? "This dashboard runs the node (infernet start): q stops both; `infernet start --no-dash` runs it without one."
+          : "The dashboard only watches the node: quitting it leaves the node running."}
+      </Text>
     </Box>
   );
 }
