@@ -4,7 +4,7 @@
  * Everything a user can get wrong is turned into one line by cli/exit.ts.
  */
 import { parse } from "./cli/args.ts";
-import { COMMANDS } from "./cli/commands.ts";
+import { COMMANDS, type CommandEntry } from "./cli/commands.ts";
 import { describeError, EXIT, exitCodeFor } from "./cli/exit.ts";
 import { commandHelp, mainHelp } from "./cli/help.ts";
 import { environment } from "./config/env.ts";
@@ -14,9 +14,17 @@ import { VERSION } from "./version.ts";
 
 const log = logger("cli");
 
+/** `infernet` alone on a terminal: the dashboard (cli/home.ts); it is not listed among the commands. */
+const HOME: CommandEntry = {
+  name: "",
+  summary: "The dashboard of the node running here, or a node started with its dashboard",
+  load: async () => (await import("./cli/home.ts")).homeCommand,
+};
+
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === undefined || first === "--help" || first === "-h" || first === "help") {
+  const onTerminal = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  if ((first === undefined && !onTerminal) || first === "--help" || first === "-h" || first === "help") {
     const topic = first === "help" ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
     process.stdout.write(topic ? commandHelp(topic, await topic.load()) : mainHelp(COMMANDS));
     return EXIT.ok;
@@ -25,9 +33,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`infernet ${VERSION}\n`);
     return EXIT.ok;
   }
-  const entry = COMMANDS.find((c) => c.name === first);
+  const entry = first === undefined ? HOME : COMMANDS.find((c) => c.name === first);
   if (!entry) {
-    throw new UsageError(first.startsWith("-") ? `unknown option "${first}"` : `unknown command "${first}"`, {
+    throw new UsageError(first?.startsWith("-") ? `unknown option "${first}"` : `unknown command "${first}"`, {
       hint: `commands: ${COMMANDS.map((c) => c.name).join(", ")}; see \`infernet --help\``,
     });
   }

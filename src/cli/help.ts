@@ -9,6 +9,7 @@ export function mainHelp(commands: CommandEntry[]): string {
     `infernet ${VERSION}: peer-to-peer inference`,
     "",
     "Usage: infernet <command> [options]",
+    "       infernet   (on a terminal: the dashboard of the node running here, or a new node with it)",
     "",
     "Commands:",
     ...commands.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),

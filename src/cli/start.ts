@@ -7,7 +7,8 @@ import { InfernetNode } from "../node/node.ts";
 import { ConfigError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
 import { numberFlag } from "./args.ts";
-import { defineCommand } from "./command.ts";
+import { type CliContext, defineCommand } from "./command.ts";
+import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
 import { progressReporter } from "./progress.ts";
 
@@ -18,9 +19,12 @@ export const startCommand = defineCommand({
     "start --aggregator [--fee 1%] [--provider --models ...]",
     "start [--bootstrap MULTIADDR]... [--listen MULTIADDR]...",
   ],
-  details: `Runs a node in the foreground until Ctrl-C, logging to stderr. With --provider it serves the
-given catalog models (downloaded and verified first) and announces them, with this machine's hardware,
-price and load, to the network. With --aggregator it also takes batch jobs from clients (\`infernet
+  details: `Runs a node in the foreground. On a terminal it opens the dashboard (see \`infernet dash\`; q
+stops the node once the work it is doing for others is done, q twice stops it at once); with no
+terminal (systemd, pipes) or with --no-dash it runs headless until Ctrl-C, logging to stderr. With
+--provider it serves the given catalog models (downloaded and verified first; without --models, those
+of the \`serve\` setting) and announces them, with this machine's hardware, price and load, to the
+network. With --aggregator it also takes batch jobs from clients (\`infernet
 submit\`), runs every shard on several providers, verifies and merges the results, for a fee of 0.5%
 to 2% of what the providers are paid. Without either, the node is a client and relay: \`infernet run\`, \`peers\`
 and \`status\` on this machine use its connections through the local control socket.
@@ -39,68 +43,102 @@ Examples:
       value: "PERCENT",
       description: `Aggregator fee, 0.5% to 2% (default ${DEFAULT_FEE_PERCENT}%)`,
     },
-    json: { type: "boolean", description: "Print the node's status as one JSON line once it is up" },
+    json: { type: "boolean", description: "Print the node's status as one JSON line once it is up (headless)" },
+    "no-dash": { type: "boolean", description: "Run headless even on a terminal: log to stderr, stop with Ctrl-C" },
     ...NETWORK_OPTIONS,
   },
   async run(ctx, { values, positionals }) {
     if (positionals.length) throw new UsageError(`start: unexpected argument "${positionals[0]}"`);
-    const names = (values.models ?? [])
+    const given = (values.models ?? [])
       .flatMap((m) => m.split(","))
       .map((m) => m.trim())
       .filter(Boolean);
-    if (names.length && !values.provider) throw new UsageError("start: --models needs --provider");
-    if (values.provider && !names.length) {
-      throw new UsageError("start: --provider needs --models", { hint: "e.g. --models stories260k,mnist-8" });
-    }
+    if (given.length && !values.provider) throw new UsageError("start: --models needs --provider");
     if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
     const feePercent = values.fee !== undefined ? parseFee(values.fee) : DEFAULT_FEE_PERCENT;
     const price = numberFlag("start", "price", values.price, 0, 1_000_000);
     if (price !== undefined) ctx.overrides.price = price;
     applyNetworkOptions(ctx, values);
-    const config = ctx.config();
-    if (await ControlClient.connect(config.home)) {
-      throw new ConfigError(`a node is already running with INFERNET_HOME ${config.home}`, {
-        hint: "stop it first, or use another INFERNET_HOME",
+    const names = values.provider && !given.length ? ctx.config().serve : given;
+    if (values.provider && !names.length) {
+      throw new UsageError("start: --provider needs --models", {
+        hint: "e.g. --models stories260k,mnist-8 (or set `serve` in config.json / INFERNET_SERVE)",
       });
     }
-    const store = ctx.store();
-    const serve = [];
-    for (const name of names) {
-      serve.push(
-        await resolveLocalModel(name, {
-          config,
-          store,
-          signal: ctx.signal,
-          onProgress: progressReporter(ctx.stderr, name),
-        }),
-      );
-    }
-    const node = await InfernetNode.start({
-      config,
-      store,
-      serve,
-      signal: ctx.signal,
+    return runNode(ctx, {
+      models: names,
       ...(values.aggregator ? { aggregator: { feePercent } } : {}),
+      json: Boolean(values.json),
+      dashboard: !values["no-dash"] && !values.json && onTerminal(ctx),
     });
-    try {
-      await using _control = await startControlServer(node, config.home);
-      // Up and serving: from here on the log goes to stderr too (a refusal before this point is one line).
-      configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: true });
-      if (values.json) ctx.stdout.write(`${JSON.stringify(node.status())}\n`);
-      else {
-        const s = node.status();
-        ctx.stdout.write(
-          `Infernet node ${s.peerId} (${s.mode}${serve.length ? `: ${serve.map((m) => m.name).join(", ")} at ${s.price} sats/1k tokens` : ""}${s.aggregator ? `; aggregator, ${s.aggregator.feePercent}% fee` : ""})\n` +
-            `Listening on:\n${s.addresses.map((a) => `  ${a}`).join("\n")}\nPress Ctrl-C to stop.\n`,
-        );
-      }
-      await new Promise<void>((resolve) => {
-        if (ctx.signal.aborted) resolve();
-        ctx.signal.addEventListener("abort", () => resolve(), { once: true });
-      });
-    } finally {
-      await node.stop();
-    }
-    return 0;
   },
 });
+
+export interface RunNodeOptions {
+  /** Catalog models (or files) to serve; empty = client/relay (unless an aggregator). */
+  models: string[];
+  aggregator?: { feePercent: number };
+  /** Print the status as one JSON line once up (headless only). */
+  json: boolean;
+  /** Open the dashboard on this terminal; closing it stops the node. Otherwise run headless until Ctrl-C. */
+  dashboard: boolean;
+}
+
+/** Runs a node in the foreground (with the dashboard, or headless) until it is told to stop; the exit code. */
+export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise<number> {
+  const config = ctx.config();
+  if (await ControlClient.connect(config.home)) {
+    throw new ConfigError(`a node is already running with INFERNET_HOME ${config.home}`, {
+      hint: options.dashboard
+        ? "open its dashboard with `infernet dash`"
+        : "stop it first, or use another INFERNET_HOME",
+    });
+  }
+  const store = ctx.store();
+  const serve = [];
+  for (const name of options.models) {
+    serve.push(
+      await resolveLocalModel(name, {
+        config,
+        store,
+        signal: ctx.signal,
+        onProgress: progressReporter(ctx.stderr, name),
+      }),
+    );
+  }
+  if (options.dashboard) ctx.stderr.write("Starting the node…\n");
+  const node = await InfernetNode.start({
+    config,
+    store,
+    serve,
+    signal: ctx.signal,
+    ...(options.aggregator ? { aggregator: options.aggregator } : {}),
+  });
+  try {
+    await using _control = await startControlServer(node, config.home);
+    if (options.dashboard) {
+      // The dashboard is a client of this node like any other (through the control socket); leaving
+      // it (q, after the node's work drained, or q twice) stops the node.
+      await openDashboard(ctx, config, true);
+      ctx.stdout.write(`Infernet node ${node.peerId} stopped.\n`);
+      return 0;
+    }
+    // Up and serving: from here on the log goes to stderr too (a refusal before this point is one line).
+    configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: true });
+    const s = node.status();
+    if (options.json) ctx.stdout.write(`${JSON.stringify(s)}\n`);
+    else {
+      ctx.stdout.write(
+        `Infernet node ${s.peerId} (${s.mode}${serve.length ? `: ${serve.map((m) => m.name).join(", ")} at ${s.price} sats/1k tokens` : ""}${s.aggregator ? `; aggregator, ${s.aggregator.feePercent}% fee` : ""})\n` +
+          `Listening on:\n${s.addresses.map((a) => `  ${a}`).join("\n")}\nPress Ctrl-C to stop.\n`,
+      );
+    }
+    await new Promise<void>((resolve) => {
+      if (ctx.signal.aborted) resolve();
+      ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+  } finally {
+    await node.stop();
+  }
+  return 0;
+}

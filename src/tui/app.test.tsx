@@ -304,4 +304,17 @@ describe("App", () => {
     await until(() => app.state.unmounted);
     expect(node.active).toBeGreaterThan(0);
   });
+
+  test("keys that arrive in one chunk (typed fast, or sent at once) act one by one", async () => {
+    const node = new FakeNode();
+    const app = start(node);
+    await until(() => app.frame().includes("NVIDIA H100"));
+    app.stdin.write("m");
+    await until(() => app.frame().includes("[ ] mnist-8"));
+    app.stdin.write("j\r");
+    await until(() => node.modelCalls.length === 1);
+    expect(node.modelCalls).toEqual(["serve mnist-8"]);
+    node.finishPull();
+    app.unmount();
+  });
 });

@@ -1,8 +1,8 @@
-import { useApp, useInput, useWindowSize } from "ink";
+import { type Key, useApp, useInput, useWindowSize } from "ink";
 import { useCallback, useRef, useState } from "react";
 import { errorMessage } from "../util/errors.ts";
 import { Dashboard, type StatusLine } from "./dashboard.tsx";
-import { actionFor, filterActionFor, modelsActionFor } from "./keymap.ts";
+import { actionFor, filterActionFor, keysIn, modelsActionFor } from "./keymap.ts";
 import { jobsRows } from "./panels/jobs.tsx";
 import type { Adding } from "./panels/models.tsx";
 import { filterPeers } from "./panels/network.tsx";
@@ -124,6 +124,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
         notice(`one model at a time: ${adding.name} is still being added`);
         return;
       }
+      setStatus((s) => ({ ...s, notice: undefined }));
       setAdding({ name: choice.name, progress: undefined });
       source
         .serveModel(choice.name, (progress) => setAdding({ name: choice.name, progress }), actions.current.signal)
@@ -169,7 +170,11 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
     void call.finally(leave);
   }, [exit, owner, node, setServing]);
 
-  useInput((input, key) => {
+  useInput((chunk, chunkKey) => {
+    for (const [input, key] of keysIn(chunk, chunkKey, uiRef.current.editingFilter)) onKey(input, key);
+  });
+
+  const onKey = (input: string, key: Key) => {
     const ui = uiRef.current;
     if (ui.editingFilter) {
       const action = filterActionFor(input, key);
@@ -198,7 +203,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
     }
     if (action === "models") loadModels();
     setUi((u) => reduceUi(u, action, itemsIn(u, node.latest.current)));
-  });
+  };
 
   const { columns, rows } = size ?? terminal;
   return (

@@ -143,3 +143,14 @@ export function cyclePanel(current: PanelId, step: 1 | -1): PanelId {
   const i = PANELS.indexOf(current);
   return PANELS[(i + step + PANELS.length) % PANELS.length] ?? "hardware";
 }
+
+/**
+ * The keys in one chunk of input. A terminal delivers keys typed quickly (or pasted, or sent by
+ * tmux in one write) as one chunk, which Ink hands over whole: "jj\r" is three keys here. Escape
+ * sequences (arrows, tab) arrive as their own chunk and pass through; in the filter prompt the
+ * chunk is text and stays whole.
+ */
+export function keysIn(input: string, key: Key, typing: boolean): [string, Key][] {
+  if (typing || input.length <= 1 || key.ctrl || key.meta || input.startsWith("\u001b")) return [[input, key]];
+  return [...input].map((c): [string, Key] => [c === "\r" ? "" : c, { ...key, return: c === "\r" }]);
+}

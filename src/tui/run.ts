@@ -4,7 +4,8 @@ import { App, type DashboardSource } from "./app.tsx";
 
 /**
  * The dashboard's entry: renders the app on this terminal and gives the terminal back as it found
- * it. Only `infernet dash` imports this module, and only lazily, so nothing headless loads React.
+ * it. Only the dashboard's paths (`infernet dash`, `infernet start` on a terminal) import this module,
+ * and only lazily, so nothing headless loads React.
  */
 
 /** Most frames a second Ink draws, however fast snapshots and keys arrive (idle CPU, no flicker). */
@@ -16,6 +17,8 @@ const SHOW_CURSOR = "\u001b[?25h";
 export interface RunDashboardOptions {
   /** NO_COLOR is set. */
   mono: boolean;
+  /** This process runs the node (`infernet start`): `q` drains its work before leaving. */
+  owner: boolean;
   /** Aborted on SIGINT/SIGTERM: the dashboard closes as if `q` had been pressed twice. */
   signal: AbortSignal;
 }
@@ -24,7 +27,7 @@ export interface RunDashboardOptions {
 export async function runDashboard(source: DashboardSource, options: RunDashboardOptions): Promise<void> {
   const stdin = process.stdin;
   const stdout = process.stdout;
-  const instance = render(createElement(App, { source, mono: options.mono }), {
+  const instance = render(createElement(App, { source, mono: options.mono, owner: options.owner }), {
     maxFps: RENDER_MAX_FPS,
     // The alternate screen keeps the user's scrollback as it was: the dashboard leaves no trace.
     alternateScreen: true,
