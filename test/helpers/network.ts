@@ -123,7 +123,7 @@ export class TestNetwork implements AsyncDisposable {
   }
 
   /** Waits until a fresh client that knows only `bootstrap` finds these providers of `model`. */
-  async discoverable(bootstrap: string, model: string, providers: NodeProcess[]): Promise<void> {
+  async discoverable(bootstrap: string, model: string, providers: Pick<NodeProcess, "status">[]): Promise<void> {
     const want = providers.map((p) => p.status.peerId).sort();
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (let i = 0; ; i++) {
