@@ -1,6 +1,7 @@
 import { noise, pureJsCrypto } from "@chainsafe/libp2p-noise";
 import { quic } from "@chainsafe/libp2p-quic";
 import { yamux } from "@chainsafe/libp2p-yamux";
+import { autoNAT } from "@libp2p/autonat";
 import { bootstrap } from "@libp2p/bootstrap";
 import { gossipsub } from "@libp2p/gossipsub";
 import { identify } from "@libp2p/identify";
@@ -12,11 +13,12 @@ import { tcp } from "@libp2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p, type Libp2p, type ServiceFactoryMap } from "libp2p";
 import { ConfigError, errorMessage } from "../util/errors.ts";
+import { reachabilityService } from "./reachability.ts";
 
 /**
  * The libp2p host every Infernet node runs: QUIC (its own TLS 1.3) and TCP (Noise + Yamux),
- * identify, ping, a Kademlia DHT under Infernet's own protocol id, gossipsub, bootstrap and mDNS
- * discovery. Infernet's own protocols are added as libp2p services by the caller.
+ * identify, ping, AutoNAT, a Kademlia DHT under Infernet's own protocol id, gossipsub, bootstrap and
+ * mDNS discovery. Infernet's own protocols are added as libp2p services by the caller.
  */
 
 /** Kademlia protocol id: a private DHT, so public IPFS nodes never fill our routing tables. */
@@ -106,6 +108,10 @@ export async function createHost(init: HostInit): Promise<Host> {
       services: {
         identify: identify(),
         ping: ping(),
+        // Peers dial our public addresses back: libp2p shares a public listen address only once one
+        // confirmed it, and the dashboard's reachability comes from the same verdicts.
+        autoNAT: autoNAT(),
+        reachability: reachabilityService(),
         dht: kadDHT({
           protocol: KAD_PROTOCOL,
           clientMode: init.dhtClient ?? false,

@@ -8,6 +8,7 @@ import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { VERSION } from "../../version.ts";
 import type { InfernetNode } from "../node.ts";
+import type { ReachabilityService } from "../reachability.ts";
 import { mergeWork } from "../work-log.ts";
 import { LogTail, logPath } from "./dash-log.ts";
 import { MAX_DASH_JOBS, MAX_DASH_PEERS, MAX_DASH_WORK } from "./dash-protocol.ts";
@@ -86,8 +87,7 @@ export class DashboardSource {
         modes: modes(node),
         startedAt: status.startedAt,
         addresses: status.addresses,
-        // No AutoNAT runs yet, so no peer has confirmed (or refuted) an address.
-        reachability: "unknown",
+        reachability: (node.host.services.reachability as ReachabilityService | undefined)?.state() ?? "unknown",
         connections: status.connections,
       },
       hardware: await this.hardware(signal),
