@@ -5,30 +5,30 @@ import type { Config } from "../config/index.ts";
 import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
-import { detectHardware, type HardwareInfo, machineFingerprint } from "../runtime/hardware/index.ts";
-import { engineTokensBenchmark, runSelfBench } from "../runtime/hardware/self-bench.ts";
-import { sqliteBenchmarkStore } from "../store/benchmarks.ts";
 import type { Store } from "../store/db.ts";
-import { errorMessage } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
 import { Aggregator } from "./aggregator/aggregator.ts";
 import { runLocalShard } from "./aggregator/local-shard.ts";
 import { nodeNetwork } from "./aggregator/network.ts";
-import { metered, RateMeter } from "./control/dash-rate.ts";
-import { configuredEngines } from "./engines.ts";
+import { RateMeter } from "./control/dash-rate.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
-import { type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
+import { type CapabilityDescription, type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import { type InferLoad, type InferService, inferProtocol } from "./protocols/infer/index.ts";
 import { type JobService, jobProtocol } from "./protocols/job/index.ts";
 import { type RunShardOptions, type ShardEvent, type ShardService, shardProtocol } from "./protocols/shard/index.ts";
+import { Serving } from "./serving.ts";
+
+export { BENCH_MODEL } from "./serving.ts";
 
 /**
  * An Infernet node: the libp2p host plus Infernet's protocols, the engines it serves with, and what
- * it knows about other peers. `infernet start` runs one for as long as it lives; one-off commands start
- * an ephemeral one (random ports, DHT client mode, serves nothing).
+ * it knows about other peers. `infernet start` runs one for as long as it lives (what it serves can
+ * change meanwhile: `serveModel`, `unserveModel`); one-off commands start an ephemeral one (random
+ * ports, DHT client mode, serves nothing).
  */
 const log = logger("node");
 
@@ -44,7 +44,7 @@ export const PING_TIMEOUT_MS = 3_000;
 export interface StartNodeOptions {
   config: Config;
   store: Store;
-  /** Models to serve (provider mode); empty or absent = client/relay node. */
+  /** Models to serve (provider mode); empty or absent = client/relay node (until `serveModel`). */
   serve?: ResolvedModel[];
   /** Satoshis per 1,000 tokens (default: config.price). */
   price?: number;
@@ -95,38 +95,46 @@ export class InfernetNode implements AsyncDisposable {
   private readonly pinging = new Map<string, Promise<number | undefined>>();
 
   private constructor(
+    readonly config: Config,
     readonly host: InfernetHost,
-    readonly serving: ResolvedModel[],
+    private readonly servedSet: Serving,
     readonly price: number,
-    readonly engines: Record<RuntimeName, Engine> | undefined,
     readonly startedAt: number,
     private readonly bootstrapAddrs: string[],
     readonly store: Store,
     readonly produced: RateMeter,
+    /** One-off nodes never serve (they live for one command). */
+    private readonly ephemeral: boolean,
   ) {}
 
   static async start(options: StartNodeOptions): Promise<InfernetNode> {
     const { config, store } = options;
-    const serving = options.serve ?? [];
     const price = options.price ?? config.price;
-    const engines = serving.length
-      ? (options.engines ?? (await configuredEngines(config, store, options.signal)))
-      : undefined;
-    const servedModels = new Map(serving.filter((m) => m.sha256).map((m) => [m.sha256 as string, m]));
-    const announces = serving.length > 0 || options.aggregator !== undefined;
-    const hardware = announces
-      ? await detectHardware({ ...(options.signal ? { signal: options.signal } : {}) })
-      : undefined;
-    if (hardware && engines) await selfBenchIfMissing(store, hardware, engines, serving, options.signal);
-    const bench = hardware ? benchmarksOf(store, hardware) : {};
+    const serve = options.serve ?? [];
+    // A long-running node may be asked to serve later: its protocols and record are ready for it.
+    const mayServe = !options.ephemeral || serve.length > 0;
+    const aggregator = options.aggregator;
 
     let host: InfernetHost | undefined;
     let node: InfernetNode | undefined;
+    // Load changes and served-set changes are announced as they happen (the service merges bursts).
+    const produced = new RateMeter();
+    const serving = new Serving({
+      config,
+      store,
+      produced,
+      onChange: () => void host?.services.capability.announce(),
+      ...(options.engines ? { engines: options.engines } : {}),
+    });
+    if (serve.length) await serving.add(serve, options.signal);
+    else if (aggregator) await serving.detect(options.signal);
+
     // Paused: requests are refused with "busy", and the record offers no slots (`rankProviders` skips it).
     const open = () => node?.accepting !== false;
-    const served = () => servedModels;
-    const describe = () => {
-      if (!host || !hardware) throw new Error("node not started");
+    const describe = (): CapabilityDescription | undefined => {
+      const hardware = serving.hardware;
+      if (!hardware || (serving.list.length === 0 && !aggregator)) return undefined;
+      if (!host) throw new Error("node not started");
       const load = host.services.infer.load();
       return {
         addrs: host.getMultiaddrs().map(String),
@@ -141,22 +149,20 @@ export class InfernetNode implements AsyncDisposable {
           })),
           cpu: { model: hardware.cpu.model, cores: hardware.cpu.logicalCores },
           ramTotal: hardware.memory.totalBytes,
-          ...bench,
+          ...serving.bench,
         },
-        models: serving.flatMap((m) => (m.sha256 ? [{ name: m.name, sha256: m.sha256, runtime: m.runtime }] : [])),
+        models: serving.list.flatMap((m) => (m.sha256 ? [{ name: m.name, sha256: m.sha256, runtime: m.runtime }] : [])),
         price: { satsPer1kTokens: price },
         load: open()
           ? { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent }
           : { active: 0, queued: 0, maxConcurrent: 0 },
         reputation: { completed: load.served, failed: load.failed },
-        ...(options.aggregator ? { aggregator: { feePercent: options.aggregator.feePercent } } : {}),
+        ...(aggregator ? { aggregator: { feePercent: aggregator.feePercent } } : {}),
       };
     };
 
-    // Load changes are announced as they happen (the service merges bursts), so clients rank on live load.
-    const produced = new RateMeter();
-    const announce = () => void host?.services.capability.announce();
-    const announced = engines ? announcing(metered(engines, produced), announce) : undefined;
+    const served = serving.served;
+    const engines = mayServe ? { engines: serving.live } : {};
     host = (await createHost({
       privateKey: await loadOrCreateIdentity(config.home),
       listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
@@ -165,30 +171,67 @@ export class InfernetNode implements AsyncDisposable {
       mdns: config.mdns,
       dhtClient: options.ephemeral ?? false,
       services: {
-        infer: inferProtocol({ served, accepting: open, ...(announced ? { engines: announced } : {}) }),
+        infer: inferProtocol({ served, accepting: open, ...engines }),
         // Aggregators send providers whole shards of batch jobs over this one.
-        shard: shardProtocol({ served, accepting: open, ...(announced ? { engines: announced } : {}) }),
+        shard: shardProtocol({ served, accepting: open, ...engines }),
         // Clients submit batch jobs to an aggregator over this one.
-        job: jobProtocol(options.aggregator ? { aggregator: () => node?.aggregator } : {}),
-        capability: capabilityService(announces ? { describe } : {}),
+        job: jobProtocol(aggregator ? { aggregator: () => node?.aggregator } : {}),
+        capability: capabilityService(mayServe || aggregator ? { describe } : {}),
       },
     })) as InfernetHost;
-    // Load (and calibrate) every served model now, so the first request does not pay for it.
-    for (const m of serving) await engines?.[m.runtime].preload(m, options.signal ? { signal: options.signal } : {});
-    node = new InfernetNode(host, serving, price, engines, Date.now(), config.bootstrap, store, produced);
-    if (options.aggregator) {
+    node = new InfernetNode(
+      config,
+      host,
+      serving,
+      price,
+      Date.now(),
+      config.bootstrap,
+      store,
+      produced,
+      options.ephemeral ?? false,
+    );
+    if (aggregator) {
       node.aggregator = new Aggregator({
         network: nodeNetwork(node),
         store,
         home: config.home,
-        feePercent: options.aggregator.feePercent,
+        feePercent: aggregator.feePercent,
       });
       node.aggregator.start();
     }
     // Dial the bootstrap peers now rather than after the bootstrap module's delay (see host.ts).
     await node.dialBootstrap(options.signal);
-    log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serving.map((m) => m.name) });
+    log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serve.map((m) => m.name) });
     return node;
+  }
+
+  /** The models served now. */
+  get serving(): readonly ResolvedModel[] {
+    return this.servedSet.list;
+  }
+
+  /** The engines, once the node has served a model. */
+  get engines(): Record<RuntimeName, Engine> | undefined {
+    return this.servedSet.engines;
+  }
+
+  /**
+   * Serves one more model (already downloaded and verified): the engines are made and the machine
+   * measured if this is the first, the model loaded, then announced. Serving a model of a name already
+   * served does nothing. An abort or a failure leaves the served set as it was.
+   */
+  async serveModel(model: ResolvedModel, signal?: AbortSignal): Promise<void> {
+    if (this.ephemeral) throw new UsageError("a node started for one command serves nothing");
+    await this.servedSet.add([model], signal);
+  }
+
+  /**
+   * Stops serving a model (by name): new requests for it are refused with "model-not-served", those
+   * running finish. With nothing left served the node stops announcing a record (an aggregator keeps
+   * its own). A UsageError when no model of that name is served.
+   */
+  unserveModel(name: string): void {
+    this.servedSet.remove(name);
   }
 
   /** Dials the configured bootstrap peers now (the bootstrap module waits a second first). */
@@ -325,75 +368,11 @@ export class InfernetNode implements AsyncDisposable {
   async stop(): Promise<void> {
     await this.aggregator?.stop();
     await this.host.stop();
-    if (this.engines) await Promise.all(Object.values(this.engines).map((e) => e.dispose()));
+    await this.servedSet.dispose();
     log.info("node stopped", { peerId: this.peerId });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
-}
-
-/** Wraps engines so every request start and end triggers `onChange` (a load announcement). */
-function announcing(engines: Record<RuntimeName, Engine>, onChange: () => void): Record<RuntimeName, Engine> {
-  const wrap = (engine: Engine): Engine => ({
-    runtime: engine.runtime,
-    async *run(model, request, options) {
-      onChange();
-      try {
-        yield* engine.run(model, request, options);
-      } finally {
-        onChange();
-      }
-    },
-    preload: (model, options) => engine.preload(model, options),
-    dispose: () => engine.dispose(),
-    [Symbol.asyncDispose]: () => engine.dispose(),
-  });
-  return { llama: wrap(engines.llama), onnx: wrap(engines.onnx) };
-}
-
-/** The model every provider measures tokens/s on, so announced figures compare across machines. */
-export const BENCH_MODEL = "stories260k";
-
-/**
- * A provider announces measured memory bandwidth and tokens/s; measure them once per machine if
- * `infernet gpu --bench` never has (about a second; tokens/s only when the bench model is served).
- */
-async function selfBenchIfMissing(
-  store: Store,
-  hardware: HardwareInfo,
-  engines: Record<RuntimeName, Engine>,
-  serving: ResolvedModel[],
-  signal?: AbortSignal,
-): Promise<void> {
-  const machine = machineFingerprint(hardware);
-  const benchmarks = sqliteBenchmarkStore(store.db);
-  const have = new Set(benchmarks.list(machine).map((r) => r.unit));
-  const benchModel = serving.find((m) => m.name === BENCH_MODEL);
-  const tokens =
-    !have.has("tokens/s") && benchModel
-      ? [engineTokensBenchmark(`llama.${BENCH_MODEL}`, engines.llama, benchModel)]
-      : [];
-  if (have.has("GB/s") && tokens.length === 0) return;
-  log.info("measuring this machine for its announcements", { memory: !have.has("GB/s"), tokens: tokens.length > 0 });
-  await runSelfBench({
-    ...(have.has("GB/s") ? { memory: false as const } : {}),
-    tokens,
-    onResult: (r) => benchmarks.put(machine, r),
-    ...(signal ? { signal } : {}),
-  });
-}
-
-function benchmarksOf(
-  store: Store,
-  hardware: HardwareInfo,
-): { memoryBandwidthGBps?: number; tokensPerSecond?: number } {
-  const results = sqliteBenchmarkStore(store.db).list(machineFingerprint(hardware));
-  const out: { memoryBandwidthGBps?: number; tokensPerSecond?: number } = {};
-  for (const r of results) {
-    if (r.unit === "GB/s") out.memoryBandwidthGBps = r.value;
-    else if (r.unit === "tokens/s") out.tokensPerSecond = r.value;
-  }
-  return out;
 }

@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "../../test/helpers/paths.ts";
+import { MAX_MODELS_ANSWER_BYTES } from "../node/control/models-protocol.ts";
 import { CONTROL_SOCKET } from "../node/control/protocol.ts";
 import { DashboardClient } from "./client.ts";
 
@@ -60,6 +61,73 @@ test("an aborted call is AbortedError", async () => {
     const pending = client.snapshot(stop.signal);
     stop.abort();
     await expect(pending).rejects.toMatchObject({ name: "AbortedError" });
+  } finally {
+    await server.stop(true);
+  }
+});
+
+/** A serve stream made of these lines, as the node sends it. */
+function streamOf(lines: string[]): Response {
+  return new Response(lines.map((l) => `${l}\n`).join(""), { headers: { "content-type": "application/x-ndjson" } });
+}
+
+test("serving: progress lines reach onProgress, the served line ends it; an error line is the node's typed error", async () => {
+  using dir = tempDir();
+  let answer = streamOf([
+    JSON.stringify({
+      type: "progress",
+      phase: "download",
+      file: "mnist-8.onnx",
+      doneBytes: 10,
+      totalBytes: 20,
+      bytesPerSecond: 5,
+    }),
+    JSON.stringify({ type: "heartbeat" }),
+    JSON.stringify({ type: "progress", phase: "load", doneBytes: 0, totalBytes: 20, bytesPerSecond: 0 }),
+    JSON.stringify({ type: "served", models: ["mnist-8"] }),
+  ]);
+  const server = serve(dir.path, () => answer);
+  try {
+    const client = await DashboardClient.connect(dir.path);
+    const seen: unknown[] = [];
+    await client.serveModel("mnist-8", (p) => seen.push(p));
+    expect(seen).toEqual([
+      { phase: "download", file: "mnist-8.onnx", doneBytes: 10, totalBytes: 20, bytesPerSecond: 5 },
+      { phase: "load", doneBytes: 0, totalBytes: 20, bytesPerSecond: 0 },
+    ]);
+
+    answer = streamOf([JSON.stringify({ type: "error", name: "DownloadError", message: "no source", hint: "retry" })]);
+    await expect(client.serveModel("mnist-8", () => {})).rejects.toMatchObject({
+      name: "DownloadError",
+      message: "no source",
+      hint: "retry",
+    });
+    answer = Response.json({ type: "error", name: "UnknownModelError", message: 'unknown model "x"' }, { status: 400 });
+    await expect(client.serveModel("x", () => {})).rejects.toMatchObject({ name: "UnknownModelError" });
+  } finally {
+    await server.stop(true);
+  }
+});
+
+test("serving: a stream that ends early, a line of another shape or an oversized line fail clearly", async () => {
+  using dir = tempDir();
+  let answer = streamOf([
+    JSON.stringify({ type: "progress", phase: "load", doneBytes: 0, totalBytes: 1, bytesPerSecond: 0 }),
+  ]);
+  const server = serve(dir.path, () => answer);
+  try {
+    const client = await DashboardClient.connect(dir.path);
+    await expect(client.serveModel("mnist-8", () => {})).rejects.toMatchObject({ name: "NodeNotRunningError" });
+    answer = streamOf([JSON.stringify({ type: "progress", phase: "teleport", doneBytes: 0, totalBytes: 1 })]);
+    const err = await client.serveModel("mnist-8", () => {}).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: "RuntimeError" });
+    expect((err as Error).message).toContain("phase");
+    answer = streamOf(["x".repeat(MAX_MODELS_ANSWER_BYTES + 1)]);
+    await expect(client.serveModel("mnist-8", () => {})).rejects.toMatchObject({ name: "RuntimeError" });
+    answer = Response.json([{ name: "mnist-8", runtime: "tpu" }]);
+    await expect(client.models()).rejects.toMatchObject({ name: "RuntimeError" });
+    answer = Response.json({ models: "mnist-8" });
+    await expect(client.unserveModel("mnist-8")).rejects.toMatchObject({ name: "RuntimeError" });
   } finally {
     await server.stop(true);
   }

@@ -9,6 +9,7 @@ import { probeControl } from "./client.ts";
 import { type DashboardRoutes, dashboardRoutes } from "./dash-routes.ts";
 import { MAX_JOB_UPLOAD_BYTES } from "./jobs-protocol.ts";
 import { routeJobs } from "./jobs-routes.ts";
+import { withModelsRoutes } from "./models-routes.ts";
 import { ndjsonResponse } from "./ndjson.ts";
 import {
   CONTROL_SOCKET,
@@ -48,7 +49,7 @@ export async function startControlServer(node: InfernetNode, home: string): Prom
     }
     unlinkSync(path); // left behind by a node that did not exit cleanly
   }
-  const dash = dashboardRoutes(node, home);
+  const dash = withModelsRoutes(dashboardRoutes(node, home), node, home);
   const server = Bun.serve({
     unix: path,
     // A job upload streams its shards in one body; /v1/run checks its own, smaller limit.
