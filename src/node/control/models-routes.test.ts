@@ -39,6 +39,7 @@ beforeAll(async () => {
     "/mnist-8.onnx": join(SHARED_MODELS, "mnist-8.onnx"),
     [`/${SQUEEZENET}`]: join(SHARED_MODELS, SQUEEZENET),
     "/squeezenet1.1-labels.json": join(SHARED_MODELS, "squeezenet1.1-labels.json"),
+    "/stories260K.gguf": join(SHARED_MODELS, "stories260K.gguf"),
   });
   const config = loadConfig({
     env: {
@@ -170,4 +171,25 @@ test("unserving: the record stops offering the model, then with nothing left the
   expect(node.capability.current()).toBeUndefined();
   await expect(client.unserveModel("mnist-8")).rejects.toMatchObject({ name: "UsageError" });
   expect((await client.models()).every((m) => !m.served)).toBe(true);
+});
+
+test("removing a model while it is still being fetched cancels the fetch", async () => {
+  Object.assign(mirror.behaviour, {
+    stallAt: STALL_AT,
+    chunkBytes: SLOW_CHUNK_BYTES,
+    chunkDelayMs: SLOW_CHUNK_DELAY_MS,
+  });
+  let downloading: () => void = () => {};
+  const started = new Promise<void>((resolve) => {
+    downloading = resolve;
+  });
+  const serving = client.serveModel("stories260k", (p) => {
+    if (p.phase === "download" && p.doneBytes > 0) downloading();
+  });
+  await started;
+  await client.unserveModel("stories260k");
+  await expect(serving).rejects.toMatchObject({ name: "AbortedError" });
+  expect(node.serving).toEqual([]);
+  expect(savedServe()).toEqual([]);
+  Object.assign(mirror.behaviour, { stallAt: undefined, chunkDelayMs: 0 });
 });

@@ -53,7 +53,7 @@ export function modelsRoutes(node: InfernetNode, home: string): ModelsRoutes {
       if (entry instanceof Response) return entry;
       if (isServed(node, entry.name)) return ndjsonResponse<ServedLine>(req.signal, async (send) => send(served(node)));
       let operation = pending.get(entry.name);
-      if (!operation) {
+      if (!operation || operation.stopping) {
         const created = new ServeOperation(async (signal, progress) => {
           const model = await resolveLocalModel(entry.name, {
             config: node.config,
@@ -68,7 +68,9 @@ export function modelsRoutes(node: InfernetNode, home: string): ModelsRoutes {
         operation = created;
         pending.set(entry.name, created);
         // Removed once settled, so a later request (after a failure or a disconnect) starts afresh.
-        void created.settled.then(() => pending.delete(entry.name));
+        void created.settled.then(() => {
+          if (pending.get(entry.name) === created) pending.delete(entry.name);
+        });
       }
       const following = operation;
       return ndjsonResponse<ServeLine | ServedLine>(req.signal, async (send) => {
@@ -80,12 +82,10 @@ export function modelsRoutes(node: InfernetNode, home: string): ModelsRoutes {
       const body = await readBody(req);
       if (body instanceof Response) return body;
       const name = findModel(body.name)?.name ?? body.name;
+      // Removing a model that is still being added cancels adding it.
       const inFlight = pending.get(name);
-      if (inFlight) {
-        // Removing a model that is still being added cancels adding it.
-        inFlight.cancel();
-        return Response.json({ models: names(node) } satisfies UnserveAnswer);
-      }
+      inFlight?.cancel();
+      if (inFlight && !isServed(node, name)) return Response.json({ models: names(node) } satisfies UnserveAnswer);
       try {
         node.unserveModel(name);
       } catch (err) {

@@ -58,6 +58,11 @@ export class ServeOperation {
     });
   }
 
+  /** True once the work was told to stop: a new request for the model starts afresh instead of joining. */
+  get stopping(): boolean {
+    return this.controller.signal.aborted;
+  }
+
   /** Stops the work (its followers get AbortedError). */
   cancel(): void {
     this.controller.abort(new AbortedError("no longer wanted"));
