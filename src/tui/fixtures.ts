@@ -109,7 +109,7 @@ export const PROVIDER_SNAPSHOT: DashboardSnapshot = {
     ],
     cpu: { model: "AMD EPYC", cores: 16, usedPercent: 12 },
     memory: { usedBytes: 9.5 * GIB, totalBytes: 128 * GIB },
-    engine: "cuda",
+    engine: "llama.cpp cuda + onnxruntime cpu",
   },
   serving: {
     accepting: true,

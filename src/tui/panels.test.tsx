@@ -64,7 +64,7 @@ describe("narrow (80x24): one panel at a time", () => {
     expect(frame).toMatch(/VRAM ░+ 0 B \/ 79\.6 GiB {2}util 0% {2}33°C/);
     expect(frame).toMatch(/CPU {2}█+░+ 12% {2}AMD EPYC \(16 cores\)/);
     expect(frame).toContain("9.5 GiB / 128.0 GiB");
-    expect(frame).toContain("engine cuda");
+    expect(frame).toContain("engine llama.cpp cuda + onnxruntime cpu");
   });
 
   test("jobs: what is served, then each held job with its progress, state, retries and age", () => {
@@ -122,7 +122,7 @@ describe("narrow (80x24): one panel at a time", () => {
 
   test("empty states", () => {
     expect(focused("hardware", EMPTY_SNAPSHOT)).toContain("no GPU found");
-    expect(focused("hardware", EMPTY_SNAPSHOT)).toContain("engine not loaded yet");
+    expect(focused("hardware", EMPTY_SNAPSHOT)).toContain("engine none (nothing served)");
     expect(focused("jobs", EMPTY_SNAPSHOT)).toContain("no work yet: requests, shards and batch jobs show here");
     expect(focused("jobs", EMPTY_SNAPSHOT)).toContain("serving no models");
     expect(focused("network", EMPTY_SNAPSHOT)).toContain("no peers known yet");

@@ -39,6 +39,8 @@ test("a provider's snapshot: its id, mode, models, no jobs, its peers, hardware 
   expect(snap.node.peerId).toBe(p1.status.peerId);
   expect(snap.node.modes).toEqual(["provider"]);
   expect(snap.node.addresses.some((a) => a.includes("/quic-v1/"))).toBe(true);
+  // Both runtimes serve: the llama backend is asked once the first snapshot loaded it (CPU here).
+  expect(snap.hardware.engine).toMatch(/^llama\.cpp \S+ \+ onnxruntime cpu$/);
   // Listening on 127.0.0.1 only: nobody outside this machine can dial it.
   expect(snap.node.reachability).toBe("private");
   expect(snap.serving.accepting).toBe(true);

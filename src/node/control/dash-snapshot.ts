@@ -117,12 +117,23 @@ export class DashboardSource {
   }
 
   /**
-   * The llama backend, asked once and only when a llama model is served (it is loaded by then):
-   * asking otherwise would load the native library just to draw a label.
+   * What runs the served models: "llama.cpp cuda", "onnxruntime cpu" (the ONNX engine uses
+   * onnxruntime's CPU provider), both joined. The llama backend is asked once and only when a llama
+   * model is served (it is loaded by then): asking otherwise would load the native library just to
+   * draw a label.
    */
   private engineBackend(): string | undefined {
+    const runtimes = new Set(this.node.serving.map((m) => m.runtime));
+    const parts = [
+      ...(runtimes.has("llama") ? [`llama.cpp ${this.llamaBackend() ?? "(loading)"}`] : []),
+      ...(runtimes.has("onnx") ? ["onnxruntime cpu"] : []),
+    ];
+    return parts.length ? parts.join(" + ") : undefined;
+  }
+
+  private llamaBackend(): string | undefined {
     const llama = this.node.engines?.llama;
-    if (!this.askedEngine && llama && "backend" in llama && this.node.serving.some((m) => m.runtime === "llama")) {
+    if (!this.askedEngine && llama && "backend" in llama) {
       this.askedEngine = true;
       (llama as { backend(): Promise<string> })
         .backend()

@@ -67,7 +67,7 @@ export function HardwarePanel({ hardware, theme, focused, width, height }: Hardw
       <Text wrap="truncate-end">
         engine{" "}
         <Text bold color={hardware.engine ? theme.accent : theme.muted}>
-          {hardware.engine ?? "not loaded yet"}
+          {hardware.engine ?? "none (nothing served)"}
         </Text>
       </Text>
     </Frame>
