@@ -36,25 +36,33 @@ export class ReturnedCopies {
     const batch = this.pending.splice(0);
     const { store } = this;
     const verified = new Set<string>();
-    const outcomes = this.db
-      .transaction(() =>
-        batch.map(({ copy }) => {
-          try {
-            // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
-            this.db.transaction(() => {
-              store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
-              const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
-              if (settled.outcome === "verified" && store.jobs.jobState(copy.job.id).state === "verified") {
-                verified.add(copy.job.id);
-              }
-            })();
-            return undefined;
-          } catch (err) {
-            return err;
-          }
-        }),
-      )
-      .immediate();
+    let outcomes: unknown[];
+    try {
+      outcomes = this.db
+        .transaction(() =>
+          batch.map(({ copy }) => {
+            try {
+              // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
+              this.db.transaction(() => {
+                store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
+                const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
+                if (settled.outcome === "verified" && store.jobs.jobState(copy.job.id).state === "verified") {
+                  verified.add(copy.job.id);
+                }
+              })();
+              return undefined;
+            } catch (err) {
+              return err;
+            }
+          }),
+        )
+        .immediate();
+    } catch (err) {
+      // The whole transaction failed (the database closed as the aggregator stopped, a full disk):
+      // no copy of the batch is stored, each caller hears so, and a restart computes them again.
+      for (const { reject } of batch) reject(err);
+      return;
+    }
     for (const [i, { resolve, reject }] of batch.entries()) {
       const err = outcomes[i];
       if (err === undefined) resolve();
