@@ -1,14 +1,21 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
+import { render } from "ink-testing-library";
+import { createElement } from "react";
 import { infernet } from "../../../test/helpers/cli.ts";
 import { type NodeProcess, TestNetwork } from "../../../test/helpers/network.ts";
 import { MNIST_DIR } from "../../../test/helpers/paths.ts";
 import { DashboardClient } from "../../tui/client.ts";
+import { Dashboard } from "../../tui/dashboard.tsx";
+import type { DashboardSnapshot } from "../../tui/state.ts";
+import { themeFor } from "../../tui/theme.ts";
+import { INITIAL_UI } from "../../tui/ui.ts";
 
 /**
  * The dashboard's data from real `infernet start` processes on 127.0.0.1 (an aggregator and two
  * providers of mnist-8 and stories260k), read through the real control socket with the dashboard's
- * client: what the panels get, a real MNIST job on the aggregator, and pausing a provider.
+ * client: what the panels get (and how they draw it), a real MNIST job on the aggregator, and pausing
+ * a provider.
  */
 const IMAGES = join(MNIST_DIR, "t10k-images-idx3-ubyte.gz");
 const MODELS = ["--provider", "--models", "mnist-8,stories260k"];
@@ -89,6 +96,7 @@ test("a small MNIST job submitted to the aggregator shows in its snapshot; provi
     .map((l) => JSON.parse(l) as { event?: string; jobId?: string })
     .find((e) => e.event === "submitted");
   const snap = await (await DashboardClient.connect(aggregator.home)).snapshot();
+  afterJob.aggregator = snap;
   expect(snap.node.modes).toEqual(["aggregator"]);
   expect(snap.jobs).toHaveLength(1);
   expect(snap.jobs[0]).toMatchObject({
@@ -101,6 +109,7 @@ test("a small MNIST job submitted to the aggregator shows in its snapshot; provi
   });
   expect(snap.jobs[0]?.finishedAt).toBeGreaterThanOrEqual(snap.jobs[0]?.createdAt ?? Number.POSITIVE_INFINITY);
   const served = await Promise.all([p1, p2].map(async (p) => (await DashboardClient.connect(p.home)).snapshot()));
+  afterJob.providers = served;
   expect(served.reduce((n, s) => n + s.serving.served, 0)).toBeGreaterThan(0);
   expect(served.some((s) => (s.serving.ratePerSecond ?? 0) > 0)).toBe(true);
   expect(served.every((s) => s.serving.active === 0 && s.serving.queued === 0)).toBe(true);
@@ -111,6 +120,41 @@ test("a small MNIST job submitted to the aggregator shows in its snapshot; provi
     expect(w).toMatchObject({ kind: "shard", model: "mnist-8", peer: aggregator.status.peerId, outcome: "done" });
     expect(w.done).toBe(w.total ?? -1);
   }
+});
+
+/** Snapshots taken right after the MNIST job, drawn by the panels below. */
+const afterJob: { aggregator?: DashboardSnapshot; providers?: DashboardSnapshot[] } = {};
+
+/** The whole screen for a snapshot, as `infernet dash` draws it, with the Jobs panel focused. */
+function draw(snapshot: DashboardSnapshot, columns: number, rows: number): string {
+  const ui = { ...INITIAL_UI, focus: "jobs" as const };
+  const frame = render(createElement(Dashboard, { snapshot, ui, theme: themeFor(true), columns, rows, status: {} }));
+  const text = frame.lastFrame() ?? "";
+  frame.unmount();
+  return text;
+}
+
+test("the panels drawn from these real snapshots: the verified job on the aggregator, the shards on a provider", () => {
+  const { aggregator: held, providers } = afterJob;
+  if (!held || !providers) throw new Error("the MNIST job test did not run");
+  const job = held.jobs[0];
+  for (const [columns, rows] of [
+    [80, 24],
+    [140, 40],
+  ] as const) {
+    const screen = draw(held, columns, rows);
+    expect(screen).toContain(`job ${job?.id.slice(0, 8)} mnist-8`);
+    expect(screen).toMatch(/2\/2 verified/);
+    expect(screen).toContain("aggregator");
+  }
+  const busiest = providers.reduce((a, b) => (b.serving.work.length > a.serving.work.length ? b : a));
+  const shard = busiest.serving.work[0];
+  const screen = draw(busiest, 140, 40);
+  expect(screen).toContain(`…${aggregator.status.peerId.slice(-8)}`);
+  expect(screen).toContain(`${shard?.done}/${shard?.total} rec done`);
+  expect(screen).toContain("serving mnist-8, stories260k");
+  // The network panel lists the aggregator and the other provider with what they serve.
+  expect(screen).toMatch(/mnist-8, stories260k|stories260k, mnist-8/);
 });
 
 /** Runs stories260k from a fresh client that knows only the aggregator; the provider that finished it. */
