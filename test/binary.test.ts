@@ -8,7 +8,9 @@ import { sha256File } from "../src/release/runtime.ts";
 import { VERSION } from "../src/version.ts";
 import { copyRelease, firstLine, pathWithoutRuntimes, runBinary, spawnBinary } from "./helpers/binary.ts";
 import { infernet } from "./helpers/cli.ts";
-import { SHARED, STORIES_GREEDY_PREFIX, tempDir } from "./helpers/paths.ts";
+import { TEST_LISTEN } from "./helpers/network.ts";
+import { SHARED, SHARED_MODELS, STORIES_GREEDY_PREFIX, tempDir } from "./helpers/paths.ts";
+import { SANE, TMUX, Tmux } from "./helpers/tmux.ts";
 
 /**
  * The compiled release, as a user gets it: built once (scripts/release.ts, CPU llama.cpp only: CI has no
@@ -126,6 +128,27 @@ describe.skipIf(!tar)("the compiled binary", () => {
     } finally {
       provider.kill("SIGTERM");
       await provider.exited;
+    }
+  });
+
+  test.skipIf(!TMUX)("on a terminal, start opens the dashboard (Ink in the binary); q stops the node", async () => {
+    const tmux = new Tmux();
+    try {
+      const home = join(tmp.path, "homes", "dashboard");
+      mkdirSync(home, { recursive: true });
+      const vars = { HOME: home, PATH: path, INFERNET_HOME: home, INFERNET_MODEL_MIRROR: SHARED_MODELS, TERM: "xterm" };
+      const start = [binary, "start", "--provider", "--models", "mnist-8", ...TEST_LISTEN];
+      tmux.session("binary", 120, 40);
+      const line = `env -i ${Object.entries(vars)
+        .map(([k, v]) => `${k}='${v}'`)
+        .join(" ")} ${start.map((a) => `'${a}'`).join(" ")}`;
+      tmux.command("binary", line, "BIN-EXIT=");
+      await tmux.until("binary", (s) => s.includes("▸ Hardware") && s.includes("serving mnist-8"));
+      tmux.send("binary", "q");
+      expect(await tmux.exited("binary", "BIN-EXIT=")).toMatch(/Infernet node 12D3Koo\w+ stopped\.\s+BIN-EXIT=0/);
+      expect(await tmux.terminalState("binary")).toEqual(SANE);
+    } finally {
+      tmux.kill();
     }
   });
 
