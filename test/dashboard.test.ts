@@ -4,7 +4,7 @@ import type { NodeStatus } from "../src/node/node.ts";
 import { BUN, CLI, infernet } from "./helpers/cli.ts";
 import { type NodeProcess, TEST_LISTEN, TestNetwork } from "./helpers/network.ts";
 import { MNIST_DIR, ROOT, SHARED_MODELS } from "./helpers/paths.ts";
-import { SANE, TMUX, Tmux } from "./helpers/tmux.ts";
+import { REQUIRE_TMUX, SANE, TMUX, Tmux } from "./helpers/tmux.ts";
 
 /**
  * The dashboard end to end, in a real pseudo-terminal (test/helpers/tmux.ts), driven with keys and
@@ -40,6 +40,10 @@ function cli(home: string, args: string[]): string {
   const env = `INFERNET_HOME='${home}' INFERNET_MODEL_MIRROR='${SHARED_MODELS}' INFERNET_MDNS=false`;
   return `cd '${ROOT}' && ${env} '${BUN}' ${[CLI, ...args].map((a) => `'${a}'`).join(" ")}`;
 }
+
+test.if(!TMUX)("tmux is missing: the terminal tests are skipped (a failure where CI requires them)", () => {
+  expect(REQUIRE_TMUX ? "tmux is missing" : "").toBe("");
+});
 
 test.skipIf(!TMUX)(
   "the dashboard attaches to a running provider, shows it, and q leaves the terminal sane",

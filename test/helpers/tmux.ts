@@ -6,6 +6,8 @@
 
 /** Where tmux is, if it is installed (tests skip without it). */
 export const TMUX = Bun.which("tmux");
+/** CI sets this: there, a missing tmux is a failure, not skipped terminal tests. */
+export const REQUIRE_TMUX = process.env.INFERNET_REQUIRE_TMUX === "1";
 /** Longest wait for a screen; past it the test fails showing the screen it saw last. */
 export const SCREEN_WAIT_MS = 60_000;
 
@@ -23,7 +25,8 @@ export class Tmux {
 
   /** Runs a tmux command on this server; its stdout. */
   run(...args: string[]): string {
-    const r = Bun.spawnSync([TMUX ?? "tmux", "-L", this.socket, ...args], { stderr: "pipe" });
+    // -u: UTF-8 whatever the locale (a bare CI environment has none), so bars and arrows read back as drawn.
+    const r = Bun.spawnSync([TMUX ?? "tmux", "-u", "-L", this.socket, ...args], { stderr: "pipe" });
     if (r.exitCode !== 0) throw new Error(`tmux ${args[0]}: ${r.stderr.toString()}`);
     return r.stdout.toString();
   }
