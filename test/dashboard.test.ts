@@ -69,6 +69,12 @@ test.skipIf(!TMUX)(
     tmux.send(pane, "p");
     await tmux.until(pane, (s) => !s.includes("PAUSED") && s.includes("serving stories260k"));
 
+    // Resized to a wide terminal, every panel shows at once; back to narrow, one panel and the tabs.
+    tmux.run("resize-window", "-t", pane, "-x", String(WIDE.columns), "-y", String(WIDE.rows));
+    await tmux.until(pane, (s) => ["Hardware", "Earnings", "Network", "Log"].every((p) => s.includes(`│ ${p}`)));
+    tmux.run("resize-window", "-t", pane, "-x", String(NARROW.columns), "-y", String(NARROW.rows));
+    await tmux.until(pane, (s) => s.includes("▸ Jobs") && !s.includes("│ Network"));
+
     // q detaches: the node keeps running.
     tmux.send(pane, "q");
     expect(await tmux.exited(pane, EXIT_MARK)).toContain(`${EXIT_MARK}0`);
