@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { NodeStatus } from "../src/node/node.ts";
-import { BUN, CLI, infernet } from "./helpers/cli.ts";
+import { BUN, CLI, finish, infernet, spawnInfernet } from "./helpers/cli.ts";
 import { type NodeProcess, TEST_LISTEN, TestNetwork } from "./helpers/network.ts";
 import { MNIST_DIR, ROOT, SHARED_MODELS } from "./helpers/paths.ts";
 import { REQUIRE_TMUX, SANE, TMUX, Tmux } from "./helpers/tmux.ts";
@@ -146,6 +146,78 @@ test.skipIf(!TMUX)(
     expect(end).toContain(`Infernet node ${status.peerId} stopped.`);
     expect(end).toContain(`${EXIT_MARK}0`);
     expect((await infernet(["status", "--json"], { home })).code).not.toBe(0);
+    expect(await tmux.terminalState(pane)).toEqual(SANE);
+  },
+  180_000,
+);
+
+/** Prompts of the long shard the drain waits for: at ~1,300 tokens/s here, about 10 s of work. */
+const DRAIN_PROMPTS = 32;
+const DRAIN_TOKENS = 400;
+
+test.skipIf(!TMUX)(
+  "q on a node that is computing a shard: it takes no new work, finishes the shard, then stops",
+  async () => {
+    const aggregator = await net.start("drain-aggregator", ["--aggregator"]);
+    const home = net.home("drain-provider");
+    const pane = "drain";
+    tmux.session(pane, WIDE.columns, WIDE.rows);
+    tmux.command(
+      pane,
+      cli(home, ["start", "--provider", "--models", "stories260k", ...TEST_LISTEN, "--bootstrap", aggregator.quic]),
+      EXIT_MARK,
+    );
+    await tmux.until(pane, (s) => s.includes("serving stories260k"));
+    const status = JSON.parse((await infernet(["status", "--json"], { home })).stdout) as NodeStatus;
+    await net.discoverable(aggregator.quic, "stories260k", [{ status }]);
+
+    const client = net.home("drain-client");
+    const prompts = join(client, "prompts.jsonl");
+    await Bun.write(
+      prompts,
+      Array.from(
+        { length: DRAIN_PROMPTS },
+        (_, i) => `${JSON.stringify({ prompt: `Story ${i}: once upon a time` })}\n`,
+      ),
+    );
+    const output = join(client, "stories.jsonl");
+    const submit = spawnInfernet(
+      [
+        "submit",
+        "--model",
+        "stories260k",
+        "--prompts",
+        prompts,
+        "--max-tokens",
+        String(DRAIN_TOKENS),
+        "--shards",
+        "1",
+        "--redundancy",
+        "1",
+        "--aggregator",
+        aggregator.quic,
+        "--output",
+        output,
+        "--no-mdns",
+      ],
+      { home: client },
+    );
+    // The shard is computing on the pane's node; q now asks it to stop.
+    await tmux.until(pane, (s) => s.includes("  1 running  0 queued"));
+    tmux.send(pane, "q");
+    await tmux.until(pane, (s) => s.includes("stopping the node: 1 request(s)/shard(s) still running"));
+    const end = await tmux.exited(pane, EXIT_MARK);
+    expect(end).toContain(`${EXIT_MARK}0`);
+
+    // The shard was finished, not cut: the job completed with this node's outputs for every prompt.
+    const result = await finish(submit);
+    expect(result.code).toBe(0);
+    const lines = (await Bun.file(output).text())
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { index: number; output: string; providers: string[] });
+    expect(lines).toHaveLength(DRAIN_PROMPTS);
+    expect(lines.every((l) => l.output.length > 0 && l.providers.includes(status.peerId))).toBe(true);
     expect(await tmux.terminalState(pane)).toEqual(SANE);
   },
   180_000,
