@@ -17,26 +17,22 @@ export const DEFAULT_LISTEN = ["/ip4/0.0.0.0/udp/7707/quic-v1", "/ip4/0.0.0.0/tc
 export const MAX_SERVED_MODELS = 64;
 
 /** A list given as an array (config file, flags) or a comma-separated string (environment). */
+const commaList = (v: unknown) =>
+  typeof v === "string"
+    ? v
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : v;
+
 const multiaddrList = z.preprocess(
-  (v) =>
-    typeof v === "string"
-      ? v
-          .split(",")
-          .map((s) => s.trim())
-          .filter(Boolean)
-      : v,
+  commaList,
   z.array(z.string().regex(/^\//, "a multiaddr starting with /").max(1024)).max(64),
 );
 
 /** Catalog model names, as an array (config file) or a comma-separated string (environment). */
 const modelNameList = z.preprocess(
-  (v) =>
-    typeof v === "string"
-      ? v
-          .split(",")
-          .map((s) => s.trim())
-          .filter(Boolean)
-      : v,
+  commaList,
   z
     .array(
       z
