@@ -32,6 +32,8 @@ export interface HeapSample {
   objectCount: number;
   /** Entries in Ink's wrapped-text cache. */
   inkWrapCache: number;
+  /** Live objects by type (JavaScriptCore's names), to see what a growing heap is made of. */
+  types: Record<string, number>;
 }
 
 function sample(path: string): void {
@@ -43,6 +45,7 @@ function sample(path: string): void {
     heapSizeBytes: stats.heapSize,
     objectCount: stats.objectCount,
     inkWrapCache: wrapTextCache.size,
+    types: stats.objectTypeCounts,
   };
   appendFileSync(path, `${JSON.stringify(line)}\n`);
 }

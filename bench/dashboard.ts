@@ -59,6 +59,8 @@ const DRAIN_TIMEOUT_MS = 60_000;
 /** Soak: samples every 30 s; by default one 100-shard job every 5 s so every panel keeps changing. */
 const SOAK_SAMPLE_MS = 30_000;
 const SOAK_JOB_INTERVAL_MS = 5_000;
+/** Object types listed as the ones that grew most over the soak. */
+const TOP_TYPES = 8;
 
 const MiB = 1024 ** 2;
 const args = process.argv.slice(2);
@@ -288,6 +290,7 @@ async function soak(minutes: number): Promise<void> {
           y: s.heapUsedBytes / MiB,
           objects: s.objectCount,
           wrapCache: s.inkWrapCache,
+          types: s.types,
         }))
     : [];
   const jobs = db.jobs(feeder.jobIds);
@@ -312,6 +315,14 @@ async function soak(minutes: number): Promise<void> {
     console.log(`JS heap series (MiB): ${heap.map((p) => p.y.toFixed(1)).join(" ")}`);
     console.log(`live objects (thousands): ${heap.map((p) => (p.objects / 1000).toFixed(1)).join(" ")}`);
     console.log(`Ink wrapped-text cache entries: ${heap.map((p) => p.wrapCache).join(" ")}`);
+    const [first, last] = [heap[0]?.types ?? {}, heap.at(-1)?.types ?? {}];
+    const grew = Object.keys(last)
+      .map((type) => ({ type, n: (last[type] ?? 0) - (first[type] ?? 0) }))
+      .sort((a, b) => b.n - a.n)
+      .slice(0, TOP_TYPES);
+    console.log(
+      `object types that grew most, first to last sample: ${grew.map((g) => `${g.type} +${g.n}`).join(", ")}`,
+    );
   }
   console.log(`snapshot: ${bytesAtStart} bytes at the start, ${await snapshotBytes()} at the end`);
   if (feeder.errors.length) console.log(`feeder: ${feeder.errors.length} failed submits: ${feeder.errors[0]}`);
