@@ -67,6 +67,8 @@ export async function build(options: BuildOptions = {}): Promise<BuildResult> {
       autoloadDotenv: false,
       autoloadBunfig: false,
     },
+    // Libraries' production builds (React's dashboard frames cost ~30% less than its development build's).
+    define: { "process.env.NODE_ENV": JSON.stringify("production") },
     // Identifiers stay: typed errors are told apart by their class name (InfernetError's `name`).
     minify: { whitespace: true, syntax: true, identifiers: false },
     sourcemap: "none",

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { environment } from "../config/env.ts";
+import { environment, preferProductionBuilds } from "../config/env.ts";
 import type { Config } from "../config/index.ts";
 import { UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
@@ -18,6 +18,7 @@ export function onTerminal(ctx: CliContext): boolean {
 export async function openDashboard(ctx: CliContext, config: Config, owner: boolean): Promise<void> {
   configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: false });
   // Ink and React load here, only when the dashboard opens: every other path stays headless.
+  preferProductionBuilds();
   const { DashboardClient } = await import("../tui/client.ts");
   // NodeNotRunningError (with the hint to `infernet start`) when no node answers on this home.
   const client = await DashboardClient.connect(config.home);

