@@ -1,8 +1,10 @@
+import { join } from "node:path";
 import { environment } from "../config/index.ts";
-import { DEFAULT_DOWNLOAD_URL } from "../release/layout.ts";
+import { DEFAULT_DOWNLOAD_URL, VERSIONS_DIR } from "../release/layout.ts";
 import { findInstallation, releasePlatform, update } from "../release/update.ts";
 import { defineCommand } from "./command.ts";
 import { EXIT } from "./exit.ts";
+import { formatBytes } from "./progress.ts";
 
 /**
  * `infernet update`: replaces the installed binary with the latest (or a named) release, in place.
@@ -16,6 +18,8 @@ export const updateCommand = defineCommand({
     "Downloads the release from INFERNET_DOWNLOAD_URL (default https://infernet.tech/releases), checks",
     "its sha256 against SHA256SUMS, extracts it beside the current version, runs the new binary's",
     "--version, and only then switches the infernet link; if the new binary fails, nothing changes.",
+    "After the switch, older versions are removed; the previous one stays, so a rollback is one link away",
+    "(ln -sfn .versions/<previous>/bin/infernet <dir>/infernet), and so does any version still running.",
     "The install folder is where the running binary's link lives (INFERNET_INSTALL_DIR overrides).",
     "",
     "Examples:",
@@ -52,9 +56,21 @@ export const updateCommand = defineCommand({
       case "available":
         ctx.stdout.write(`infernet ${outcome.to} is available (installed: ${outcome.from}); run \`infernet update\`\n`);
         return EXIT.ok;
-      case "updated":
+      case "updated": {
         ctx.stdout.write(`updated infernet ${outcome.from} -> ${outcome.to} (${outcome.binary})\n`);
+        const versions = join(installation.dir, VERSIONS_DIR);
+        const { removed, failed } = outcome.pruned;
+        if (removed.length > 0) {
+          const list = removed.map((r) => `${r.version} (${formatBytes(r.bytes)})`).join(", ");
+          ctx.stdout.write(`removed old versions from ${versions}: ${list}; ${outcome.from} is kept for a rollback\n`);
+        }
+        for (const f of failed) {
+          ctx.stderr.write(
+            `could not remove old version ${join(versions, f.version)}: ${f.error}; delete it by hand\n`,
+          );
+        }
         return EXIT.ok;
+      }
     }
   },
 });

@@ -1,6 +1,16 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readlinkSync, realpathSync, renameSync, rmSync, symlinkSync } from "node:fs";
-import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
+import { basename, join, relative, resolve, sep } from "node:path";
 import { throwIfAborted } from "../util/abort.ts";
 import { ConfigError, DownloadError, errorMessage, IntegrityError, RuntimeError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
@@ -22,7 +32,8 @@ import {
  * Self-update of an installed layout (see layout.ts): fetch the release, check its sha256 against
  * SHA256SUMS, extract it beside the running version, run the new binary's `--version` as a self-test,
  * and only then swap the `infernet` symlink with one rename (atomic: a concurrent `infernet` starts
- * either the old or the new binary, never neither). A failed self-test leaves the link alone.
+ * either the old or the new binary, never neither). A failed self-test leaves the link alone. Then
+ * versions before the one replaced are removed (see pruneVersions; each is 100-450 MB).
  */
 const log = logger("release:update");
 
@@ -147,7 +158,13 @@ export interface UpdateOptions {
 export type UpdateOutcome =
   | { status: "up-to-date"; version: string }
   | { status: "available"; from: string; to: string }
-  | { status: "updated"; from: string; to: string; binary: string };
+  | { status: "updated"; from: string; to: string; binary: string; pruned: Pruned };
+
+/** Old versions removed after a switch, and those that could not be (logged; the update stands). */
+export interface Pruned {
+  removed: { version: string; bytes: number }[];
+  failed: { version: string; error: string }[];
+}
 
 export async function update(options: UpdateOptions): Promise<UpdateOutcome> {
   const { installation, baseUrl, signal } = options;
@@ -203,16 +220,60 @@ export async function update(options: UpdateOptions): Promise<UpdateOutcome> {
   const failure = await selfTest(binary, to, signal);
   if (failure) {
     rmSync(target, { recursive: true, force: true });
-    throw new SelfTestError(
-      `update: the new binary (${to}) failed its self-test: ${failure}; rolled back, still on ${from}`,
-      {
-        hint: "the link was not changed; report this release",
-      },
-    );
+    const why = `update: the new binary (${to}) failed its self-test: ${failure}; rolled back, still on ${from}`;
+    throw new SelfTestError(why, { hint: "the link was not changed; report this release" });
   }
   switchLink(installation.dir, join(VERSIONS_DIR, to, BINARY_PATH));
   log.info("updated", { from, to, dir: installation.dir });
-  return { status: "updated", from, to, binary };
+  const pruned = pruneVersions(installation.dir, [to, from]);
+  return { status: "updated", from, to, binary, pruned };
+}
+
+/**
+ * Removes every version under `<dir>/.versions/` except `keep` (after an update: the new one, and the
+ * one it replaced so a rollback stays possible) and those a running process was started from (a
+ * daemon not yet restarted still loads its native runtime from its own folder). Only folders named
+ * like versions are touched: `.update-*` and `.install.*` are a concurrent update's or install's.
+ * A failure is logged and reported, never thrown: the update itself has succeeded by then.
+ */
+export function pruneVersions(dir: string, keep: readonly string[], running = runningVersions(dir)): Pruned {
+  const pruned: Pruned = { removed: [], failed: [] };
+  const versions = join(dir, VERSIONS_DIR);
+  const old = readdirSync(versions).filter((v) => VERSION_PATTERN.test(v) && !keep.includes(v) && !running.has(v));
+  for (const version of old.sort()) {
+    const path = join(versions, version);
+    try {
+      if (!lstatSync(path).isDirectory()) continue;
+      const bytes = sizeOf(path);
+      rmSync(path, { recursive: true });
+      pruned.removed.push({ version, bytes });
+      log.info("old version removed", { path, bytes });
+    } catch (err) {
+      pruned.failed.push({ version, error: errorMessage(err) });
+      log.warn("cannot remove an old version", { path, error: errorMessage(err) });
+    }
+  }
+  return pruned;
+}
+
+/** Versions in `<dir>/.versions/` run by this process or (Linux) any process whose /proc/<pid>/exe we can read. */
+export function runningVersions(dir: string): Set<string> {
+  const versions = safeRealpath(join(dir, VERSIONS_DIR)) + sep;
+  const executables = [safeRealpath(process.execPath)];
+  const pids = process.platform === "linux" && existsSync("/proc") ? readdirSync("/proc") : [];
+  for (const pid of pids.filter((name) => /^\d+$/.test(name))) {
+    try {
+      executables.push(readlinkSync(`/proc/${pid}/exe`));
+    } catch {}
+  }
+  const running = executables.filter((exe) => exe.startsWith(versions));
+  return new Set(running.map((exe) => exe.slice(versions.length).split(sep)[0] ?? ""));
+}
+
+/** Bytes held under `path`: its entries' sizes added up. */
+function sizeOf(path: string): number {
+  const entries = readdirSync(path, { recursive: true, encoding: "utf8" });
+  return entries.reduce((sum, entry) => sum + lstatSync(join(path, entry)).size, 0);
 }
 
 /** The sha256 SHA256SUMS gives for a file ("<hex>  <name>" or "<hex> *<name>" lines). */
@@ -333,5 +394,5 @@ function switchLink(dir: string, target: string): void {
   rmSync(tmp, { force: true });
   symlinkSync(target, tmp);
   renameSync(tmp, join(dir, LINK_NAME));
-  log.debug("link switched", { link: join(dir, LINK_NAME), target, parent: dirname(target) });
+  log.debug("link switched", { link: join(dir, LINK_NAME), target });
 }
