@@ -1,8 +1,8 @@
 import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
-import { AbortedError } from "../../../util/errors.ts";
 import type { WorkView } from "../../work-log.ts";
+import { ProtocolLifecycle } from "../lifecycle.ts";
 import { atLeastZero, positive } from "../settings.ts";
 import { InferProvider } from "./provider.ts";
 import { callRemote } from "./requester.ts";
@@ -94,18 +94,13 @@ export interface InferService extends Startable {
 
 class DefaultInferService implements InferService {
   private readonly provider: InferProvider;
-  private readonly serves: boolean;
-  /** Client calls in flight, aborted when the service stops. */
-  private readonly calls = new Set<AbortController>();
-  private stopped = false;
-  private started = false;
+  private readonly life: ProtocolLifecycle;
 
   constructor(
     private readonly components: InferComponents,
     init: InferInit,
   ) {
     const engines = init.engines ?? {};
-    this.serves = Object.keys(engines).length > 0;
     this.provider = new InferProvider({
       served: init.served ?? (() => new Map()),
       accepting: init.accepting ?? (() => true),
@@ -114,32 +109,28 @@ class DefaultInferService implements InferService {
       maxQueued: atLeastZero("maxQueued", init.maxQueued ?? DEFAULT_MAX_QUEUED),
       requestTimeoutMs: positive("requestTimeoutMs", init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS),
     });
+    this.life = new ProtocolLifecycle({
+      registrar: components.registrar,
+      protocol: INFER_PROTOCOL,
+      // A node that serves nothing does not register the handler: peers get "protocol not supported".
+      server: Object.keys(engines).length > 0 ? this.provider : undefined,
+      maxInboundStreams: MAX_INBOUND_STREAMS,
+      maxOutboundStreams: MAX_OUTBOUND_STREAMS,
+    });
   }
 
   readonly [Symbol.toStringTag] = "@infernet/infer";
 
-  async start(): Promise<void> {
-    this.stopped = false;
-    // A node that serves nothing does not register the handler: peers get "protocol not supported".
-    if (this.serves) {
-      await this.components.registrar.handle(INFER_PROTOCOL, this.provider.handle, {
-        maxInboundStreams: MAX_INBOUND_STREAMS,
-        maxOutboundStreams: MAX_OUTBOUND_STREAMS,
-      });
-    }
-    this.started = true;
+  start(): Promise<void> {
+    return this.life.start();
   }
 
-  async stop(): Promise<void> {
-    if (this.serves) await this.components.registrar.unhandle(INFER_PROTOCOL);
-    this.stopped = true;
-    for (const call of this.calls) call.abort(new AbortedError("the node is stopping"));
-    this.provider.stop();
-    this.started = false;
+  stop(): Promise<void> {
+    return this.life.stop();
   }
 
   isStarted(): boolean {
-    return this.started;
+    return this.life.isStarted();
   }
 
   infer(
@@ -148,7 +139,7 @@ class DefaultInferService implements InferService {
     request: InferenceRequest,
     options: InferOptions = {},
   ): AsyncIterable<InferenceEvent> {
-    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
+    if (this.life.stopped) return refuse(this.life.stoppedError());
     return callRemote({
       connectionManager: this.components.connectionManager,
       protocol: INFER_PROTOCOL,
@@ -157,7 +148,7 @@ class DefaultInferService implements InferService {
       request,
       deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
       signal: options.signal,
-      inFlight: this.calls,
+      inFlight: this.life.calls,
     });
   }
 

@@ -2,8 +2,8 @@ import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
 import type { JobReport } from "../../../jobs/job-report.ts";
 import type { Shard } from "../../../jobs/records.ts";
-import { AbortedError } from "../../../util/errors.ts";
 import type { AggregatorApi, JobEvent, JobUploadHeader, SubmitResult } from "../../aggregator/api.ts";
+import { ProtocolLifecycle } from "../lifecycle.ts";
 import { positive } from "../settings.ts";
 import type { CallContext } from "./call.ts";
 import { type FetchedOutput, type FetchOutputOptions, fetchJobOutput } from "./download.ts";
@@ -93,13 +93,9 @@ export interface JobService extends Startable {
 class DefaultJobService implements JobService {
   private readonly server: JobServer | undefined;
   private readonly context: CallContext;
-  private stopped = false;
-  private started = false;
+  private readonly life: ProtocolLifecycle;
 
-  constructor(
-    private readonly components: JobComponents,
-    init: JobInit,
-  ) {
+  constructor(components: JobComponents, init: JobInit) {
     const keepaliveMs = positive("keepaliveMs", init.keepaliveMs ?? KEEPALIVE_MS);
     this.server = init.aggregator
       ? new JobServer({
@@ -109,37 +105,34 @@ class DefaultJobService implements JobService {
           keepaliveMs,
         })
       : undefined;
+    this.life = new ProtocolLifecycle({
+      registrar: components.registrar,
+      protocol: JOB_PROTOCOL,
+      // Only an aggregator takes jobs; everyone else is a client of this protocol.
+      server: this.server,
+      maxInboundStreams: MAX_INBOUND_STREAMS,
+      maxOutboundStreams: MAX_OUTBOUND_STREAMS,
+    });
     this.context = {
       connectionManager: components.connectionManager,
       protocol: JOB_PROTOCOL,
       quietTimeoutMs: positive("quietTimeoutMs", init.quietTimeoutMs ?? QUIET_TIMEOUT_MS),
-      inFlight: new Set(),
+      inFlight: this.life.calls,
     };
   }
 
   readonly [Symbol.toStringTag] = "@infernet/job";
 
-  async start(): Promise<void> {
-    this.stopped = false;
-    if (this.server) {
-      await this.components.registrar.handle(JOB_PROTOCOL, this.server.handle, {
-        maxInboundStreams: MAX_INBOUND_STREAMS,
-        maxOutboundStreams: MAX_OUTBOUND_STREAMS,
-      });
-    }
-    this.started = true;
+  start(): Promise<void> {
+    return this.life.start();
   }
 
-  async stop(): Promise<void> {
-    if (this.server) await this.components.registrar.unhandle(JOB_PROTOCOL);
-    this.stopped = true;
-    for (const call of this.context.inFlight) call.abort(new AbortedError("the node is stopping"));
-    this.server?.stop();
-    this.started = false;
+  stop(): Promise<void> {
+    return this.life.stop();
   }
 
   isStarted(): boolean {
-    return this.started;
+    return this.life.isStarted();
   }
 
   async submit(
@@ -153,7 +146,7 @@ class DefaultJobService implements JobService {
   }
 
   watch(peer: PeerId, jobId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<JobEvent> {
-    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
+    if (this.life.stopped) return refuse(this.life.stoppedError());
     return watchJob(this.context, peer, jobId, options);
   }
 
@@ -173,7 +166,7 @@ class DefaultJobService implements JobService {
   }
 
   private checkRunning(): void {
-    if (this.stopped) throw new AbortedError("the node is stopping");
+    if (this.life.stopped) throw this.life.stoppedError();
   }
 }
 

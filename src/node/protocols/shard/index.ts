@@ -2,8 +2,8 @@ import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
 import type { Shard } from "../../../jobs/records.ts";
 import type { Engine, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
-import { AbortedError } from "../../../util/errors.ts";
 import type { ModelRef } from "../infer/index.ts";
+import { ProtocolLifecycle } from "../lifecycle.ts";
 import { atLeastZero, positive } from "../settings.ts";
 import { DEFAULT_BATCH_RECORDS } from "./execute.ts";
 import { ShardProvider } from "./provider.ts";
@@ -112,17 +112,13 @@ export interface ShardService extends Startable {
 
 class DefaultShardService implements ShardService {
   private readonly provider: ShardProvider;
-  private readonly serves: boolean;
-  private readonly calls = new Set<AbortController>();
-  private stopped = false;
-  private started = false;
+  private readonly life: ProtocolLifecycle;
 
   constructor(
     private readonly components: ShardComponents,
     init: ShardInit,
   ) {
     const engines = init.engines ?? {};
-    this.serves = Object.keys(engines).length > 0;
     this.provider = new ShardProvider({
       served: init.served ?? (() => new Map()),
       accepting: init.accepting ?? (() => true),
@@ -133,36 +129,32 @@ class DefaultShardService implements ShardService {
       shardTimeoutMs: positive("shardTimeoutMs", init.shardTimeoutMs ?? DEFAULT_SHARD_TIMEOUT_MS),
       batchRecords: positive("batchRecords", init.batchRecords ?? DEFAULT_BATCH_RECORDS),
     });
+    this.life = new ProtocolLifecycle({
+      registrar: components.registrar,
+      protocol: SHARD_PROTOCOL,
+      // A node that serves nothing does not register the handler: peers get "protocol not supported".
+      server: Object.keys(engines).length > 0 ? this.provider : undefined,
+      maxInboundStreams: MAX_INBOUND_STREAMS,
+      maxOutboundStreams: MAX_OUTBOUND_STREAMS,
+    });
   }
 
   readonly [Symbol.toStringTag] = "@infernet/shard";
 
-  async start(): Promise<void> {
-    this.stopped = false;
-    // A node that serves nothing does not register the handler: peers get "protocol not supported".
-    if (this.serves) {
-      await this.components.registrar.handle(SHARD_PROTOCOL, this.provider.handle, {
-        maxInboundStreams: MAX_INBOUND_STREAMS,
-        maxOutboundStreams: MAX_OUTBOUND_STREAMS,
-      });
-    }
-    this.started = true;
+  start(): Promise<void> {
+    return this.life.start();
   }
 
-  async stop(): Promise<void> {
-    if (this.serves) await this.components.registrar.unhandle(SHARD_PROTOCOL);
-    this.stopped = true;
-    for (const call of this.calls) call.abort(new AbortedError("the node is stopping"));
-    this.provider.stop();
-    this.started = false;
+  stop(): Promise<void> {
+    return this.life.stop();
   }
 
   isStarted(): boolean {
-    return this.started;
+    return this.life.isStarted();
   }
 
   runShard(peer: PeerId, model: ModelRef, shard: Shard, options: RunShardOptions = {}): AsyncIterable<ShardEvent> {
-    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
+    if (this.life.stopped) return refuse(this.life.stoppedError());
     return callShard({ ...this.call(peer, model, options), shard });
   }
 
@@ -172,7 +164,7 @@ class DefaultShardService implements ShardService {
     shards: Shard[],
     options: RunShardOptions = {},
   ): AsyncIterable<ShardBatchEvent> {
-    if (this.stopped) return refuse(new AbortedError("the node is stopping"));
+    if (this.life.stopped) return refuse(this.life.stoppedError());
     return callShards({ ...this.call(peer, model, options), shards });
   }
 
@@ -184,7 +176,7 @@ class DefaultShardService implements ShardService {
       model,
       deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
       signal: options.signal,
-      inFlight: this.calls,
+      inFlight: this.life.calls,
       onActivity: options.onActivity,
     };
   }
