@@ -104,8 +104,14 @@ function protocolCase(i: number): Uint8Array {
   }
 }
 
+/**
+ * Longest wait for one hostile exchange's answer. Generous: on 2 shared cores running the rest of the
+ * suite a dial and an answer have taken over 3 s; a node that really hangs never answers at all.
+ */
+const EXCHANGE_TIMEOUT_MS = 15_000;
+
 async function sendRaw(data: Uint8Array): Promise<unknown> {
-  const signal = AbortSignal.timeout(3000);
+  const signal = AbortSignal.timeout(EXCHANGE_TIMEOUT_MS);
   const stream = await attacker.dialProtocol(target.peerId, CAPABILITY_PROTOCOL, { signal });
   try {
     if (data.byteLength) stream.send(data);
