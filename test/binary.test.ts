@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { BuildError } from "../scripts/build.ts";
 import { release } from "../scripts/release.ts";
 import { archiveName, LATEST_FILE, RUNTIME_DIR, releaseName, SUMS_FILE } from "../src/release/layout.ts";
 import { sha256File } from "../src/release/runtime.ts";
+import { RACY_WINDOW_NS, VERDICTS_FILE, VERDICTS_FORMAT } from "../src/release/verdicts.ts";
 import { VERSION } from "../src/version.ts";
 import { copyRelease, firstLine, pathWithoutRuntimes, runBinary, spawnBinary } from "./helpers/binary.ts";
 import { infernet } from "./helpers/cli.ts";
@@ -164,6 +165,77 @@ describe.skipIf(!tar)("the compiled binary", () => {
     const a = await runBinary(added, ["run", "mnist-8", "--input", DIGIT], env("added"));
     expect(a.code).not.toBe(0);
     expect(a.stderr).toContain("runtime/onnx/libextra.so is not part of this release");
+  });
+
+  describe("runtime verdicts: a later process skips hashing what an earlier one verified", () => {
+    const ONNX_BINDING = "onnx/onnxruntime_binding.node";
+    const ONNX_FILES = 2;
+
+    /** The onnx piece's "native runtime verified" debug lines in a run's stderr: files and how many were hashed. */
+    function onnxChecks(stderr: string): { files: number; hashed: number }[] {
+      return stderr
+        .split("\n")
+        .filter((line) => line.startsWith("{") && line.includes('"native runtime verified"'))
+        .map((line) => JSON.parse(line) as { piece: string; files: number; hashed: number })
+        .filter((entry) => entry.piece === "onnx")
+        .map(({ files, hashed }) => ({ files, hashed }));
+    }
+
+    async function mnist(bin: string, name: string) {
+      const r = await runBinary(bin, ["run", "mnist-8", "--input", DIGIT], env(name, { INFERNET_LOG: "debug" }));
+      return { ...r, checks: onnxChecks(r.stderr) };
+    }
+
+    /**
+     * A copy of the release whose onnx files already have verdicts: copied, left until the racy window
+     * has passed (files changed within it get none, see src/release/verdicts.ts), then run once.
+     */
+    async function cachedCopy(name: string): Promise<{ bin: string; release: string }> {
+      const bin = copyRelease(releaseDir, join(tmp.path, name));
+      await Bun.sleep(Number(RACY_WINDOW_NS / 1_000_000n));
+      const first = await mnist(bin, name);
+      expect(first.code).toBe(0);
+      expect(first.checks).toEqual([{ files: ONNX_FILES, hashed: ONNX_FILES }]);
+      return { bin, release: dirname(dirname(bin)) };
+    }
+
+    test("a second process hashes none of the files the first verified", async () => {
+      const { bin } = await cachedCopy("verdicts-reuse");
+      const second = await mnist(bin, "verdicts-reuse");
+      expect(second.code).toBe(0);
+      expect(second.stdout.split("\n")[0]).toBe("8");
+      expect(second.checks).toEqual([{ files: ONNX_FILES, hashed: 0 }]);
+    });
+
+    test("a byte appended after its verdict was cached is refused", async () => {
+      const { bin, release } = await cachedCopy("verdicts-append");
+      appendFileSync(join(release, RUNTIME_DIR, ONNX_BINDING), "x");
+      const r = await mnist(bin, "verdicts-append");
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`runtime/${ONNX_BINDING} does not match its sha256 in the manifest`);
+    });
+
+    test("touching a file's mtime hashes it again, and it passes", async () => {
+      const { bin, release } = await cachedCopy("verdicts-touch");
+      const then = new Date(Date.now() - 3_600_000);
+      utimesSync(join(release, RUNTIME_DIR, ONNX_BINDING), then, then);
+      const r = await mnist(bin, "verdicts-touch");
+      expect(r.code).toBe(0);
+      expect(r.stdout.split("\n")[0]).toBe("8");
+      expect(r.checks).toEqual([{ files: ONNX_FILES, hashed: 1 }]);
+    });
+
+    test("a corrupted cache file is ignored (every file hashed) and replaced", async () => {
+      const { bin, release } = await cachedCopy("verdicts-corrupt");
+      const cache = join(release, VERDICTS_FILE);
+      writeFileSync(cache, '{"format":"infernet-runtime-verdicts/1","verdicts":{"/x":');
+      const r = await mnist(bin, "verdicts-corrupt");
+      expect(r.code).toBe(0);
+      expect(r.checks).toEqual([{ files: ONNX_FILES, hashed: ONNX_FILES }]);
+      expect((JSON.parse(readFileSync(cache, "utf8")) as { format: string }).format).toBe(VERDICTS_FORMAT);
+      const again = await mnist(bin, "verdicts-corrupt");
+      expect(again.checks).toEqual([{ files: ONNX_FILES, hashed: 0 }]);
+    });
   });
 });
 

@@ -5,12 +5,15 @@ import { IntegrityError, RuntimeError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
 import { RUNTIME_DIR, RUNTIME_MANIFEST, type RuntimeManifest } from "./layout.ts";
+import { fileKey, Verdicts, verdictsPath } from "./verdicts.ts";
 
 /**
  * The compiled binary's native runtime: `<dir of binary>/../runtime/`, every file listed with its sha256
  * in `runtime/manifest.json`. A native piece (the QUIC addon, llama.cpp's binaries, onnxruntime) is
  * loaded only after every file of its folder matches the manifest and no unlisted file sits beside them:
  * llama.cpp's ggml loads every `libggml-*.so` it finds in its folder, so a planted library would run too.
+ *
+ * A file whose stat is unchanged since an earlier process hashed it is not hashed again (`verdicts.ts`).
  *
  * Run from source nothing here is used: scripts/build.ts swaps the packages' own loaders for calls into
  * this module only in the compiled bundle (see `src/release/bundle-plugin.ts`).
@@ -38,9 +41,10 @@ export function runtimeRoot(): string | undefined {
   return resolve(dirname(process.execPath), "..", RUNTIME_DIR);
 }
 
-/** Manifests read, by release folder; runtime folders already checked. */
+/** Manifests read, by release folder; runtime folders already checked; verdict caches, by release folder. */
 const manifests = new Map<string, RuntimeManifest>();
 const verified = new Set<string>();
+const verdictCaches = new Map<string, Verdicts>();
 
 /** Reads and validates `runtime/manifest.json` of a release folder (the parent of bin/ and runtime/). */
 export function readManifest(releaseDir: string): RuntimeManifest {
@@ -95,24 +99,26 @@ export function listFiles(dir: string, base: string = dir): string[] {
   return out.sort();
 }
 
+/** What checking one piece took: its files, and how many of them had to be hashed (no verdict matched). */
+export interface PieceCheck {
+  dir: string;
+  files: number;
+  hashed: number;
+}
+
 /**
- * Checks every file of `runtime/<piece>/` against the manifest (once per process) and returns the
- * folder's absolute path. Throws IntegrityError on a missing, changed or unlisted file.
+ * Checks every file of `runtime/<piece>/` against `manifest`, hashing only those `verdicts` cannot vouch
+ * for and recording the new ones there (saving is the caller's). Throws IntegrityError on a missing,
+ * changed or unlisted file, RuntimeError when the release has no such piece.
  */
-export function verifiedPiece(releaseDir: string, piece: string): string {
+export function checkPiece(
+  releaseDir: string,
+  piece: string,
+  manifest: RuntimeManifest,
+  verdicts: Verdicts,
+): PieceCheck {
   const runtime = join(releaseDir, RUNTIME_DIR);
   const dir = join(runtime, piece);
-  if (verified.has(dir)) return dir;
-  let manifest = manifests.get(releaseDir);
-  if (!manifest) {
-    manifest = readManifest(releaseDir);
-    manifests.set(releaseDir, manifest);
-  }
-  if (manifest.version !== VERSION) {
-    throw new IntegrityError(`the native runtime is for Infernet ${manifest.version}, this binary is ${VERSION}`, {
-      hint: "reinstall Infernet",
-    });
-  }
   const prefix = `${piece}/`;
   const expected = Object.entries(manifest.files).filter(([path]) => path.startsWith(prefix));
   if (expected.length === 0 || !existsSync(dir)) {
@@ -126,16 +132,48 @@ export function verifiedPiece(releaseDir: string, piece: string): string {
   if (unlisted) {
     throw new IntegrityError(`runtime/${unlisted} is not part of this release`, { hint: "remove it or reinstall" });
   }
+  let hashed = 0;
   for (const [path, sha] of expected) {
-    const full = join(runtime, path);
+    const full = resolve(runtime, path);
     if (!existsSync(full)) throw new IntegrityError(`runtime/${path} is missing`, { hint: "reinstall Infernet" });
+    const key = fileKey(full);
+    if (verdicts.passed(full, sha, key)) continue;
+    hashed += 1;
     if (sha256File(full) !== sha) {
       throw new IntegrityError(`runtime/${path} does not match its sha256 in the manifest`, {
         hint: "reinstall Infernet",
       });
     }
+    verdicts.record(full, sha, key);
   }
-  log.debug("native runtime verified", { piece, files: expected.length });
+  return { dir, files: expected.length, hashed };
+}
+
+/**
+ * Checks every file of `runtime/<piece>/` against the manifest (once per process) and returns the
+ * folder's absolute path. Throws IntegrityError on a missing, changed or unlisted file.
+ */
+export function verifiedPiece(releaseDir: string, piece: string): string {
+  const dir = join(releaseDir, RUNTIME_DIR, piece);
+  if (verified.has(dir)) return dir;
+  let manifest = manifests.get(releaseDir);
+  if (!manifest) {
+    manifest = readManifest(releaseDir);
+    manifests.set(releaseDir, manifest);
+  }
+  if (manifest.version !== VERSION) {
+    throw new IntegrityError(`the native runtime is for Infernet ${manifest.version}, this binary is ${VERSION}`, {
+      hint: "reinstall Infernet",
+    });
+  }
+  let verdicts = verdictCaches.get(releaseDir);
+  if (!verdicts) {
+    verdicts = new Verdicts(verdictsPath(releaseDir));
+    verdictCaches.set(releaseDir, verdicts);
+  }
+  const check = checkPiece(releaseDir, piece, manifest, verdicts);
+  verdicts.save();
+  log.debug("native runtime verified", { piece, files: check.files, hashed: check.hashed });
   verified.add(dir);
   return dir;
 }
