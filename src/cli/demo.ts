@@ -6,9 +6,9 @@ import type { Subprocess } from "bun";
 import { environment } from "../config/index.ts";
 import { resolveLocalModel } from "../models/local.ts";
 import { sleep } from "../util/abort.ts";
-import { FileNotFoundError, InvalidInputError, RuntimeError, TimeoutError } from "../util/errors.ts";
+import { FileNotFoundError, InvalidInputError, RuntimeError, TimeoutError, UsageError } from "../util/errors.ts";
 import { intFlag } from "./args.ts";
-import type { CliContext } from "./command.ts";
+import type { CliContext, Output } from "./command.ts";
 import { defineCommand } from "./command.ts";
 import { progressReporter } from "./progress.ts";
 
@@ -44,12 +44,13 @@ const CLEARED_ENV = ["INFERNET_LISTEN", "INFERNET_ANNOUNCE", "INFERNET_BOOTSTRAP
 
 export const demoCommand = defineCommand({
   name: "demo",
-  usage: ["demo [--images FILE] [--count N]"],
+  usage: ["demo [--images FILE | --generated] [--count N]"],
   details: [
     `Starts an aggregator and ${PROVIDERS} providers on 127.0.0.1 (child processes, temporary homes), then a`,
     `client streams a stories260k prompt and submits an MNIST job (shards of ${SHARD_SIZE}, redundancy ${REDUNDANCY}).`,
     `Models come from INFERNET_MODEL_MIRROR or are downloaded once. MNIST images: --images, else ${MNIST_IMAGES}`,
-    "in ../shared/data/mnist beside the checkout or the working folder; without one, generated shapes.",
+    "in ../shared/data/mnist beside the checkout or the working folder; without one (or with --generated),",
+    `${GENERATED_IMAGES} generated shapes: rings and bars.`,
     "",
     "Examples:",
     "  infernet demo",
@@ -57,10 +58,13 @@ export const demoCommand = defineCommand({
   ].join("\n"),
   options: {
     images: { type: "string", value: "FILE", description: `MNIST images (IDX, .gz or raw), e.g. ${MNIST_IMAGES}` },
+    generated: { type: "boolean", description: "Classify generated rings and bars, as when no MNIST file is found" },
     count: { type: "string", value: "N", description: `Images to classify (default all, at most ${MAX_DEMO_IMAGES})` },
   },
   async run(ctx, { values }) {
     const count = intFlag("demo", "count", values.count, 1, MAX_DEMO_IMAGES);
+    if (values.generated && values.images)
+      throw new UsageError("demo: --images and --generated name two sources of images; give one");
     const config = ctx.config();
     const store = ctx.store();
     say(ctx, `Infernet demo. Model mirror: ${config.modelMirror || "(none: public sources)"}`);
@@ -75,7 +79,9 @@ export const demoCommand = defineCommand({
     }
     const dir = mkdtempSync(join(tmpdir(), "infernet-demo-"));
     try {
-      const images = demoImages(ctx, dir, values.images, count);
+      const images = values.generated
+        ? generatedImagesFile(ctx.stdout, dir, count, "as --generated asked")
+        : demoImages(ctx.stdout, dir, values.images, count);
       const env: Record<string, string> = {};
       for (const [k, v] of Object.entries(environment())) if (v !== undefined && !CLEARED_ENV.includes(k)) env[k] = v;
       Object.assign(env, {
@@ -272,31 +278,38 @@ async function untilDiscoverable(env: Record<string, string>, peerIds: string[],
   throw new TimeoutError(`demo: the providers were not found through the DHT within ${DISCOVERY_TIMEOUT_MS / 1000} s`);
 }
 
+/** Where the MNIST test set is looked for without `--images`: beside the checkout, then the working folder. */
+function mnistCandidates(): string[] {
+  return [
+    resolve(dirname(Bun.main), "../../shared/data/mnist", MNIST_IMAGES),
+    resolve("../shared/data/mnist", MNIST_IMAGES),
+    resolve(MNIST_IMAGES),
+  ];
+}
+
 /**
- * The MNIST images to classify: `--images`, else the test set beside the checkout or the working
- * folder, cut to `count` images; without any, `GENERATED_IMAGES` drawn rings and bars (said so).
+ * The MNIST images to classify, as a file in `dir` or the one found: `--images`, else the first of
+ * `candidates` that exists, cut to `count` images; without any, `GENERATED_IMAGES` drawn rings and
+ * bars (said so on `out`).
  */
-function demoImages(ctx: CliContext, dir: string, given: string | undefined, count: number | undefined): string {
-  const candidates = given
-    ? [resolve(given)]
-    : [
-        resolve(dirname(Bun.main), "../../shared/data/mnist", MNIST_IMAGES),
-        resolve("../shared/data/mnist", MNIST_IMAGES),
-        resolve(MNIST_IMAGES),
-      ];
+export function demoImages(
+  out: Pick<Output, "write">,
+  dir: string,
+  given: string | undefined,
+  count: number | undefined,
+  candidates = given ? [resolve(given)] : mnistCandidates(),
+): string {
   const found = candidates.find((p) => existsSync(p));
   if (!found && given)
     throw new FileNotFoundError(`demo: ${given} does not exist`, {
       hint: `give an MNIST IDX file such as ${MNIST_IMAGES}`,
     });
   if (!found) {
-    ctx.stdout.write(
-      `No MNIST test set found (looked for ${candidates.join(", ")}; --images names one): using ${GENERATED_IMAGES} generated images (rings and bars) instead.\n`,
-    );
-    return writeIdx(join(dir, "generated-images.idx"), generatedImages(count ?? GENERATED_IMAGES));
+    const why = `no MNIST test set found: looked for ${candidates.join(", ")}; --images names one`;
+    return generatedImagesFile(out, dir, count, why);
   }
   if (count === undefined) {
-    ctx.stdout.write(`MNIST images: ${found}\n`);
+    out.write(`MNIST images: ${found}\n`);
     return found;
   }
   const raw = readFileSync(found);
@@ -311,8 +324,15 @@ function demoImages(ctx: CliContext, dir: string, given: string | undefined, cou
   }
   const total = Math.min(data.readUInt32BE(4), Math.floor((data.length - 16) / 784));
   const n = Math.min(count, total);
-  ctx.stdout.write(`MNIST images: the first ${n} of ${found}\n`);
+  out.write(`MNIST images: the first ${n} of ${found}\n`);
   return writeIdx(join(dir, "images.idx"), { count: n, pixels: data.subarray(16, 16 + n * 28 * 28) });
+}
+
+/** Writes `count` (default `GENERATED_IMAGES`) generated images as an IDX file, saying so and why. */
+function generatedImagesFile(out: Pick<Output, "write">, dir: string, count: number | undefined, why: string): string {
+  const n = count ?? GENERATED_IMAGES;
+  out.write(`Using ${n} generated images (rings and bars) instead of MNIST (${why}).\n`);
+  return writeIdx(join(dir, "generated-images.idx"), generatedImages(n));
 }
 
 /** 28x28 greyscale images alternating a ring (a "0") and a vertical bar (a "1"). */
