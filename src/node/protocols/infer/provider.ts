@@ -2,17 +2,9 @@ import type { Connection, Stream } from "@libp2p/interface";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
-import {
-  abortable,
-  errorFrame,
-  type FrameSink,
-  ProtocolError,
-  readMessage,
-  timeoutSignal,
-  wireStream,
-  writeMessage,
-} from "../../wire.ts";
+import { errorFrame, type FrameSink, ProtocolError, readMessage, wireStream } from "../../wire.ts";
 import { type WorkEntry, WorkLog } from "../../work-log.ts";
+import { answerError, InboundJob } from "../inbound.ts";
 import { Slots } from "../slots.ts";
 import { MAX_REQUEST_FRAME_BYTES, type RemoteErrorCode, RequestMessageSchema, requestFromWire } from "./messages.ts";
 import { pump } from "./pump.ts";
@@ -75,25 +67,13 @@ export class InferProvider {
   readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
     const peer = connection.remotePeer.toString();
     const lp = wireStream(stream, MAX_REQUEST_FRAME_BYTES);
-    const job = new AbortController();
+    using job = new InboundJob(stream, this.jobs, REQUEST_READ_TIMEOUT_MS, "request");
     const { signal } = job;
-    // A reset, or a close before we are done, means the client is gone: stop computing for it.
-    const gone = new AbortedError("the client closed the stream");
-    const onClose = () => job.abort(gone);
-    stream.addEventListener("close", onClose);
-    this.jobs.add(job);
-    // Timers, not AbortSignal.timeout: a cleared timer keeps nothing of this request alive.
-    let deadline = setTimeout(
-      () => job.abort(new TimeoutError(`no request arrived within ${REQUEST_READ_TIMEOUT_MS} ms`)),
-      REQUEST_READ_TIMEOUT_MS,
-    );
     let release: (() => void) | undefined;
     let entry: WorkEntry | undefined;
     try {
       const message = await readMessage(lp, RequestMessageSchema, { signal });
-      clearTimeout(deadline);
-      const budgetMs = Math.min(message.deadlineMs ?? this.settings.requestTimeoutMs, this.settings.requestTimeoutMs);
-      deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
+      job.startBudget(Math.min(message.deadlineMs ?? this.settings.requestTimeoutMs, this.settings.requestTimeoutMs));
       if (!this.settings.accepting()) throw new Refusal("busy", "this provider has paused serving");
       const model = this.settings.served().get(message.model.sha256);
       const engine = model && this.settings.engines[model.runtime];
@@ -129,38 +109,24 @@ export class InferProvider {
         progress.end();
         computed();
       });
-      stream.removeEventListener("close", onClose);
-      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "closing the stream");
-      await abortable(stream.close(), flush.signal).catch((err: Error) => stream.abort(err));
+      await job.finish(CLOSE_TIMEOUT_MS);
     } catch (err) {
       release?.();
-      entry?.end(signal.aborted ? signal.reason : err);
-      if (signal.reason === gone) stream.abort(gone);
-      else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer);
+      entry?.end(job.reason(err));
+      if (job.clientGone) stream.abort(job.gone);
+      else await this.fail(stream, lp, job.reason(err), peer);
     } finally {
-      clearTimeout(deadline);
-      stream.removeEventListener("close", onClose);
-      this.jobs.delete(job);
       release?.();
     }
   };
 
-  /** Answers with an error frame when the stream can still carry one, then closes; else resets it. */
+  /** Counts a failure of this provider's own (not a refusal), logs, and answers with the error. */
   private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {
     const { code, message } = classify(err);
     if (code === "internal" || code === "timeout") this.failures += 1;
     if (code === "internal") log.warn("request failed", { peer, error: err });
     else log.debug("request refused", { peer, code, message });
-    try {
-      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "sending the error");
-      await writeMessage(lp, errorFrame(code, message), { signal: flush.signal });
-      await abortable(stream.close(), flush.signal);
-      // A client still sending (the rest of a refused request) gets until the timeout to close its
-      // side, then the stream is reset, so a refused stream never lingers half-open.
-      await abortable(closed(stream), flush.signal);
-    } catch (cause) {
-      stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
-    }
+    await answerError(stream, lp, errorFrame(code, message), CLOSE_TIMEOUT_MS);
   }
 }
 
@@ -182,12 +148,6 @@ function classify(err: unknown): { code: RemoteErrorCode; message: string } {
   if (err instanceof InvalidInputError) return { code: "invalid-input", message: err.message };
   if (err instanceof AbortedError) return { code: "internal", message: err.message };
   return { code: "internal", message: `${err instanceof Error ? err.name : "Error"}: ${errorMessage(err)}` };
-}
-
-/** Resolves once `stream` is closed both ways (or reset). */
-function closed(stream: Stream): Promise<void> {
-  if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
-  return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
 }
 
 /** The engine's events, passed through, counting what it produced into the request's work entry. */

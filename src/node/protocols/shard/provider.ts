@@ -5,18 +5,17 @@ import type { Engine, LocalModel, RuntimeName } from "../../../runtime/engine.ts
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
 import {
-  abortable,
   errorFrame,
   type FrameSink,
   ProtocolError,
   readMessage,
-  timeoutSignal,
   WIRE_VERSION,
   type WireMessage,
   wireStream,
   writeMessage,
 } from "../../wire.ts";
 import { WorkLog } from "../../work-log.ts";
+import { answerError, InboundJob } from "../inbound.ts";
 import { Slots } from "../slots.ts";
 import { executeShard } from "./execute.ts";
 import {
@@ -92,24 +91,14 @@ export class ShardProvider {
   readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
     const peer = connection.remotePeer.toString();
     const lp = wireStream(stream, MAX_REQUEST_FRAME_BYTES);
-    const job = new AbortController();
+    using job = new InboundJob(stream, this.jobs, REQUEST_READ_TIMEOUT_MS, "shard");
     const { signal } = job;
-    const gone = new AbortedError("the client closed the stream");
-    const onClose = () => job.abort(gone);
-    stream.addEventListener("close", onClose);
-    this.jobs.add(job);
-    let deadline = setTimeout(
-      () => job.abort(new TimeoutError(`no shard arrived within ${REQUEST_READ_TIMEOUT_MS} ms`)),
-      REQUEST_READ_TIMEOUT_MS,
-    );
     let release: (() => void) | undefined;
     /** Shards accepted and not yet done: they count as failed if the stream fails. */
     let pending = 0;
     try {
       const message = await readMessage(lp, ShardRequestMessageSchema, { signal });
-      clearTimeout(deadline);
-      const budgetMs = Math.min(message.deadlineMs ?? this.settings.shardTimeoutMs, this.settings.shardTimeoutMs);
-      deadline = setTimeout(() => job.abort(new TimeoutError(`the deadline of ${budgetMs} ms passed`)), budgetMs);
+      job.startBudget(Math.min(message.deadlineMs ?? this.settings.shardTimeoutMs, this.settings.shardTimeoutMs));
       if (!this.settings.accepting()) throw new Refusal("busy", "this provider has paused serving");
       const model = this.settings.served().get(message.model.sha256);
       if (!model || !this.settings.engines[model.runtime]) {
@@ -126,7 +115,7 @@ export class ShardProvider {
         batch ? { v: WIRE_VERSION, type: "done", shard: shard.index, usage } : { v: WIRE_VERSION, type: "done", usage };
       // Keepalives flow while the shard waits for a slot too, so the aggregator can tell a queued
       // shard from a provider that vanished.
-      const last = await this.withKeepalive(lp, signal, gone, job, async (send) => {
+      const last = await this.withKeepalive(lp, job, async (send) => {
         release = await this.slots.acquire(signal, () => {
           throw new Refusal(
             "busy",
@@ -160,7 +149,7 @@ export class ShardProvider {
             entry.end();
             return done(shard, usage);
           } catch (err) {
-            entry.end(signal.aborted ? signal.reason : err);
+            entry.end(job.reason(err));
             throw err;
           }
         };
@@ -178,17 +167,12 @@ export class ShardProvider {
       this.completed += 1;
       pending = 0;
       await writeMessage(lp, last, { signal });
-      stream.removeEventListener("close", onClose);
-      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "closing the stream");
-      await abortable(stream.close(), flush.signal).catch((err: Error) => stream.abort(err));
+      await job.finish(CLOSE_TIMEOUT_MS);
     } catch (err) {
       release?.();
-      if (signal.reason === gone) stream.abort(gone);
-      else await this.fail(stream, lp, signal.aborted ? signal.reason : err, peer, Math.max(1, pending));
+      if (job.clientGone) stream.abort(job.gone);
+      else await this.fail(stream, lp, job.reason(err), peer, Math.max(1, pending));
     } finally {
-      clearTimeout(deadline);
-      stream.removeEventListener("close", onClose);
-      this.jobs.delete(job);
       release?.();
     }
   };
@@ -196,11 +180,10 @@ export class ShardProvider {
   /** Runs `work` with a `send` for its frames, writing a keepalive frame whenever the stream has been quiet. */
   private async withKeepalive<T>(
     lp: FrameSink,
-    signal: AbortSignal,
-    gone: Error,
-    job: AbortController,
+    job: InboundJob,
     work: (send: (message: WireMessage) => Promise<void>) => Promise<T>,
   ): Promise<T> {
+    const { signal } = job;
     let writing = false;
     let last = performance.now();
     const send = async (message: WireMessage): Promise<void> => {
@@ -215,7 +198,7 @@ export class ShardProvider {
     const timer = setInterval(() => {
       if (writing || performance.now() - last < KEEPALIVE_MS) return;
       // A failed keepalive means the client is gone: stop computing for it.
-      send({ v: WIRE_VERSION, type: "keepalive" }).catch(() => job.abort(gone));
+      send({ v: WIRE_VERSION, type: "keepalive" }).catch(() => job.clientLeft());
     }, KEEPALIVE_MS / 2);
     try {
       return await work(send);
@@ -225,7 +208,7 @@ export class ShardProvider {
   }
 
   /**
-   * Answers with an error frame when the stream can still carry one, then closes; else resets it. An
+   * Counts a failure of this provider's own (not a refusal), logs, and answers with the error. An
    * engine failure or a deadline counts as `failed` shards (those of a batch not done yet).
    */
   private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string, failed: number): Promise<void> {
@@ -233,14 +216,7 @@ export class ShardProvider {
     if (code === "internal" || code === "timeout") this.failures += failed;
     if (code === "internal") log.warn("shard failed", { peer, error: err });
     else log.debug("shard refused", { peer, code, message });
-    try {
-      using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "sending the error");
-      await writeMessage(lp, errorFrame(code, message), { signal: flush.signal });
-      await abortable(stream.close(), flush.signal);
-      await abortable(closed(stream), flush.signal);
-    } catch (cause) {
-      stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
-    }
+    await answerError(stream, lp, errorFrame(code, message), CLOSE_TIMEOUT_MS);
   }
 }
 
@@ -270,12 +246,6 @@ function classify(err: unknown): { code: RemoteShardErrorCode; message: string }
   if (err instanceof InvalidInputError) return { code: "invalid-input", message: err.message };
   if (err instanceof AbortedError) return { code: "internal", message: err.message };
   return { code: "internal", message: `${err instanceof Error ? err.name : "Error"}: ${errorMessage(err)}` };
-}
-
-/** Resolves once `stream` is closed both ways (or reset). */
-function closed(stream: Stream): Promise<void> {
-  if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
-  return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
 }
 
 /** Records in a piece of a shard's result: one output per prompt, or the first dimension of the tensor. */
