@@ -18,6 +18,7 @@ import {
   WIRE_VERSION,
   wireStream,
 } from "../../wire.ts";
+import { answerError } from "../inbound.ts";
 import { Refusal, toErrorFrame } from "./errors.ts";
 import {
   type JobRequest,
@@ -304,18 +305,5 @@ async function fail(stream: Stream, lp: FrameStream, err: unknown, client: strin
   const frame = toErrorFrame(err);
   if (frame.code === "internal") log.warn("job call failed", { client, type, error: err });
   else log.debug("job call refused", { client, type, code: frame.code, message: frame.message });
-  try {
-    using flush = timeoutSignal(CLOSE_TIMEOUT_MS, "sending the error");
-    await abortable(lp.write(encode(frame)), flush.signal);
-    await abortable(stream.close(), flush.signal);
-    await abortable(closed(stream), flush.signal);
-  } catch (cause) {
-    stream.abort(cause instanceof Error ? cause : new Error(errorMessage(cause)));
-  }
-}
-
-/** Resolves once `stream` is closed both ways (or reset). */
-function closed(stream: Stream): Promise<void> {
-  if (stream.status !== "open" && stream.status !== "closing") return Promise.resolve();
-  return new Promise<void>((resolve) => stream.addEventListener("close", () => resolve(), { once: true }));
+  await answerError(stream, lp, frame, CLOSE_TIMEOUT_MS);
 }
