@@ -8,8 +8,9 @@
 # Environment: INFERNET_INSTALL_DIR (default ~/.infernet/bin), INFERNET_DOWNLOAD_URL (a mirror, or a
 # test server). The names below repeat src/release/layout.ts: change them there and here together.
 #
-# Installed layout (the symlink is swapped atomically, so a running `infernet` is never half-updated,
-# and older versions stay beside the new one for `infernet update` to roll back to):
+# Installed layout (the symlink is swapped atomically, so a running `infernet` is never half-updated;
+# this script leaves older versions where they are, and `infernet update` keeps only the one before
+# the new one, for a rollback, plus any a running process was started from):
 #   <dir>/infernet -> .versions/<version>/bin/infernet
 #   <dir>/.versions/<version>/            the archive's top folder, as extracted
 #
