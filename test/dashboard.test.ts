@@ -35,9 +35,12 @@ afterAll(async () => {
   await net[Symbol.asyncDispose]();
 });
 
-/** A shell command line running the CLI from source with this home. */
-function cli(home: string, args: string[]): string {
-  const env = `INFERNET_HOME='${home}' INFERNET_MODEL_MIRROR='${SHARED_MODELS}' INFERNET_MDNS=false`;
+/** A shell command line running the CLI from source with this home (and `extra` environment). */
+function cli(home: string, args: string[], extra: Record<string, string> = {}): string {
+  const vars = { INFERNET_HOME: home, INFERNET_MODEL_MIRROR: SHARED_MODELS, INFERNET_MDNS: "false", ...extra };
+  const env = Object.entries(vars)
+    .map(([k, v]) => `${k}='${v}'`)
+    .join(" ");
   return `cd '${ROOT}' && ${env} '${BUN}' ${[CLI, ...args].map((a) => `'${a}'`).join(" ")}`;
 }
 
@@ -149,6 +152,33 @@ test.skipIf(!TMUX)(
     expect(await tmux.terminalState(pane)).toEqual(SANE);
   },
   180_000,
+);
+
+test.skipIf(!TMUX)(
+  "infernet alone on a terminal: attaches to the node running here, or starts one with the dashboard",
+  async () => {
+    const pane = "bare";
+    tmux.session(pane, NARROW.columns, NARROW.rows);
+    // A node runs with this home: `infernet` attaches, and q leaves the node running.
+    tmux.command(pane, cli(provider.home, []), EXIT_MARK);
+    await tmux.until(pane, (s) => s.includes(`…${provider.status.peerId.slice(-8)}`) && s.includes("q quit"));
+    tmux.send(pane, "q");
+    expect(await tmux.exited(pane, EXIT_MARK)).toContain(`${EXIT_MARK}0`);
+    expect((await infernet(["status", "--json"], { home: provider.home })).code).toBe(0);
+
+    // None runs with this home: `infernet` starts a client node (no `serve` setting) and owns it.
+    const home = net.home("bare-node");
+    tmux.send(pane, "clear", "Enter");
+    tmux.command(pane, cli(home, [], { INFERNET_LISTEN: "/ip4/127.0.0.1/udp/0/quic-v1" }), EXIT_MARK);
+    await tmux.until(pane, (s) => s.includes("client") && s.includes("q stop node"));
+    const status = JSON.parse((await infernet(["status", "--json"], { home })).stdout) as NodeStatus;
+    expect(status.mode).toBe("client");
+    expect(status.addresses.every((a) => a.startsWith("/ip4/127.0.0.1/udp/"))).toBe(true);
+    tmux.send(pane, "q");
+    expect(await tmux.exited(pane, EXIT_MARK)).toContain(`Infernet node ${status.peerId} stopped.`);
+    expect(await tmux.terminalState(pane)).toEqual(SANE);
+  },
+  120_000,
 );
 
 /** Prompts of the long shard the drain waits for: at ~1,300 tokens/s here, about 10 s of work. */
