@@ -1,6 +1,7 @@
 import type { Config } from "../config/index.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Engine, LocalModel, RuntimeName } from "../runtime/engine.ts";
+import { tappedEngines, unitsProduced } from "../runtime/engine-tap.ts";
 import { detectHardware, type HardwareInfo, machineFingerprint } from "../runtime/hardware/index.ts";
 import { engineTokensBenchmark, runSelfBench } from "../runtime/hardware/self-bench.ts";
 import { sqliteBenchmarkStore } from "../store/benchmarks.ts";
@@ -8,7 +9,7 @@ import type { Store } from "../store/db.ts";
 import { throwIfAborted } from "../util/abort.ts";
 import { UsageError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
-import { metered, type RateMeter } from "./control/dash-rate.ts";
+import type { RateMeter } from "./control/dash-rate.ts";
 import { configuredEngines } from "./engines.ts";
 import { MAX_MODELS } from "./protocols/capability/messages.ts";
 
@@ -124,7 +125,16 @@ export class Serving {
     const { config, store } = this.init;
     if (!this.raw) {
       this.raw = this.init.engines ?? (await configuredEngines(config, store, signal));
-      this.wrapped = announcing(metered(this.raw, this.init.produced), this.init.onChange);
+      // Load changes are announced as requests start and end; what they produce feeds the rate.
+      const { onChange, produced } = this.init;
+      this.wrapped = tappedEngines(this.raw, {
+        start: onChange,
+        event: (event) => {
+          const units = unitsProduced(event);
+          if (units > 0) produced.add(units);
+        },
+        end: onChange,
+      });
     }
     const hardware = await this.detect(signal);
     await selfBenchIfMissing(store, hardware, this.raw, fresh, signal);
@@ -143,25 +153,6 @@ export class Serving {
     this.bySha = new Map(models.flatMap((m) => (m.sha256 ? [[m.sha256, m] as const] : [])));
     this.init.onChange();
   }
-}
-
-/** Wraps engines so every request start and end triggers `onChange` (a load announcement). */
-function announcing(engines: Record<RuntimeName, Engine>, onChange: () => void): Record<RuntimeName, Engine> {
-  const wrap = (engine: Engine): Engine => ({
-    runtime: engine.runtime,
-    async *run(model, request, options) {
-      onChange();
-      try {
-        yield* engine.run(model, request, options);
-      } finally {
-        onChange();
-      }
-    },
-    preload: (model, options) => engine.preload(model, options),
-    dispose: () => engine.dispose(),
-    [Symbol.asyncDispose]: () => engine.dispose(),
-  });
-  return { llama: wrap(engines.llama), onnx: wrap(engines.onnx) };
 }
 
 /**

@@ -1,5 +1,3 @@
-import type { Engine, RuntimeName } from "../../runtime/engine.ts";
-
 /**
  * What a provider produced over the last minute (tokens generated, tensor outputs computed), for the
  * dashboard's rate. Counts go into one-second buckets in a fixed ring, so memory stays constant
@@ -43,22 +41,4 @@ export class RateMeter {
     }
     return any ? total / (RATE_WINDOW_MS / 1000) : undefined;
   }
-}
-
-/** Engines that count what they produce into `meter`: tokens, or one per tensor output. */
-export function metered(engines: Record<RuntimeName, Engine>, meter: RateMeter): Record<RuntimeName, Engine> {
-  const wrap = (engine: Engine): Engine => ({
-    runtime: engine.runtime,
-    async *run(model, request, options) {
-      for await (const event of engine.run(model, request, options)) {
-        if (event.type === "token") meter.add(event.tokens.length);
-        else if (event.type === "tensors") meter.add(1);
-        yield event;
-      }
-    },
-    preload: (model, options) => engine.preload(model, options),
-    dispose: () => engine.dispose(),
-    [Symbol.asyncDispose]: () => engine.dispose(),
-  });
-  return { llama: wrap(engines.llama), onnx: wrap(engines.onnx) };
 }

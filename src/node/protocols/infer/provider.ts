@@ -1,5 +1,6 @@
 import type { Connection, Stream } from "@libp2p/interface";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
+import { unitsProduced } from "../../../runtime/engine-tap.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
 import { errorFrame, type FrameSink, ProtocolError, readMessage, wireStream } from "../../wire.ts";
@@ -153,8 +154,7 @@ function classify(err: unknown): { code: RemoteErrorCode; message: string } {
 /** The engine's events, passed through, counting what it produced into the request's work entry. */
 async function* counted(events: AsyncIterable<InferenceEvent>, entry: WorkEntry): AsyncIterable<InferenceEvent> {
   for await (const event of events) {
-    if (event.type === "token") entry.add(event.tokens.length);
-    else if (event.type === "tensors") entry.add(1);
+    entry.add(unitsProduced(event));
     yield event;
   }
 }
