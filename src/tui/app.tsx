@@ -78,6 +78,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
   );
   const snapshotOf = useCallback((signal: AbortSignal) => source.snapshot(signal), [source]);
   const node = useSnapshots(snapshotOf, pollMs, onSnapshot);
+  const { refresh, stop: stopPolling, latest } = node;
 
   const notice = useCallback((text: string) => setStatus((s) => ({ ...s, notice: text })), []);
 
@@ -87,7 +88,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
       const call = source.setServing(on, actions.current.signal).then(
         () => {
           setStatus((s) => ({ ...s, pending: false }));
-          node.refresh();
+          refresh();
         },
         (err: unknown) =>
           setStatus((s) => ({ ...s, pending: false, notice: `pause/resume failed: ${errorMessage(err)}` })),
@@ -97,7 +98,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
       });
       return pending.current;
     },
-    [source, node.refresh],
+    [source, refresh],
   );
 
   const loadModels = useCallback(() => {
@@ -114,7 +115,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
           () => {
             notice(`${choice.name} is no longer served (running work on it finishes)`);
             loadModels();
-            node.refresh();
+            refresh();
           },
           (err: unknown) => notice(`could not stop serving ${choice.name}: ${errorMessage(err)}`),
         );
@@ -135,10 +136,10 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
         .finally(() => {
           setAdding(undefined);
           loadModels();
-          node.refresh();
+          refresh();
         });
     },
-    [source, adding, loadModels, notice, node.refresh],
+    [source, adding, loadModels, notice, refresh],
   );
 
   const quit = useCallback(() => {
@@ -146,7 +147,7 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
     const again = quitAt.current !== undefined && now - quitAt.current <= QUIT_FORCE_WINDOW_MS;
     quitAt.current = now;
     const leave = () => {
-      node.stop();
+      stopPolling();
       actions.current.abort();
       exit();
     };
@@ -154,21 +155,21 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
     setStatus((s) => ({ ...s, quitting: true }));
     if (owner) {
       // Stop taking work, then leave once nothing runs: the next snapshots tell (onSnapshot).
-      const s = node.latest.current;
+      const s = latest.current;
       if (!s || inFlight(s) === 0) return leave();
       draining.current = true;
       setStatus((st) => ({ ...st, draining: inFlight(s) }));
       if (s.serving.accepting && s.serving.models.length > 0 && !pending.current) void setServing(false);
-      node.refresh();
+      refresh();
       return;
     }
-    node.stop();
+    stopPolling();
     // A pause/resume the node is carrying out is let finish, so the dashboard never leaves serving
     // in a state the user did not see; with nothing in flight there is nothing to wait for.
     const call = pending.current;
     if (!call) return leave();
     void call.finally(leave);
-  }, [exit, owner, node, setServing]);
+  }, [exit, owner, latest, refresh, stopPolling, setServing]);
 
   useInput((chunk, chunkKey) => {
     for (const [input, key] of keysIn(chunk, chunkKey, uiRef.current.editingFilter)) onKey(input, key);
@@ -197,12 +198,12 @@ export function App({ source, mono, owner = false, size, pollMs = POLL_INTERVAL_
     if (status.notice) setStatus((s) => ({ ...s, notice: undefined }));
     if (action === "quit") return quit();
     if (action === "toggle-serving") {
-      const s = node.latest.current;
+      const s = latest.current;
       if (s && !pending.current && !draining.current) void setServing(!s.serving.accepting);
       return;
     }
     if (action === "models") loadModels();
-    setUi((u) => reduceUi(u, action, itemsIn(u, node.latest.current)));
+    setUi((u) => reduceUi(u, action, itemsIn(u, latest.current)));
   };
 
   const { columns, rows } = size ?? terminal;

@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { errorMessage } from "../util/errors.ts";
 import type { DashboardSnapshot } from "./state.ts";
 
@@ -60,11 +60,8 @@ export function useSnapshots(
     };
   }, [snapshot, pollMs]);
 
-  return {
-    snapshot: state.snapshot,
-    error: state.error,
-    latest,
-    refresh: () => refreshRef.current(),
-    stop: () => controller.current.abort(),
-  };
+  // Stable across renders, so callbacks that use them need not be made again each second.
+  const refresh = useCallback(() => refreshRef.current(), []);
+  const stop = useCallback(() => controller.current.abort(), []);
+  return { snapshot: state.snapshot, error: state.error, latest, refresh, stop };
 }
