@@ -1,7 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { z } from "zod";
 import { ConfigError } from "../util/errors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import { resolveHome } from "./env.ts";
 import { type Config, FILE_SCHEMA, SETTINGS, type SettingKey } from "./schema.ts";
 
@@ -89,16 +90,9 @@ export function updateConfigFile(home: string, changes: FileSettings): void {
   // The other keys are kept as the user wrote them (no defaults written in); the result must still load.
   const merged = { ...(raw as Record<string, unknown>), ...changes };
   checkConfigFile(path, merged);
-  const temp = `${path}.${process.pid}.tmp`;
   try {
-    writeFileSync(temp, `${JSON.stringify(merged, null, 2)}\n`, { mode: 0o600 });
-    renameSync(temp, path);
+    writeFileAtomic(path, `${JSON.stringify(merged, null, 2)}\n`);
   } catch (cause) {
-    try {
-      unlinkSync(temp);
-    } catch {
-      // never written
-    }
     throw new ConfigError(`cannot write ${path}`, { hint: "check the permissions of INFERNET_HOME", cause });
   }
 }

@@ -1,8 +1,9 @@
-import { chmodSync, closeSync, existsSync, openSync, readFileSync, renameSync, statSync, writeSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from "@libp2p/crypto/keys";
 import type { PrivateKey } from "@libp2p/interface";
 import { ConfigError } from "../util/errors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import { logger } from "../util/logger.ts";
 
 const log = logger("node:identity");
@@ -20,15 +21,7 @@ export async function loadOrCreateIdentity(home: string): Promise<PrivateKey> {
   const path = join(home, IDENTITY_FILE);
   if (existsSync(path)) return readIdentity(path);
   const key = await generateKeyPair("Ed25519");
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, "wx", 0o600);
-  try {
-    writeSync(fd, privateKeyToProtobuf(key));
-  } finally {
-    closeSync(fd);
-  }
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
+  writeFileAtomic(path, privateKeyToProtobuf(key), 0o600);
   log.info("created node identity", { path });
   return key;
 }

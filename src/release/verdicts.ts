@@ -1,19 +1,9 @@
-import {
-  accessSync,
-  closeSync,
-  constants,
-  fstatSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
-import { dirname, isAbsolute, join } from "node:path";
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
 import { z } from "zod";
 import { resolveHome } from "../config/env.ts";
 import { errorMessage } from "../util/errors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import { logger } from "../util/logger.ts";
 
 /**
@@ -181,19 +171,12 @@ export class Verdicts {
     }
     const entries = [...merged].slice(-MAX_VERDICTS);
     const text = `${JSON.stringify({ format: VERDICTS_FORMAT, verdicts: Object.fromEntries(entries) })}\n`;
-    const temp = join(dirname(this.path), `.${VERDICTS_FILE}.${process.pid}.${crypto.randomUUID()}.tmp`);
     try {
-      writeFileSync(temp, text, { mode: 0o600, flag: "wx" });
-      renameSync(temp, this.path);
+      writeFileAtomic(this.path, text);
       for (const [path, verdict] of this.added) this.known.set(path, verdict);
       this.added.clear();
     } catch (err) {
       log.debug("runtime verdicts not saved", { path: this.path, reason: errorMessage(err) });
-      try {
-        unlinkSync(temp);
-      } catch {
-        // Never created, or already renamed.
-      }
     }
   }
 }
