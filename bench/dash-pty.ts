@@ -1,5 +1,6 @@
 import { closeSync, existsSync, openSync, readlinkSync, readSync, realpathSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { TMUX, Tmux } from "../test/helpers/tmux.ts";
 import { BUN, CLI, MIRROR, ROOT } from "./lib.ts";
 import { childrenOf } from "./proc-stat.ts";
 
@@ -145,29 +146,23 @@ async function stopPid(pid: number, quit: () => void): Promise<void> {
 export async function attachDash(options: DashOptions): Promise<PtyDash> {
   const out = join(options.dir, "dash-terminal.out");
   const counter = new OutputCounter(out);
-  const tmuxBin = options.tmux === false ? null : Bun.which("tmux");
-  if (tmuxBin) {
-    const socket = `infernet-bench-${process.pid}`;
-    const tmux = (...args: string[]) => {
-      const r = Bun.spawnSync([tmuxBin, "-L", socket, ...args], { stderr: "pipe" });
-      if (r.exitCode !== 0) throw new Error(`tmux ${args[0]}: ${r.stderr.toString()}`);
-      return r.stdout.toString();
-    };
+  if (options.tmux !== false && TMUX) {
+    const tmux = new Tmux();
     // The pane waits for a line before it becomes the dashboard, so the copy starts before the first frame.
     const cmd = `read _ && ${dashCommand(options)}`;
-    tmux("new-session", "-d", "-s", "dash", "-x", String(options.columns), "-y", String(options.rows), cmd);
-    const serverPid = Number(tmux("display", "-p", "-t", "dash", "#{pid}").trim());
+    tmux.run("new-session", "-d", "-s", "dash", "-x", String(options.columns), "-y", String(options.rows), cmd);
+    const serverPid = Number(tmux.run("display", "-p", "-t", "dash", "#{pid}").trim());
     const dispose = async (pid?: number) => {
-      if (pid) await stopPid(pid, () => Bun.spawnSync([tmuxBin, "-L", socket, "send-keys", "-t", "dash", "q", "q"]));
-      Bun.spawnSync([tmuxBin, "-L", socket, "kill-server"], { stderr: "ignore" });
+      if (pid) await stopPid(pid, () => tmux.send("dash", "q", "q"));
+      tmux.kill();
       if (alive(serverPid)) process.kill(serverPid, "SIGKILL");
     };
     try {
-      tmux("pipe-pane", "-o", "-t", "dash", `cat >> ${quote(out)}`);
-      tmux("send-keys", "-t", "dash", "Enter");
-      const pid = Number(tmux("display", "-p", "-t", "dash", "#{pane_pid}").trim());
+      tmux.run("pipe-pane", "-o", "-t", "dash", `cat >> ${quote(out)}`);
+      tmux.send("dash", "Enter");
+      const pid = Number(tmux.run("display", "-p", "-t", "dash", "#{pane_pid}").trim());
       await until("the dashboard process", () => runsBun(pid));
-      const screen = () => tmux("capture-pane", "-p", "-t", "dash");
+      const screen = () => tmux.screen("dash");
       await until("the first frame", () => counter.frames() > 0 && screen().includes("Hardware"));
       return {
         pid,
