@@ -118,7 +118,7 @@ export abstract class JobBookkeeping extends JobReader {
       if (state === "failed" || state === "reassigned" || state === "disputed") counts.lost += n;
       else counts[state] += n;
     }
-    const redundancy = this.redundancy(shard.jobId);
+    const redundancy = this.targetCopies(shardId);
     const live = counts.leased + counts.running + counts.returned + counts.verified;
     this.db.query("UPDATE shards SET missing = ? WHERE id = ?").run(Math.max(0, redundancy - live), shardId);
     this.setShardState(shard, deriveShardState(counts, redundancy));

@@ -144,6 +144,16 @@ export class JobReader {
     return jobReport(job, this.shards(jobId), assignments, this.now());
   }
 
+  /** Copies a shard needs: its adaptive target when set, else its job's redundancy. */
+  targetCopies(shardId: number): number {
+    const row = this.db
+      .query<{ n: number }, [number]>(
+        "SELECT coalesce(s.target_copies, j.redundancy) AS n FROM shards s JOIN jobs j ON j.id = s.job_id WHERE s.id = ?",
+      )
+      .get(shardId);
+    return row?.n ?? 1;
+  }
+
   protected redundancy(jobId: string): number {
     const row = this.db.query<{ redundancy: number }, [string]>("SELECT redundancy FROM jobs WHERE id = ?").get(jobId);
     return row?.redundancy ?? 1;

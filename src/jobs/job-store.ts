@@ -30,6 +30,7 @@ import {
   TERMINAL_JOB_STATES,
   TERMINAL_SHARD_STATES,
 } from "./states.ts";
+import type { Verification } from "./verify/verdict.ts";
 
 const log = logger("jobs");
 
@@ -149,7 +150,7 @@ export class JobStore extends JobBookkeeping {
       if (!copies.some((a) => IN_FLIGHT_ASSIGNMENT_STATES.includes(a.state))) {
         throw new LeaseRefusedError(`shard ${shardId} has no copy in flight to duplicate`);
       }
-      if (copies.length >= this.redundancy(shard.jobId) + extraCopies) {
+      if (copies.length >= this.targetCopies(shardId) + extraCopies) {
         throw new LeaseRefusedError(`shard ${shardId} already has ${copies.length} copies`);
       }
       if (copies.some((a) => a.provider === provider) || this.rejectedBefore(shardId, provider)) {
@@ -291,8 +292,10 @@ export class JobStore extends JobBookkeeping {
   /**
    * Accepts `sha256` as a returned shard's result: copies that returned it (disputed ones included)
    * become verified, copies that returned something else and copies still in flight are failed.
+   * `alike` are digests of other results accepted as the same answer (within the model's tolerance,
+   * see verify/compare.ts): their copies are verified too; `sha256` is the one merged.
    */
-  verifyShard(shardId: number, sha256: string): ShardRecord {
+  verifyShard(shardId: number, sha256: string, alike: readonly string[] = []): ShardRecord {
     return this.tx(() => {
       const shard = this.shard(shardId);
       assertShardTransition(String(shardId), shard.state, "verified");
@@ -300,10 +303,12 @@ export class JobStore extends JobBookkeeping {
       if (!copies.some((a) => (a.state === "returned" || a.state === "disputed") && a.resultSha256 === sha256)) {
         throw new ResultConflictError(`no copy of shard ${shardId} returned ${sha256}`);
       }
+      const accepted = new Set([sha256, ...alike]);
       const now = this.now();
       for (const a of copies) {
         const held = a.state === "returned" || a.state === "disputed";
-        if (held && a.resultSha256 === sha256) this.moveAssignment(a, "verified", { ended_at: now }, false);
+        if (held && accepted.has(a.resultSha256 as string))
+          this.moveAssignment(a, "verified", { ended_at: now }, false);
         else if (held) this.moveAssignment(a, "failed", { ended_at: now, reason: "result rejected" }, false);
         else if (a.state === "leased" || a.state === "running") {
           this.moveAssignment(a, "failed", { ended_at: now, reason: "shard already verified" }, false);
@@ -312,6 +317,61 @@ export class JobStore extends JobBookkeeping {
       this.db.query("UPDATE shards SET result_sha256 = ? WHERE id = ?").run(sha256, shardId);
       this.setShardState(shard, "verified");
       return this.shard(shardId);
+    });
+  }
+
+  /**
+   * Sets how many copies the shard needs (adaptive replication: fewer for a trusted provider's
+   * shard, the job's redundancy again after a fault); never above the job's redundancy.
+   */
+  setTarget(shardId: number, copies: number): void {
+    this.tx(() => {
+      const shard = this.shard(shardId);
+      if (TERMINAL_SHARD_STATES.includes(shard.state)) return;
+      const n = Math.max(1, Math.min(this.redundancy(shard.jobId), copies));
+      this.db.query("UPDATE shards SET target_copies = ? WHERE id = ?").run(n, shardId);
+      this.refreshShard(shardId);
+    });
+  }
+
+  /** Records how a copy was checked (see verify/verdict.ts). */
+  setVerification(assignmentId: string, verification: Verification): void {
+    this.db
+      .query("UPDATE assignments SET verification = ? WHERE id = ?")
+      .run(JSON.stringify(verification), assignmentId);
+  }
+
+  /**
+   * A provider was caught wrong: its verified copies in unfinished jobs are failed, and each shard
+   * that no other provider's verified copy vouches for goes back to work (the job's redundancy
+   * again). Finished jobs are left alone (their output is delivered). Returns the shards reopened.
+   */
+  disown(provider: string, reason: string): ShardRecord[] {
+    return this.tx(() => {
+      const rows = this.db
+        .query<AssignmentRow, [string]>(
+          `SELECT ${ASSIGNMENT_COLUMNS.split(", ")
+            .map((c) => `a.${c}`)
+            .join(", ")} FROM assignments a JOIN jobs j ON j.id = a.job_id
+           WHERE a.provider = ? AND a.state = 'verified' AND j.state NOT IN ('verified', 'failed')`,
+        )
+        .all(provider)
+        .map(toAssignment);
+      const now = this.now();
+      const reopened: ShardRecord[] = [];
+      for (const a of rows) {
+        this.moveAssignment(a, "failed", { ended_at: now, reason }, false);
+        const others = this.assignments(a.shardId).filter((c) => c.state === "verified");
+        const shard = this.shard(a.shardId);
+        if (others.length > 0 || shard.state !== "verified") continue;
+        this.db.query("UPDATE shards SET result_sha256 = NULL, target_copies = NULL WHERE id = ?").run(shard.id);
+        this.setShardState(shard, "reassigned");
+        this.refreshShard(shard.id);
+        reopened.push(this.shard(shard.id));
+      }
+      if (rows.length > 0)
+        log.warn("copies of a banned provider disowned", { provider, copies: rows.length, reopened: reopened.length });
+      return reopened;
     });
   }
 }

@@ -2,6 +2,7 @@ import type { Database } from "bun:sqlite";
 import { IntegrityError, InvalidInputError } from "../util/errors.ts";
 import type { JobSpec, ShardRange } from "./spec.ts";
 import type { AssignmentState, JobState, ShardState } from "./states.ts";
+import type { Verification } from "./verify/verdict.ts";
 
 /** A job as stored. Times are Unix milliseconds. */
 export interface JobRecord {
@@ -34,6 +35,8 @@ export interface ShardRecord {
   missing: number;
   /** The accepted result's sha256, once verified. */
   resultSha256: string | undefined;
+  /** Copies this shard needs (adaptive replication), when set; otherwise the job's redundancy. */
+  target: number | undefined;
   updatedAt: number;
 }
 
@@ -57,6 +60,8 @@ export interface AssignmentRecord {
   resultPath: string | undefined;
   /** Engine time the provider reported for the copy, when it returned one. */
   computeMs: number | undefined;
+  /** How the copy was checked and what came of it (jobs/verify/verdict.ts), once it was. */
+  verification: Verification | undefined;
 }
 
 export interface JobRow {
@@ -83,6 +88,7 @@ export interface ShardRow {
   retries: number;
   missing: number;
   result_sha256: string | null;
+  target_copies: number | null;
   updated_at: number;
 }
 
@@ -101,14 +107,15 @@ export interface AssignmentRow {
   result_sha256: string | null;
   result_path: string | null;
   compute_ms: number | null;
+  verification: string | null;
 }
 
 export const JOB_COLUMNS =
   "id, idempotency_key, spec_json, state, error, shard_count, shards_returned, shards_verified, created_at, updated_at, finished_at";
 export const SHARD_COLUMNS =
-  "id, job_id, idx, first_record, record_count, state, retries, missing, result_sha256, updated_at";
+  "id, job_id, idx, first_record, record_count, state, retries, missing, result_sha256, target_copies, updated_at";
 export const ASSIGNMENT_COLUMNS =
-  "id, shard_id, job_id, provider, state, leased_at, lease_deadline, started_at, returned_at, ended_at, reason, result_sha256, result_path, compute_ms";
+  "id, shard_id, job_id, provider, state, leased_at, lease_deadline, started_at, returned_at, ended_at, reason, result_sha256, result_path, compute_ms, verification";
 
 const opt = <T>(v: T | null): T | undefined => v ?? undefined;
 
@@ -139,6 +146,7 @@ export function toShard(r: ShardRow): ShardRecord {
     retries: r.retries,
     missing: r.missing,
     resultSha256: opt(r.result_sha256),
+    target: opt(r.target_copies),
     updatedAt: r.updated_at,
   };
 }
@@ -159,6 +167,7 @@ export function toAssignment(r: AssignmentRow): AssignmentRecord {
     resultSha256: opt(r.result_sha256),
     resultPath: opt(r.result_path),
     computeMs: opt(r.compute_ms),
+    verification: r.verification ? (JSON.parse(r.verification) as Verification) : undefined,
   };
 }
 

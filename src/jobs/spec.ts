@@ -35,6 +35,11 @@ export const JobSpecSchema = z
     /** Number of shards; at most one of shardSize and shardCount. */
     shardCount: z.number().int().positive().max(MAX_SHARDS).optional(),
     redundancy: z.number().int().min(1).max(MAX_REDUNDANCY).default(DEFAULT_REDUNDANCY),
+    /**
+     * The fewest copies any shard gets, however trusted its provider (adaptive replication lowers
+     * copies from `redundancy` towards this floor; canaries ride along every copy). Default 1.
+     */
+    minVerification: z.number().int().min(1).max(MAX_REDUNDANCY).optional(),
     /** Most the client pays for the whole job, in millisatoshi. */
     maxPriceMsat: z.number().int().nonnegative(),
     /** Unix time (ms) after which the result is useless to the client. */
@@ -46,6 +51,10 @@ export const JobSpecSchema = z
     params: z.record(z.string(), z.unknown()).optional(),
   })
   .strict()
+  .refine((s) => (s.minVerification ?? 1) <= s.redundancy, {
+    message: "minVerification cannot exceed redundancy",
+    path: ["minVerification"],
+  })
   .refine((s) => s.shardSize === undefined || s.shardCount === undefined, {
     message: "give shardSize or shardCount, not both",
   });

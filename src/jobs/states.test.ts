@@ -19,11 +19,12 @@ function thrown(fn: () => void): Error | undefined {
 }
 
 describe("job state machines", () => {
-  test("terminal states have no way out", () => {
-    expect(ASSIGNMENT_TRANSITIONS.verified).toEqual([]);
+  test("terminal states have no way out, but a banned provider's verified copy and its shard", () => {
+    // Disowned (JobStore.disown): the copy fails, the shard goes back to work.
+    expect(ASSIGNMENT_TRANSITIONS.verified).toEqual(["failed"]);
     expect(ASSIGNMENT_TRANSITIONS.failed).toEqual([]);
     expect(ASSIGNMENT_TRANSITIONS.reassigned).toEqual([]);
-    expect(SHARD_TRANSITIONS.verified).toEqual([]);
+    expect(SHARD_TRANSITIONS.verified).toEqual(["reassigned"]);
     expect(SHARD_TRANSITIONS.failed).toEqual([]);
     expect(JOB_TRANSITIONS.verified).toEqual([]);
     expect(JOB_TRANSITIONS.failed).toEqual([]);
@@ -37,7 +38,7 @@ describe("job state machines", () => {
     const cases: (() => void)[] = [
       () => assertAssignmentTransition("a1", "returned", "running"),
       () => assertAssignmentTransition("a1", "reassigned", "returned"),
-      () => assertAssignmentTransition("a1", "verified", "failed"),
+      () => assertAssignmentTransition("a1", "verified", "returned"),
       () => assertShardTransition("7", "queued", "verified"),
       () => assertShardTransition("7", "verified", "leased"),
       () => assertJobTransition("j", "verified", "running"),

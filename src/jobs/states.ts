@@ -37,7 +37,8 @@ export const ASSIGNMENT_TRANSITIONS: Readonly<Record<AssignmentState, readonly A
   running: ["returned", "reassigned", "failed"],
   returned: ["verified", "failed", "disputed"],
   disputed: ["verified", "failed"],
-  verified: [],
+  // A verified copy whose provider is then caught wrong elsewhere is failed and its shard reopened.
+  verified: ["failed"],
   failed: [],
   reassigned: [],
 };
@@ -51,7 +52,8 @@ export const SHARD_TRANSITIONS: Readonly<Record<ShardState, readonly ShardState[
   // Verification rejected a copy: the shard needs another.
   returned: ["verified", "reassigned", "failed"],
   reassigned: ["leased", "failed"],
-  verified: [],
+  // Reopened: the only copies that verified it came from a provider since banned (its job still runs).
+  verified: ["reassigned"],
   failed: [],
 };
 

@@ -57,6 +57,11 @@ export const CatalogEntrySchema = z.object({
   /** Quantisation, for display. */
   quantization: z.string().optional(),
   vision: VisionSpecSchema.optional(),
+  /**
+   * How closely two providers' float outputs must agree to count as the same answer
+   * (|a - b| <= atol + rtol * |b|, jobs/verify/compare.ts); the verifier's defaults otherwise.
+   */
+  verify: z.strictObject({ atol: z.number().nonnegative(), rtol: z.number().nonnegative() }).optional(),
   files: z.array(CatalogFileSchema).min(1),
 });
 
@@ -93,6 +98,11 @@ export function requireModel(nameOrAlias: string): CatalogEntry {
       ? `did you mean ${close.map((n) => `"${n}"`).join(" or ")}? \`infernet models\` lists the catalog`
       : "`infernet models` lists the catalog; a path to a .gguf or .onnx file also works",
   });
+}
+
+/** The catalog entry whose model file has this sha256. */
+export function findModelBySha(sha256: string): CatalogEntry | undefined {
+  return catalog().find((m) => m.files.some((f) => f.role === "model" && f.sha256 === sha256));
 }
 
 export function modelFile(entry: CatalogEntry): CatalogFile {

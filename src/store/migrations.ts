@@ -172,4 +172,82 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: "trust: reputation, bans, evidence, penalties, canaries, adaptive replication",
+    sql: `
+      -- What this node has seen of each provider, per model it ran copies of (reputation/score.ts).
+      CREATE TABLE provider_stats (
+        provider      TEXT NOT NULL,
+        model_sha256  TEXT NOT NULL,
+        -- Copies whose results were accepted, proven wrong, lost (silent, broken, lease expired).
+        verified      INTEGER NOT NULL DEFAULT 0,
+        faulty        INTEGER NOT NULL DEFAULT 0,
+        lost          INTEGER NOT NULL DEFAULT 0,
+        -- Verified copies in a row since the last fault: adaptive replication reads it.
+        streak        INTEGER NOT NULL DEFAULT 0,
+        -- Lease-to-return latency of returned copies (sum and count, for the mean).
+        latency_ms    REAL NOT NULL DEFAULT 0,
+        returned      INTEGER NOT NULL DEFAULT 0,
+        -- Work units delivered against what the provider announced it does per second.
+        units         REAL NOT NULL DEFAULT 0,
+        wall_ms       REAL NOT NULL DEFAULT 0,
+        announced_ups REAL,
+        -- Liveness probes: the provider's record was fresh / it answered, or not.
+        seen          INTEGER NOT NULL DEFAULT 0,
+        missed        INTEGER NOT NULL DEFAULT 0,
+        first_seen    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (provider, model_sha256)
+      );
+      -- A provider caught wrong: banned until "until", for the "count"-th time (bans escalate).
+      CREATE TABLE bans (
+        provider    TEXT PRIMARY KEY,
+        count       INTEGER NOT NULL,
+        until       INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        evidence_id TEXT,
+        -- The aggregator whose evidence it is (this node, or one whose evidence was re-checked).
+        source      TEXT NOT NULL,
+        banned_at   INTEGER NOT NULL
+      );
+      -- Signed evidence of a fault (reputation/evidence.ts): what was sent, returned and expected.
+      CREATE TABLE evidence (
+        id          TEXT PRIMARY KEY,
+        provider    TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        job_id      TEXT,
+        body        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+      );
+      CREATE INDEX evidence_provider ON evidence (provider);
+      -- Penalties owed by providers; the payments issue applies them (slashing bonds and earnings).
+      CREATE TABLE penalties (
+        id          INTEGER PRIMARY KEY,
+        provider    TEXT NOT NULL,
+        job_id      TEXT,
+        kind        TEXT NOT NULL,
+        amount_msat INTEGER NOT NULL,
+        evidence_id TEXT,
+        created_at  INTEGER NOT NULL,
+        applied_at  INTEGER
+      );
+      -- Known-answer records mixed into shards (jobs/verify/canaries.ts).
+      CREATE TABLE canaries (
+        id           INTEGER PRIMARY KEY,
+        model_sha256 TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        record       BLOB NOT NULL,
+        answer       BLOB NOT NULL,
+        source       TEXT NOT NULL,
+        uses         INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        UNIQUE (model_sha256, kind, record)
+      );
+      -- Copies a shard needs (adaptive replication); NULL until set, meaning the job's redundancy.
+      ALTER TABLE shards ADD COLUMN target_copies INTEGER;
+      -- How a copy was checked and the verdict (JSON, jobs/verify/verdict.ts).
+      ALTER TABLE assignments ADD COLUMN verification TEXT;
+    `,
+  },
 ];

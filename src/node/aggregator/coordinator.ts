@@ -1,3 +1,4 @@
+import type { PrivateKey } from "@libp2p/interface";
 import { IllegalTransitionError, LeaseLostError, LeaseRefusedError } from "../../jobs/errors.ts";
 import type { Shard } from "../../jobs/records.ts";
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
@@ -16,6 +17,7 @@ import { clientRefusal, planJob } from "./plan-job.ts";
 import { resultBytes } from "./results.ts";
 import { ReturnedCopies } from "./returned-copies.ts";
 import type { AggregatorStore } from "./store.ts";
+import { Trust } from "./trust.ts";
 
 /**
  * The aggregator's engine room: every tick it expires lost leases, fails overdue jobs, renews the
@@ -63,6 +65,8 @@ export const PROVIDER_REFRESH_MS = 5_000;
 
 export interface CoordinatorInit {
   network: AggregatorNetwork;
+  /** Signs evidence of faults (the node's key). */
+  privateKey?: PrivateKey;
   store: AggregatorStore;
   db: Store;
   now?: () => number;
@@ -97,6 +101,9 @@ export class Coordinator {
   private readonly calls = new Map<string, Call>();
   private readonly running = new Set<Promise<void>>();
   private readonly returned: ReturnedCopies;
+  readonly trust: Trust;
+  /** Aborted on stop: work the coordinator started on its own (canaries computed here). */
+  private readonly lifetime = new AbortController();
   private readonly backoff = new Backoff();
   private readonly unplaceableSince = new Map<string, number>();
   private readonly lookups = new Map<string, number>();
@@ -109,7 +116,15 @@ export class Coordinator {
 
   constructor(private readonly init: CoordinatorInit) {
     this.now = init.now ?? Date.now;
-    this.returned = new ReturnedCopies(init.store, init.db.db, init.onVerified);
+    this.trust = new Trust({
+      store: init.store,
+      db: init.db,
+      self: init.network.self,
+      now: this.now,
+      ...(init.privateKey ? { privateKey: init.privateKey } : {}),
+      ...(init.network.reference ? { reference: init.network.reference } : {}),
+    });
+    this.returned = new ReturnedCopies(init.store, init.db.db, this.trust, init.onVerified);
   }
 
   /**
@@ -136,6 +151,7 @@ export class Coordinator {
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.timer);
+    this.lifetime.abort(new TimeoutError("the aggregator is stopping"));
     for (const call of this.calls.values()) call.link.controller.abort(new TimeoutError("the aggregator is stopping"));
     await Promise.allSettled([...this.running]);
   }
@@ -178,6 +194,8 @@ export class Coordinator {
     if (maintain) {
       for (const a of jobs.expireLeases(now)) {
         this.calls.get(a.id)?.link.controller.abort(new TimeoutError(`the lease on shard copy ${a.id} expired`));
+        // A missed deadline costs the provider score (completion), not a ban.
+        this.trust.lost(a);
         touched.add(a.jobId);
       }
       for (const job of jobs.overdueJobs(now)) {
@@ -192,7 +210,13 @@ export class Coordinator {
     for (const call of this.calls.values()) {
       if (!live.has(call.assignment.jobId)) call.link.controller.abort(new TimeoutError("the job ended"));
     }
-    if (unfinished.length > 0) this.plan(unfinished, now, touched);
+    // A job's first copies wait until its canaries are ready (computed here when the pool is short).
+    const ready = unfinished.filter((j) => {
+      if (this.trust.ready(j.id)) return true;
+      void this.trust.prepareJob(j, this.lifetime.signal).then(() => this.kick());
+      return false;
+    });
+    if (ready.length > 0) this.plan(ready, now, touched);
     for (const id of touched) this.init.onChange(id);
   }
 
@@ -224,9 +248,10 @@ export class Coordinator {
     for (const sha of models) this.refreshProviders(sha, now);
     const records = dedupe(models.flatMap((sha) => network.knownProviders(sha)));
     const snapshots = unfinished.map((j) => planJob(store, this.init.db.db, j));
+    const jobsById = new Map(unfinished.map((j) => [j.id, j]));
     const issued = new Map(records.map((r) => [r.peerId, r.issuedAt]));
     // This node is among the providers when it serves the model (its copies run on its own engines).
-    const exclude = new Set(this.backoff.excluded(now, (p) => issued.get(p)));
+    const exclude = new Set([...this.backoff.excluded(now, (p) => issued.get(p)), ...this.trust.banned()]);
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
       maxInFlight: this.init.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
@@ -247,7 +272,6 @@ export class Coordinator {
     this.late.clear();
     for (const l of plan.late) this.late.add(l.jobId);
     const byPeer = new Map(records.map((r) => [r.peerId, r]));
-    const jobsById = new Map(unfinished.map((j) => [j.id, j]));
     // Every lease of this tick in one transaction (with its price), then the calls.
     const leased = this.init.db.db
       .transaction(() => {
@@ -257,6 +281,10 @@ export class Coordinator {
             const a = lease.speculative
               ? store.jobs.leaseExtra(lease.shardId, lease.provider, lease.leaseMs, MAX_SPECULATIVE_COPIES)
               : store.jobs.lease(lease.shardId, lease.provider, lease.leaseMs);
+            // Adaptive replication: the shard's first copy decides how many it gets (trust.ts).
+            if (store.jobs.shard(a.shardId).target === undefined) {
+              store.jobs.setTarget(a.shardId, this.trust.targetFor(jobsById.get(a.jobId) as JobRecord, a.provider));
+            }
             store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
             out.push({ a, expectedMs: lease.expectedMs });
           } catch (err) {
@@ -312,9 +340,15 @@ export class Coordinator {
     const pending = new Map<number, AssignmentRecord>();
     const started = new Set<string>();
     const stored: Promise<void>[] = [];
+    const sent = new Map<number, ReturnType<Trust["mix"]>>();
     try {
-      const shards: Shard[] = group.map((a) => shardFromWire(decode(store.shardInput(a.shardId))));
-      for (const [i, shard] of shards.entries()) pending.set(shard.index, group[i] as AssignmentRecord);
+      // Each copy goes out with canaries mixed in; what comes back is checked and stripped of them.
+      const mixed = group.map((a) => this.trust.mix(job, shardFromWire(decode(store.shardInput(a.shardId)))));
+      const shards: Shard[] = mixed.map((m) => m.shard);
+      for (const [i, shard] of shards.entries()) {
+        pending.set(shard.index, group[i] as AssignmentRecord);
+        sent.set(shard.index, mixed[i] as (typeof mixed)[number]);
+      }
       const options = {
         signal: link.controller.signal,
         deadlineMs: Math.max(1, Math.min(MAX_DEADLINE_MS, job.spec.deadlineMs - this.now())),
@@ -337,12 +371,29 @@ export class Coordinator {
           continue;
         }
         pending.delete(event.shard);
+        const out = sent.get(event.shard) as ReturnType<Trust["mix"]>;
+        const inspection = this.trust.inspect(event.result, out.shard, out.mix, this.trust.tolerance(job));
+        if (!inspection.ok) {
+          // Proof of a fault (a wrong canary, a wrong record count): banned, its other calls given up.
+          this.trust.convict(a, job, inspection.fault, event.shard);
+          this.backoff.failed(provider, this.now(), "severe");
+          this.abandon(provider, `${provider} was banned`);
+          continue;
+        }
         // Stored with whatever else returns meanwhile; the stream goes on to the next shard.
         stored.push(
-          this.returned.add({ assignment: a, job, bytes: resultBytes(event.result), usage: event.usage }).then(
-            () => this.backoff.succeeded(provider),
-            (err: unknown) => this.lost(a, err),
-          ),
+          this.returned
+            .add({
+              assignment: a,
+              job,
+              bytes: resultBytes(inspection.result),
+              usage: event.usage,
+              canaries: inspection.canaries,
+            })
+            .then(
+              () => this.backoff.succeeded(provider),
+              (err: unknown) => this.lost(a, err),
+            ),
         );
       }
       if (pending.size > 0) {
@@ -368,12 +419,14 @@ export class Coordinator {
     if (err instanceof RemoteShardError) {
       if (err.code === "bad-result") {
         jobs.reject(a.id, message);
+        this.trust.lost(a);
         this.backoff.failed(a.provider, now, "severe");
       } else if (err.code === "busy") {
         jobs.release(a.id, "provider busy", { countRetry: false });
         this.backoff.failed(a.provider, now, "busy");
       } else {
         jobs.release(a.id, message);
+        this.trust.lost(a);
         this.backoff.failed(a.provider, now, "lost");
         this.abandon(a.provider, message);
       }
@@ -382,6 +435,7 @@ export class Coordinator {
       jobs.failJob(a.jobId, message);
     } else {
       jobs.release(a.id, message);
+      this.trust.lost(a);
       this.backoff.failed(a.provider, now, "lost");
       this.abandon(a.provider, message);
     }

@@ -1,5 +1,5 @@
 import { peerIdFromString } from "@libp2p/peer-id";
-import type { Shard } from "../../jobs/records.ts";
+import type { Shard, ShardResult } from "../../jobs/records.ts";
 import type { InfernetNode } from "../node.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import type { ModelRef } from "../protocols/infer/index.ts";
@@ -16,6 +16,11 @@ export interface AggregatorNetwork {
   /** Providers known now (valid records in the directory, and this node if it serves the model), without the network. */
   knownProviders(sha256: string): CapabilityRecord[];
   runShard(peer: string, model: ModelRef, shard: Shard, options: RunShardOptions): AsyncIterable<ShardEvent>;
+  /**
+   * Runs a shard on this node's own engine (canaries and references computed here), when it has
+   * or can get the model; undefined when it cannot.
+   */
+  reference?(model: ModelRef, shard: Shard, signal: AbortSignal): Promise<ShardResult | undefined>;
   /** Several shards on one stream (tiny shards), events named by shard index. */
   runShards(peer: string, model: ModelRef, shards: Shard[], options: RunShardOptions): AsyncIterable<BatchEvent>;
 }

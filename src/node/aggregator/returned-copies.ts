@@ -1,7 +1,9 @@
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
+import type { Verification } from "../../jobs/verify/verdict.ts";
 import type { Store } from "../../store/db.ts";
 import { settleShard } from "./settle.ts";
 import type { AggregatorStore, CopyUsage } from "./store.ts";
+import type { Trust } from "./trust.ts";
 
 /**
  * Stores returned copies and settles their shards. Copies that return together are written in one
@@ -11,16 +13,22 @@ import type { AggregatorStore, CopyUsage } from "./store.ts";
 export interface ReturnedCopy {
   assignment: AssignmentRecord;
   job: JobRecord;
+  /** The result with its canaries taken out (trust.ts). */
   bytes: Uint8Array;
   usage: CopyUsage;
+  /** The canaries it carried and how many came back right. */
+  canaries?: Verification["canaries"];
 }
 
 export class ReturnedCopies {
+  /** Canary counts of copies stored but not yet settled, for their verdicts. */
+  private readonly canaries = new Map<string, Verification["canaries"]>();
   private readonly pending: { copy: ReturnedCopy; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
   constructor(
     private readonly store: AggregatorStore,
     private readonly db: Store["db"],
+    private readonly trust: Trust,
     /** Every shard of this job is verified now. */
     private readonly onVerified: (jobId: string) => void,
   ) {}
@@ -45,7 +53,13 @@ export class ReturnedCopies {
               // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
               this.db.transaction(() => {
                 store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
-                const settled = settleShard(store.jobs, copy.assignment.shardId, copy.job.spec.redundancy);
+                if (copy.canaries) this.canaries.set(copy.assignment.id, copy.canaries);
+                const settled = settleShard(store.jobs, copy.assignment.shardId, this.trust.tolerance(copy.job));
+                this.trust.settled(copy.job, settled, this.canaries);
+                if (settled.outcome === "verified") {
+                  for (const c of [...settled.accepted, ...settled.outvoted.map((o) => o.copy)])
+                    this.canaries.delete(c.id);
+                }
                 if (settled.outcome === "verified" && store.jobs.jobState(copy.job.id).state === "verified") {
                   verified.add(copy.job.id);
                 }

@@ -1,0 +1,370 @@
+import type { PrivateKey } from "@libp2p/interface";
+import type { Shard, ShardPayload, ShardResult } from "../../jobs/records.ts";
+import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
+import { shardFromWire } from "../../jobs/shard-codec.ts";
+import {
+  type CanaryCheck,
+  CanaryPool,
+  canaryCount,
+  checkCanaries,
+  type Mix,
+  mixCanaries,
+  recordShape,
+} from "../../jobs/verify/canaries.ts";
+import { DEFAULT_TOLERANCE, type Tolerance } from "../../jobs/verify/compare.ts";
+import { payloadCount, pickPayload, pickResult, resultCount } from "../../jobs/verify/records.ts";
+import type { Verification } from "../../jobs/verify/verdict.ts";
+import { findModelBySha } from "../../models/catalog.ts";
+import { type Fault, signEvidence } from "../../reputation/evidence.ts";
+import { replicationProbability, TRUST_STREAK } from "../../reputation/score.ts";
+import { FAULT_PENALTY_MULTIPLIER, ReputationStore } from "../../reputation/store.ts";
+import type { Store } from "../../store/db.ts";
+import { errorMessage } from "../../util/errors.ts";
+import { logger } from "../../util/logger.ts";
+import { decode } from "../wire.ts";
+import { resultFromBytes } from "./results.ts";
+import type { Outvoted, Settlement } from "./settle.ts";
+import type { AggregatorStore } from "./store.ts";
+
+/**
+ * The aggregator's side of "nobody has to be trusted": what each copy carries (canaries), how many
+ * copies a shard needs (adaptive replication), what a returned copy's canaries say, and what
+ * follows from a verdict: reputation, and for a provider caught wrong a ban, signed evidence, a
+ * penalty in the ledger and its other copies of running jobs disowned. The coordinator calls it;
+ * the rules themselves live in jobs/verify/ and reputation/.
+ */
+const log = logger("aggregator:trust");
+
+/** Records of a new job computed here as canaries, when the pool for its model and shape is short. */
+export const CANARY_SEED_RECORDS = 16;
+/** The pool is topped up while it holds fewer than this many answers for a model and shape. */
+export const CANARY_POOL_TARGET = 64;
+/** A shard verified by trusted providers gives the pool this many of its records. */
+export const AGREEMENT_CANARIES = 1;
+
+export interface TrustInit {
+  store: AggregatorStore;
+  db: Store;
+  self: string;
+  /** Signs evidence; without a key evidence is kept unsigned (tests of the coordinator alone). */
+  privateKey?: PrivateKey;
+  /** Runs a shard on this node's own engine, when it has the model (canaries computed here). */
+  reference?: (
+    model: { name: string; sha256: string },
+    shard: Shard,
+    signal: AbortSignal,
+  ) => Promise<ShardResult | undefined>;
+  random?: () => number;
+  now?: () => number;
+}
+
+/** A copy's result after its canaries came out, or why it is refused. */
+export type Inspection =
+  | { ok: true; result: ShardResult; canaries: { total: number; right: number } }
+  | { ok: false; fault: Fault };
+
+export class Trust {
+  readonly reputation: ReputationStore;
+  readonly canaries: CanaryPool;
+  private readonly random: () => number;
+  private readonly now: () => number;
+  private readonly seeding = new Map<string, Promise<void>>();
+
+  constructor(private readonly init: TrustInit) {
+    this.now = init.now ?? Date.now;
+    this.random = init.random ?? Math.random;
+    this.reputation = new ReputationStore(init.db, this.now);
+    this.canaries = new CanaryPool(init.db, this.now);
+  }
+
+  /** How closely copies of this job's model must agree: its catalog entry's `verify`, else the defaults. */
+  tolerance(job: JobRecord): Tolerance {
+    return findModelBySha(job.spec.model.sha256)?.verify ?? DEFAULT_TOLERANCE;
+  }
+
+  /** The record shape of a job's shards (what its canaries must look like), read once. */
+  shapeOf(job: JobRecord): string {
+    let shape = this.shapes.get(job.id);
+    if (shape === undefined) {
+      const first = this.init.store.jobs.shards(job.id)[0];
+      shape = first ? recordShape(shardFromWire(decode(this.init.store.shardInput(first.id))).payload) : "";
+      this.shapes.set(job.id, shape);
+    }
+    return shape;
+  }
+
+  private readonly shapes = new Map<string, string>();
+
+  /** Providers that may not be given copies now. */
+  banned(): Set<string> {
+    return this.reputation.bannedNow(this.now());
+  }
+
+  /**
+   * Copies the shard needs, decided when its first copy is leased: the job's redundancy, or for a
+   * provider with a long verified streak (and canaries to check it with) now and then only the
+   * job's floor (`minVerification`), as `replicationProbability` says.
+   */
+  targetFor(job: JobRecord, provider: string): number {
+    const ceiling = job.spec.redundancy;
+    const floor = Math.min(ceiling, job.spec.minVerification ?? 1);
+    if (floor >= ceiling) return ceiling;
+    if (this.canaries.size(job.spec.model.sha256, this.shapeOf(job)) === 0) return ceiling;
+    const { streak } = this.reputation.stats(provider, job.spec.model.sha256);
+    return this.random() < replicationProbability(streak) ? ceiling : floor;
+  }
+
+  /**
+   * Before a job's first leases: when the canary pool for its model and record shape is short and
+   * this node has the model, a few of the job's own records are computed here as known answers.
+   * Resolves when done (or at once); a failure only means fewer canaries.
+   */
+  prepareJob(job: JobRecord, signal: AbortSignal): Promise<void> {
+    const known = this.seeding.get(job.id);
+    if (known) return known;
+    const run = this.seed(job, signal).catch((err: unknown) =>
+      log.info("no canaries computed here", { job: job.id, err: errorMessage(err) }),
+    );
+    this.seeding.set(job.id, run);
+    return run;
+  }
+
+  /** Whether `prepareJob` has finished for this job (the planner leases none of its copies before). */
+  ready(jobId: string): boolean {
+    return this.seeded.has(jobId);
+  }
+
+  private readonly seeded = new Set<string>();
+
+  private async seed(job: JobRecord, signal: AbortSignal): Promise<void> {
+    try {
+      const reference = this.init.reference;
+      if (!reference) return;
+      const { store } = this.init;
+      const shards = store.jobs.shards(job.id);
+      const first = shards[0];
+      if (!first) return;
+      const sample = shardFromWire(decode(store.shardInput(first.id)));
+      const shape = recordShape(sample.payload);
+      if (this.canaries.size(job.spec.model.sha256, shape) >= CANARY_POOL_TARGET) return;
+      // A few records from shards across the job (greedy prompts only: sampled text has no one answer).
+      const picks: ShardPayload[] = [];
+      for (let i = 0; i < CANARY_SEED_RECORDS; i++) {
+        const s = shards[Math.floor(this.random() * shards.length)] as (typeof shards)[number];
+        const payload = shardFromWire(decode(store.shardInput(s.id))).payload;
+        const at = Math.floor(this.random() * payloadCount(payload));
+        const one = pickPayload(payload, [at]);
+        if (one.kind === "prompts" && (one.prompts[0]?.temperature ?? 0) > 0) continue;
+        if (recordShape(one) === shape) picks.push(one);
+      }
+      for (const record of picks) {
+        if (signal.aborted) return;
+        const result = await reference(job.spec.model, { index: 0, start: 0, count: 1, payload: record }, signal);
+        if (result && resultCount(result) === 1) this.canaries.add(job.spec.model.sha256, record, result, "self");
+      }
+      log.info("canaries computed here", { job: job.id, records: picks.length });
+    } finally {
+      this.seeded.add(job.id);
+    }
+  }
+
+  /** The shard as this copy is sent: with canaries from the pool mixed in. */
+  mix(job: JobRecord, shard: Shard): { shard: Shard; mix: Mix } {
+    const shape = recordShape(shard.payload);
+    const drawn = this.canaries.draw(job.spec.model.sha256, shape, canaryCount(shard.count));
+    return mixCanaries(shard, drawn, this.random);
+  }
+
+  /** A returned copy: right record count, canaries right; the result without them. */
+  inspect(result: ShardResult, sent: Shard, mix: Mix, tolerance: Tolerance = DEFAULT_TOLERANCE): Inspection {
+    if (resultCount(result) !== sent.count) {
+      return {
+        ok: false,
+        fault: { kind: "shape", detail: `${resultCount(result)} records returned for a shard of ${sent.count}` },
+      };
+    }
+    const check: CanaryCheck = checkCanaries(result, mix, tolerance);
+    const wrong = check.wrong[0] ?? check.unsure[0];
+    if (wrong) {
+      return {
+        ok: false,
+        fault: {
+          kind: "canary",
+          detail: `canary at record ${wrong.position} of ${sent.count} answered wrong (${check.wrong.length + check.unsure.length} of ${mix.canaries.length})`,
+          record: wrong.canary.record,
+          got: wrong.got,
+          expected: wrong.canary.answer,
+        },
+      };
+    }
+    return { ok: true, result: check.result, canaries: { total: mix.canaries.length, right: check.right } };
+  }
+
+  /** The copy's verdict and reputation after its shard settled (in the settling transaction). */
+  settled(job: JobRecord, settlement: Settlement, canaries: Map<string, Verification["canaries"]>): void {
+    if (settlement.outcome !== "verified") return;
+    const { jobs } = this.init.store;
+    const model = job.spec.model.sha256;
+    const single = settlement.voters === 1 && settlement.accepted.length === 1;
+    for (const copy of settlement.accepted) {
+      const c = canaries.get(copy.id);
+      jobs.setVerification(copy.id, {
+        method: single ? (c?.total ? "spot-check" : "agreement") : "agreement",
+        verdict: "accepted",
+        detail: single
+          ? `single copy${c?.total ? `, ${c.right} of ${c.total} canaries right` : ""}`
+          : `${settlement.voters} providers agree${c?.total ? `; ${c.right} of ${c.total} canaries right` : ""}`,
+        ...(c ? { canaries: c } : {}),
+      });
+      this.reputation.verified(copy.provider, model, this.outcome(copy, job));
+    }
+    for (const loser of settlement.outvoted) this.outvoted(job, loser, settlement);
+    this.learn(job, settlement);
+  }
+
+  /** A copy that did not come back: the provider loses completion, not trust. */
+  lost(a: AssignmentRecord): void {
+    if (this.reputation.banned(a.provider)) return;
+    this.reputation.lost(a.provider, this.init.store.jobs.job(a.jobId).spec.model.sha256);
+  }
+
+  /**
+   * A provider caught wrong: its copy rejected (if not already), the fault counted, a ban for the
+   * next step of its escalation, a penalty in the ledger, and its verified copies of running jobs
+   * disowned (their shards reopened when nobody else vouches for them). The evidence is signed after
+   * (signing is asynchronous) and attached to the ban. Returns the ban's end.
+   */
+  convict(a: AssignmentRecord, job: JobRecord, fault: Fault, shardIndex: number): number {
+    const { jobs } = this.init.store;
+    const reason = `caught wrong (${fault.kind}): ${fault.detail}`;
+    const ban = this.init.db.db
+      .transaction(() => {
+        const current = jobs.assignment(a.id);
+        if (current.state === "leased" || current.state === "running" || current.state === "returned") {
+          jobs.reject(a.id, reason);
+        }
+        jobs.setVerification(a.id, {
+          method:
+            fault.kind === "canary"
+              ? "canary"
+              : fault.kind === "majority"
+                ? "majority"
+                : fault.kind === "re-score"
+                  ? "re-score"
+                  : "agreement",
+          verdict: "rejected",
+          detail: fault.detail,
+        });
+        this.reputation.faulty(a.provider, job.spec.model.sha256, this.outcome(a, job));
+        const given = this.reputation.ban(a.provider, reason, undefined, this.init.self);
+        const price = this.init.db.db
+          .query<{ p: number | null }, [string]>("SELECT unit_price_msat AS p FROM assignments WHERE id = ?")
+          .get(a.id)?.p;
+        const units = jobs.shard(a.shardId).count;
+        this.reputation.penalize(
+          a.provider,
+          job.id,
+          `fault:${fault.kind}`,
+          units * (price ?? 0) * FAULT_PENALTY_MULTIPLIER,
+        );
+        jobs.disown(a.provider, `its provider was banned: ${reason}`);
+        return given;
+      })
+      .immediate();
+    log.warn("provider banned", { provider: a.provider, until: new Date(ban.until).toISOString(), reason });
+    void this.attachEvidence(a, job, fault, shardIndex);
+    return ban.until;
+  }
+
+  private async attachEvidence(a: AssignmentRecord, job: JobRecord, fault: Fault, shardIndex: number): Promise<void> {
+    const { record, got, expected } = fault;
+    if (!this.init.privateKey || !record || !got || !expected) return;
+    try {
+      const evidence = await signEvidence(
+        this.init.privateKey,
+        this.init.self,
+        { ...fault, record, got, expected },
+        { provider: a.provider, model: job.spec.model, jobId: job.id, shard: shardIndex, at: this.now() },
+      );
+      const db = this.init.db.db;
+      db.transaction(() => {
+        db.query(
+          `INSERT OR IGNORE INTO evidence (id, provider, model_sha256, job_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+        ).run(evidence.id, a.provider, job.spec.model.sha256, job.id, evidence.bytes, this.now());
+        db.query("UPDATE bans SET evidence_id = ? WHERE provider = ? AND evidence_id IS NULL").run(
+          evidence.id,
+          a.provider,
+        );
+        db.query("UPDATE penalties SET evidence_id = ? WHERE provider = ? AND job_id = ? AND evidence_id IS NULL").run(
+          evidence.id,
+          a.provider,
+          job.id,
+        );
+        const v = this.init.store.jobs.assignment(a.id).verification;
+        if (v) this.init.store.jobs.setVerification(a.id, { ...v, evidenceId: evidence.id });
+      })();
+    } catch (err) {
+      log.error("evidence not stored", { provider: a.provider, err: errorMessage(err) });
+    }
+  }
+
+  /** A copy on the losing side of a settled vote: proof by majority, with the first differing record. */
+  private outvoted(job: JobRecord, loser: Outvoted, settlement: Settlement & { outcome: "verified" }): void {
+    const { store } = this.init;
+    const at = loser.records === "all" ? 0 : (loser.records[0] ?? 0);
+    let fault: Fault = {
+      kind: "majority",
+      detail: `${loser.reason}: ${settlement.voters} providers agree on another answer`,
+    };
+    try {
+      const input = shardFromWire(decode(store.shardInput(settlement.shard.id))).payload;
+      const winner = store.jobs.result(settlement.accepted[0]?.id as string);
+      const mine = store.jobs.result(loser.copy.id);
+      if (winner && "bytes" in winner && mine && "bytes" in mine) {
+        const expected = pickResult(resultOf(winner.bytes), [at]);
+        const got = resultOf(mine.bytes);
+        fault = {
+          ...fault,
+          detail: `${fault.detail} (first at record ${at})`,
+          record: pickPayload(input, [at]),
+          expected,
+          got: resultCount(got) > at ? pickResult(got, [at]) : got,
+        };
+      }
+    } catch (err) {
+      log.debug("no record-level evidence", { err: errorMessage(err) });
+    }
+    this.convict(loser.copy, job, fault, settlement.shard.index);
+  }
+
+  /** Shards that trusted providers agree on feed the canary pool (no engine here needed). */
+  private learn(job: JobRecord, settlement: Settlement & { outcome: "verified" }): void {
+    if (settlement.voters < 2) return;
+    const model = job.spec.model.sha256;
+    const trusted = settlement.accepted.every((c) => this.reputation.stats(c.provider, model).streak >= TRUST_STREAK);
+    if (!trusted) return;
+    const { store } = this.init;
+    const stored = store.jobs.result(settlement.accepted[0]?.id as string);
+    if (!stored || !("bytes" in stored)) return;
+    const input = shardFromWire(decode(store.shardInput(settlement.shard.id))).payload;
+    const result = resultOf(stored.bytes);
+    for (let i = 0; i < AGREEMENT_CANARIES; i++) {
+      const at = Math.floor(this.random() * payloadCount(input));
+      const record = pickPayload(input, [at]);
+      if (record.kind === "prompts" && (record.prompts[0]?.temperature ?? 0) > 0) continue;
+      this.canaries.add(model, record, pickResult(result, [at]), "agreement");
+    }
+  }
+
+  private outcome(a: AssignmentRecord, job: JobRecord): { latencyMs: number; units: number } {
+    const current = this.init.store.jobs.assignment(a.id);
+    const end = current.returnedAt ?? this.now();
+    const units = this.init.store.copyUnits(a.id, this.init.store.meta(job.id).kind);
+    return { latencyMs: Math.max(0, end - (current.startedAt ?? current.leasedAt)), units };
+  }
+}
+
+/** A stored result (the aggregator's own encoding, results.ts), without provenance. */
+function resultOf(bytes: Uint8Array): ShardResult {
+  return resultFromBytes(bytes, []);
+}
