@@ -50,6 +50,11 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./peers.ts")).peersCommand,
   },
   {
+    name: "reputation",
+    summary: "Show what this aggregator has seen of providers: uptime, completion, latency, faults, score, bans",
+    load: async () => (await import("./reputation.ts")).reputationCommand,
+  },
+  {
     name: "status",
     summary: "Show the running node: id, addresses, mode, connections, load",
     load: async () => (await import("./status.ts")).statusCommand,

@@ -44,6 +44,7 @@ function report(shards: number, patch: Partial<JobReport> = {}): JobReport {
       state: "verified" as const,
       retries: i === 1 ? 1 : 0,
       resultSha256: undefined,
+      copiesTarget: 2,
       copies: [
         {
           assignmentId: `a${i}`,
@@ -57,6 +58,15 @@ function report(shards: number, patch: Partial<JobReport> = {}): JobReport {
           computeMs: 1_500,
           reason: i === 1 ? "provider lost" : undefined,
           resultSha256: undefined,
+          verification:
+            i === 2
+              ? {
+                  method: "canary" as const,
+                  verdict: "rejected" as const,
+                  detail: "canary at record 7 of 12 answered wrong",
+                  evidenceId: "ab".repeat(32),
+                }
+              : undefined,
         },
       ],
     })),
@@ -90,14 +100,17 @@ test("the submit summary: output, shards, providers, retries, time and cost", ()
   expect(formatSummary(report(1), { path: "/o", bytes: 1, sha256: "x", records: 1 })).toContain("cost: not reported");
 });
 
-test("the report shows who computed which copy, and why a copy was reassigned", () => {
+test("the report shows who computed which copy, how it was verified, and why a copy was reassigned", () => {
   const text = formatReport(report(3));
   expect(text).toContain("job job-1: verified");
   expect(text).toContain(
     "12D3KooWProviderAAAAAAAAAAAA  verified 2, returned 0, running 0, failed 0, reassigned 1  compute 5s",
   );
-  expect(text).toContain("#1 records 10-19: verified, 1 retries");
+  expect(text).toContain("#1 records 10-19: verified, 2 copies, 1 retries");
   expect(text).toContain("12D3KooWProv… reassigned 2s (provider lost)");
+  expect(text).toContain(
+    "12D3KooWProv… verified 2s [canary: rejected, canary at record 7 of 12 answered wrong, evidence abababababababab]",
+  );
 });
 
 test("a long job lists only its shards with retries or failures", () => {

@@ -73,11 +73,17 @@ export function formatReport(report: JobReport): string {
 }
 
 function shardLines(s: ShardReport): string[] {
-  const head = `  #${s.index} records ${s.start}-${s.start + s.count - 1}: ${s.state}${s.retries ? `, ${s.retries} retries` : ""}`;
+  const target = s.copiesTarget !== undefined ? `, ${s.copiesTarget} ${s.copiesTarget === 1 ? "copy" : "copies"}` : "";
+  const head = `  #${s.index} records ${s.start}-${s.start + s.count - 1}: ${s.state}${target}${s.retries ? `, ${s.retries} retries` : ""}`;
   const copies = s.copies.map((c) => {
     const took = c.computeMs !== undefined ? ` ${formatDuration(c.computeMs / 1000)}` : "";
-    const why = c.reason ? ` (${c.reason})` : "";
-    return `      ${shortId(c.provider)} ${c.state}${took}${why}`;
+    const v = c.verification;
+    // How it was checked, the verdict and what was found; a rejected copy's evidence id.
+    const check = v
+      ? ` [${v.method}: ${v.verdict}, ${v.detail}${v.evidenceId ? `, evidence ${v.evidenceId.slice(0, 16)}` : ""}]`
+      : "";
+    const why = c.reason && !v ? ` (${c.reason})` : "";
+    return `      ${shortId(c.provider)} ${c.state}${took}${check}${why}`;
   });
   return [head, ...copies];
 }

@@ -1,6 +1,7 @@
 import type { Database } from "bun:sqlite";
 import type { AssignmentRecord, JobRecord, ShardRecord } from "./rows.ts";
 import { ASSIGNMENT_STATES, type AssignmentState, type JobState, SHARD_STATES, type ShardState } from "./states.ts";
+import type { Verification } from "./verify/verdict.ts";
 
 /** How far a job has got: shards and copies per state. */
 export interface JobProgress {
@@ -28,6 +29,8 @@ export interface CopyReport {
   computeMs: number | undefined;
   reason: string | undefined;
   resultSha256: string | undefined;
+  /** How the copy was checked and the verdict (agreement, canary, re-score, majority, spot-check). */
+  verification: Verification | undefined;
 }
 
 export interface ShardReport {
@@ -37,6 +40,8 @@ export interface ShardReport {
   state: ShardState;
   retries: number;
   resultSha256: string | undefined;
+  /** Copies the shard was given (adaptive replication: between the job's floor and its redundancy). */
+  copiesTarget: number;
   copies: CopyReport[];
 }
 
@@ -115,6 +120,7 @@ export function jobReport(
       computeMs,
       reason: a.reason,
       resultSha256: a.resultSha256,
+      verification: a.verification,
     };
     const list = byShard.get(a.shardId) ?? [];
     list.push(copy);
@@ -134,6 +140,7 @@ export function jobReport(
     state: s.state,
     retries: s.retries,
     resultSha256: s.resultSha256,
+    copiesTarget: s.target ?? job.spec.redundancy,
     copies: byShard.get(s.id) ?? [],
   }));
   return {

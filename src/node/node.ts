@@ -163,8 +163,9 @@ export class InfernetNode implements AsyncDisposable {
 
     const served = serving.served;
     const engines = mayServe ? { engines: serving.live } : {};
+    const privateKey = await loadOrCreateIdentity(config.home);
     host = (await createHost({
-      privateKey: await loadOrCreateIdentity(config.home),
+      privateKey,
       listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
       announce: config.announce,
       bootstrap: config.bootstrap,
@@ -196,6 +197,7 @@ export class InfernetNode implements AsyncDisposable {
         store,
         home: config.home,
         feePercent: aggregator.feePercent,
+        privateKey,
       });
       node.aggregator.start();
     }

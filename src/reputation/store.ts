@@ -206,6 +206,32 @@ export class ReputationStore {
     }));
   }
 
+  /** Stores signed evidence (reputation/evidence.ts) under its id. */
+  saveEvidence(id: string, provider: string, modelSha256: string, jobId: string | undefined, body: Uint8Array): void {
+    this.db
+      .query(
+        "INSERT OR IGNORE INTO evidence (id, provider, model_sha256, job_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      )
+      .run(id, provider, modelSha256, jobId ?? null, body, this.now());
+  }
+
+  /** The signed envelope of a stored piece of evidence. */
+  evidenceBytes(id: string): Uint8Array | undefined {
+    return (
+      this.db.query<{ body: Uint8Array }, [string]>("SELECT body FROM evidence WHERE id = ?").get(id)?.body ?? undefined
+    );
+  }
+
+  /** Attaches evidence signed after the ban was given (signing is asynchronous). */
+  attachEvidence(provider: string, jobId: string, evidenceId: string): void {
+    this.db
+      .query("UPDATE bans SET evidence_id = ? WHERE provider = ? AND evidence_id IS NULL")
+      .run(evidenceId, provider);
+    this.db
+      .query("UPDATE penalties SET evidence_id = ? WHERE provider = ? AND job_id = ? AND evidence_id IS NULL")
+      .run(evidenceId, provider, jobId);
+  }
+
   private banRow(provider: string): BanRow | null {
     return this.db.query<BanRow, [string]>("SELECT * FROM bans WHERE provider = ?").get(provider);
   }

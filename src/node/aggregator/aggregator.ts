@@ -75,6 +75,7 @@ export class Aggregator implements AggregatorApi {
   async stop(): Promise<void> {
     await this.coordinator.stop();
     await Promise.allSettled([...this.merging.values()]);
+    await this.init.network.close?.();
     for (const jobId of [...this.waiters.keys()]) this.touch(jobId);
   }
 

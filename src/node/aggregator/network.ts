@@ -4,6 +4,7 @@ import type { InfernetNode } from "../node.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import type { ModelRef } from "../protocols/infer/index.ts";
 import type { RunShardOptions, ShardBatchEvent, ShardEvent } from "../protocols/shard/index.ts";
+import { References } from "./reference.ts";
 
 /** Lookups of a model's providers are cut off after this long (what is found by then is used). */
 export const PROVIDER_LOOKUP_TIMEOUT_MS = 5_000;
@@ -21,6 +22,8 @@ export interface AggregatorNetwork {
    * or can get the model; undefined when it cannot.
    */
   reference?(model: ModelRef, shard: Shard, signal: AbortSignal): Promise<ShardResult | undefined>;
+  /** Releases what the network view holds (the reference engines). */
+  close?(): Promise<void>;
   /** Several shards on one stream (tiny shards), events named by shard index. */
   runShards(peer: string, model: ModelRef, shards: Shard[], options: RunShardOptions): AsyncIterable<BatchEvent>;
 }
@@ -37,8 +40,19 @@ export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
     const record = node.capability.current();
     return record && node.serves(sha256) ? [record] : [];
   };
+  const references = new References({
+    config: node.config,
+    store: node.store,
+    self: node.peerId,
+    served: (sha256) => {
+      const model = node.serving.find((m) => m.sha256 === sha256);
+      return model && node.engines ? { model, engines: node.engines } : undefined;
+    },
+  });
   return {
     self: node.peerId,
+    reference: (model, shard, signal) => references.run(model, shard, signal),
+    close: () => references[Symbol.asyncDispose](),
     findProviders: (sha256, signal) =>
       node.capability.findProviders(sha256, {
         timeoutMs: PROVIDER_LOOKUP_TIMEOUT_MS,

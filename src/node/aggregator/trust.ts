@@ -288,18 +288,8 @@ export class Trust {
       );
       const db = this.init.db.db;
       db.transaction(() => {
-        db.query(
-          `INSERT OR IGNORE INTO evidence (id, provider, model_sha256, job_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-        ).run(evidence.id, a.provider, job.spec.model.sha256, job.id, evidence.bytes, this.now());
-        db.query("UPDATE bans SET evidence_id = ? WHERE provider = ? AND evidence_id IS NULL").run(
-          evidence.id,
-          a.provider,
-        );
-        db.query("UPDATE penalties SET evidence_id = ? WHERE provider = ? AND job_id = ? AND evidence_id IS NULL").run(
-          evidence.id,
-          a.provider,
-          job.id,
-        );
+        this.reputation.saveEvidence(evidence.id, a.provider, job.spec.model.sha256, job.id, evidence.bytes);
+        this.reputation.attachEvidence(a.provider, job.id, evidence.id);
         const v = this.init.store.jobs.assignment(a.id).verification;
         if (v) this.init.store.jobs.setVerification(a.id, { ...v, evidenceId: evidence.id });
       })();

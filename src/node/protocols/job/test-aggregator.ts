@@ -128,6 +128,7 @@ export class FakeAggregator implements AggregatorApi {
         count: s.count,
         state: "queued",
         retries: 0,
+        copiesTarget: job.spec.redundancy ?? 2,
         resultSha256: undefined,
         copies: [],
       })),
