@@ -162,6 +162,7 @@ describe("resolveSettings", () => {
     ["a missing input", { model: "mnist-8", inputs: "missing" }, "FileNotFoundError"],
     ["a deadline too short", { model: "mnist-8", inputs: "in", deadline: "10ms" }, "UsageError"],
     ["a deadline too long", { model: "mnist-8", inputs: "in", deadline: "30d" }, "UsageError"],
+    ["a verification floor above the redundancy", { model: "mnist-8", inputs: "in", minVerification: 3 }, "UsageError"],
   ];
   for (const [what, flags, name] of refusals) {
     test(`refuses ${what}`, async () => {

@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import { basename, dirname, extname, resolve } from "node:path";
 import { z } from "zod";
 import { MAX_PROMPT_TOKENS, MAX_SHARDS } from "../jobs/records.ts";
-import { MAX_IDEMPOTENCY_KEY_LENGTH, MAX_REDUNDANCY, MAX_SPEC_BYTES } from "../jobs/spec.ts";
+import { DEFAULT_REDUNDANCY, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_REDUNDANCY, MAX_SPEC_BYTES } from "../jobs/spec.ts";
 import { type CatalogEntry, requireModel } from "../models/catalog.ts";
 import { errorMessage, FileNotFoundError, InvalidInputError, UsageError } from "../util/errors.ts";
 
@@ -46,6 +46,7 @@ export const JobFileSchema = z
     shardSize: z.int().min(1).optional(),
     shards: z.int().min(1).max(MAX_SHARDS).optional(),
     redundancy: z.int().min(1).max(MAX_REDUNDANCY).optional(),
+    minVerification: z.int().min(1).max(MAX_REDUNDANCY).optional(),
     maxTokens: z.int().min(1).max(MAX_PROMPT_TOKENS).optional(),
     maxPriceMsat: z.int().min(0).max(MAX_PRICE_MSAT).optional(),
     deadline: Duration.optional(),
@@ -71,6 +72,8 @@ export interface SubmitSettings {
   shardSize?: number;
   shardCount?: number;
   redundancy?: number;
+  /** Fewest copies any shard gets however trusted its provider (adaptive replication's floor). */
+  minVerification?: number;
   maxTokens?: number;
   maxPriceMsat: number;
   /** Relative: the job's deadline is this long after submission. */
@@ -151,6 +154,12 @@ export async function resolveSettings(file: JobRequest, flags: JobRequest, cwd: 
   await stat(path).catch((cause: unknown) => {
     throw new FileNotFoundError(`input ${path} does not exist or cannot be read`, { cause });
   });
+  const copies = merged.redundancy ?? DEFAULT_REDUNDANCY;
+  if (merged.minVerification !== undefined && merged.minVerification > copies) {
+    throw new UsageError(`submit: --min-verification ${merged.minVerification} exceeds the redundancy (${copies})`, {
+      hint: "the floor of copies per shard is at most its redundancy",
+    });
+  }
   const deadlineMs = merged.deadline === undefined ? DEFAULT_DEADLINE_MS : parseDuration(merged.deadline);
   if (deadlineMs === undefined || deadlineMs < MIN_DEADLINE_MS || deadlineMs > MAX_DEADLINE_MS) {
     throw new UsageError(`submit: --deadline must be a duration from 1s to 7d, got "${merged.deadline}"`, {
@@ -163,6 +172,7 @@ export async function resolveSettings(file: JobRequest, flags: JobRequest, cwd: 
     ...(merged.shardSize !== undefined ? { shardSize: merged.shardSize } : {}),
     ...(merged.shards !== undefined ? { shardCount: merged.shards } : {}),
     ...(merged.redundancy !== undefined ? { redundancy: merged.redundancy } : {}),
+    ...(merged.minVerification !== undefined ? { minVerification: merged.minVerification } : {}),
     ...(merged.maxTokens !== undefined ? { maxTokens: merged.maxTokens } : {}),
     maxPriceMsat: merged.maxPriceMsat ?? DEFAULT_MAX_PRICE_MSAT,
     deadlineMs,

@@ -28,6 +28,7 @@ export async function defaultIdempotencyKey(settings: SubmitSettings, signal?: A
     shardSize: settings.shardSize ?? null,
     shardCount: settings.shardCount ?? null,
     redundancy: settings.redundancy ?? null,
+    ...(settings.minVerification !== undefined ? { minVerification: settings.minVerification } : {}),
     maxTokens: settings.maxTokens ?? null,
     maxPriceMsat: settings.maxPriceMsat,
   };

@@ -28,6 +28,11 @@ const SUBMIT_OPTIONS = {
   "shard-size": { type: "string", value: "N", description: "Records per shard (default 500)" },
   shards: { type: "string", value: "N", description: "Or a number of shards" },
   redundancy: { type: "string", value: "N", description: "Copies of each shard, on different providers (default 2)" },
+  "min-verification": {
+    type: "string",
+    value: "N",
+    description: "Fewest copies of any shard, however trusted its providers (default 1: canaries only)",
+  },
   "max-tokens": { type: "string", value: "N", description: "Tokens per prompt that does not set its own maxTokens" },
   "max-price": {
     type: "string",
@@ -88,6 +93,7 @@ Examples:
       shardSize: intFlag("submit", "shard-size", values["shard-size"], 1, Number.MAX_SAFE_INTEGER),
       shards: intFlag("submit", "shards", values.shards, 1, 100_000),
       redundancy: intFlag("submit", "redundancy", values.redundancy, 1, MAX_REDUNDANCY),
+      minVerification: intFlag("submit", "min-verification", values["min-verification"], 1, MAX_REDUNDANCY),
       maxTokens: intFlag("submit", "max-tokens", values["max-tokens"], 1, 1_000_000),
       maxPriceMsat: intFlag("submit", "max-price", values["max-price"], 0, MAX_PRICE_MSAT),
       deadline: values.deadline,
@@ -134,6 +140,7 @@ Examples:
       ...(settings.shardSize !== undefined ? { shardSize: settings.shardSize } : {}),
       ...(settings.shardCount !== undefined ? { shardCount: settings.shardCount } : {}),
       redundancy: settings.redundancy ?? DEFAULT_REDUNDANCY,
+      ...(settings.minVerification !== undefined ? { minVerification: settings.minVerification } : {}),
       maxPriceMsat: settings.maxPriceMsat,
       deadlineMs: Date.now() + settings.deadlineMs,
       ...(preferred ? { preferredAggregator: preferred.peerId } : {}),
