@@ -36,6 +36,9 @@ const log = logger("jobs");
 
 export { DEFAULT_MAX_SHARD_RETRIES, type JobStoreInit } from "./job-bookkeeping.ts";
 
+/** Why a copy still in flight is failed when its shard is verified without it. */
+export const SUPERSEDED_REASON = "shard already verified";
+
 /**
  * Jobs, their shards and the leases on them, in SQLite. Every method that changes state runs as
  * one immediate transaction that checks each change against the tables in `states.ts`, so a crash
@@ -311,7 +314,7 @@ export class JobStore extends JobBookkeeping {
           this.moveAssignment(a, "verified", { ended_at: now }, false);
         else if (held) this.moveAssignment(a, "failed", { ended_at: now, reason: "result rejected" }, false);
         else if (a.state === "leased" || a.state === "running") {
-          this.moveAssignment(a, "failed", { ended_at: now, reason: "shard already verified" }, false);
+          this.moveAssignment(a, "failed", { ended_at: now, reason: SUPERSEDED_REASON }, false);
         }
       }
       this.db.query("UPDATE shards SET result_sha256 = ? WHERE id = ?").run(sha256, shardId);

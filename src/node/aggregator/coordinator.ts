@@ -246,6 +246,7 @@ export class Coordinator {
     const { store, network } = this.init;
     const models = [...new Set(unfinished.map((j) => j.spec.model.sha256))];
     for (const sha of models) this.refreshProviders(sha, now);
+    for (const sha of models) this.trust.observe(sha, network.knownProviders(sha));
     const records = dedupe(models.flatMap((sha) => network.knownProviders(sha)));
     const snapshots = unfinished.map((j) => planJob(store, this.init.db.db, j));
     const jobsById = new Map(unfinished.map((j) => [j.id, j]));

@@ -1,4 +1,5 @@
 import type { PrivateKey } from "@libp2p/interface";
+import { SUPERSEDED_REASON } from "../../jobs/job-store.ts";
 import type { Shard, ShardPayload, ShardResult } from "../../jobs/records.ts";
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
 import { shardFromWire } from "../../jobs/shard-codec.ts";
@@ -21,6 +22,8 @@ import { FAULT_PENALTY_MULTIPLIER, ReputationStore } from "../../reputation/stor
 import type { Store } from "../../store/db.ts";
 import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
+import type { CapabilityRecord } from "../protocols/capability/messages.ts";
+import { BENCH_MODEL } from "../serving.ts";
 import { decode } from "../wire.ts";
 import { resultFromBytes } from "./results.ts";
 import type { Outvoted, Settlement } from "./settle.ts";
@@ -39,6 +42,8 @@ const log = logger("aggregator:trust");
 export const CANARY_SEED_RECORDS = 16;
 /** The pool is topped up while it holds fewer than this many answers for a model and shape. */
 export const CANARY_POOL_TARGET = 64;
+/** Uptime is sampled this often per model while its jobs run: is each provider's record fresh? */
+export const UPTIME_PROBE_MS = 10_000;
 /** A shard verified by trusted providers gives the pool this many of its records. */
 export const AGREEMENT_CANARIES = 1;
 
@@ -94,6 +99,30 @@ export class Trust {
   }
 
   private readonly shapes = new Map<string, string>();
+
+  /**
+   * An uptime probe of a model's providers (at most every UPTIME_PROBE_MS): each with a valid
+   * record counts as up, each seen before without one as down; and the speed each announces for
+   * the benchmark model, for the honest-hardware check (delivered against announced, score.ts).
+   */
+  observe(sha256: string, records: readonly CapabilityRecord[]): void {
+    const now = this.now();
+    if (now - (this.probedAt.get(sha256) ?? 0) < UPTIME_PROBE_MS) return;
+    this.probedAt.set(sha256, now);
+    const present = new Set(records.map((r) => r.peerId));
+    const benchmark = findModelBySha(sha256)?.name === BENCH_MODEL;
+    for (const r of records) {
+      if (r.peerId === this.init.self) continue;
+      this.reputation.probed(r.peerId, sha256, true);
+      if (benchmark && r.hardware.tokensPerSecond)
+        this.reputation.announced(r.peerId, sha256, r.hardware.tokensPerSecond);
+    }
+    for (const s of this.reputation.all()) {
+      if (s.modelSha256 === sha256 && !present.has(s.provider)) this.reputation.probed(s.provider, sha256, false);
+    }
+  }
+
+  private readonly probedAt = new Map<string, number>();
 
   /** Providers that may not be given copies now. */
   banned(): Set<string> {
@@ -219,6 +248,20 @@ export class Trust {
       this.reputation.verified(copy.provider, model, this.outcome(copy, job));
     }
     for (const loser of settlement.outvoted) this.outvoted(job, loser, settlement);
+    // Copies still running when the shard was decided, leased before the copies that decided it:
+    // slower than a provider that started later (a speculative twin overtook them). A missed
+    // deadline in effect: it costs completion, never a ban.
+    const lastAccepted = Math.max(...settlement.accepted.map((c) => c.leasedAt));
+    for (const c of jobs.assignments(settlement.shard.id)) {
+      if (
+        c.state === "failed" &&
+        c.reason === SUPERSEDED_REASON &&
+        c.returnedAt === undefined &&
+        c.leasedAt < lastAccepted
+      ) {
+        this.reputation.lost(c.provider, model);
+      }
+    }
     this.learn(job, settlement);
   }
 
