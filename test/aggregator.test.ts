@@ -11,6 +11,7 @@ import {
   MNIST_RECORDS,
   readJsonl,
   type SubmitEvent,
+  verifiedAsPlanned,
   verifiedBy,
   watchedSubmit,
   writePrompts,
@@ -235,7 +236,8 @@ test("a provider killed (SIGKILL) mid-job: the job completes right; the report s
   expect(await checkMnistOutput(output)).toBe(MNIST_CORRECT);
   const report = r.events.at(-1)?.report as JobReport;
   expect(report.job.state).toBe("verified");
-  expect(verifiedBy(report, 2)).toBe(true);
+  // The providers have a verified streak by now: some shards may have had one copy (plus canaries).
+  expect(verifiedAsPlanned(report, 2)).toBe(true);
   expect(copiesOf(report, victim.status.peerId, "reassigned").length).toBeGreaterThan(0);
   expect(report.retries).toBeGreaterThan(0);
 }, 120_000);

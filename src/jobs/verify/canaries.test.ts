@@ -1,8 +1,10 @@
 import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { tempDir } from "../../../test/helpers/paths.ts";
+import { encode } from "../../node/wire.ts";
 import { Store } from "../../store/db.ts";
 import type { Shard, ShardPayload, ShardResult } from "../records.ts";
+import { shardToWire } from "../shard-codec.ts";
 import { CanaryPool, canaryCount, checkCanaries, MAX_POOL_PER_MODEL, mixCanaries, recordShape } from "./canaries.ts";
 import { payloadCount, pickPayload, pickResult } from "./records.ts";
 
@@ -46,8 +48,10 @@ test("canaries mixed into a shard come out of an honest result right, leaving th
   expect(sent.count).toBe(55);
   expect(sent.index).toBe(shard.index);
   expect(mix.positions).toHaveLength(5);
-  // Every record on the wire has the same size and type: nothing marks a canary.
+  // Every record on the wire has the same size and type: nothing marks a canary. The shard as sent
+  // encodes to exactly as many bytes as a shard of 55 real records.
   expect((sent.payload as Extract<ShardPayload, { kind: "tensor" }>).tensor.dims).toEqual([55, 4]);
+  expect(encode(shardToWire(sent)).byteLength).toBe(encode(shardToWire(tensorShard(55))).byteLength);
   const check = checkCanaries(honest(sent), mix);
   expect(check.right).toBe(5);
   expect(check.wrong).toEqual([]);

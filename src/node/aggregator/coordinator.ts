@@ -9,14 +9,17 @@ import { errorMessage, InvalidInputError, TimeoutError } from "../../util/errors
 import { logger } from "../../util/logger.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { MAX_DEADLINE_MS } from "../protocols/infer/messages.ts";
-import { RemoteShardError, type ShardEvent } from "../protocols/shard/index.ts";
+import { RemoteShardError } from "../protocols/shard/index.ts";
 import { decode } from "../wire.ts";
 import { Backoff } from "./backoff.ts";
-import type { AggregatorNetwork, BatchEvent } from "./network.ts";
+import { BATCH_SHARD_MS, batches, MAX_BATCH_SHARDS, single } from "./batches.ts";
+import type { CanarySupply } from "./canary-supply.ts";
+import { Intake } from "./intake.ts";
+import type { AggregatorNetwork } from "./network.ts";
 import { clientRefusal, planJob } from "./plan-job.ts";
-import { resultBytes } from "./results.ts";
 import { ReturnedCopies } from "./returned-copies.ts";
 import type { AggregatorStore } from "./store.ts";
+import { TextReview } from "./text-review.ts";
 import { Trust } from "./trust.ts";
 
 /**
@@ -29,14 +32,10 @@ import { Trust } from "./trust.ts";
  */
 const log = logger("aggregator");
 
-/** Shards expected to take less than this go to their provider in batches (one stream for several). */
-export const BATCH_SHARD_MS = 100;
-/** A batch holds at most this many shards... */
-export const MAX_BATCH_SHARDS = 16;
+export { BATCH_SHARD_MS, BATCH_TARGET_MS, MAX_BATCH_SHARDS } from "./batches.ts";
+
 /** Tiny copies one provider holds at once: four batches' worth, well within its stream queue. */
 export const MAX_BATCHED_IN_FLIGHT_PER_PROVIDER = 4 * MAX_BATCH_SHARDS;
-/** ...and about this much expected work. */
-export const BATCH_TARGET_MS = 250;
 /** The planner runs at least this often (lease expiry, silent providers, new providers). */
 export const TICK_MS = 250;
 /**
@@ -102,6 +101,7 @@ export class Coordinator {
   private readonly running = new Set<Promise<void>>();
   private readonly returned: ReturnedCopies;
   readonly trust: Trust;
+  private readonly intake: Intake;
   /** Aborted on stop: work the coordinator started on its own (canaries computed here). */
   private readonly lifetime = new AbortController();
   private readonly backoff = new Backoff();
@@ -125,6 +125,18 @@ export class Coordinator {
       ...(init.network.reference ? { reference: init.network.reference } : {}),
     });
     this.returned = new ReturnedCopies(init.store, init.db.db, this.trust, init.onVerified);
+    this.intake = new Intake({
+      trust: this.trust,
+      returned: this.returned,
+      review: new TextReview(init.store, init.network.rescore),
+      rescores: init.network.rescore !== undefined,
+      signal: this.lifetime.signal,
+      // Proof of a fault: the provider is banned; back off and give up its other calls at once.
+      onConvicted: (provider) => {
+        this.backoff.failed(provider, this.now(), "severe");
+        this.abandon(provider, `${provider} was banned`);
+      },
+    });
   }
 
   /**
@@ -212,8 +224,8 @@ export class Coordinator {
     }
     // A job's first copies wait until its canaries are ready (computed here when the pool is short).
     const ready = unfinished.filter((j) => {
-      if (this.trust.ready(j.id)) return true;
-      void this.trust.prepareJob(j, this.lifetime.signal).then(() => this.kick());
+      if (this.trust.supply.ready(j.id)) return true;
+      void this.trust.supply.prepareJob(j, this.lifetime.signal).then(() => this.kick());
       return false;
     });
     if (ready.length > 0) this.plan(ready, now, touched);
@@ -341,10 +353,10 @@ export class Coordinator {
     const pending = new Map<number, AssignmentRecord>();
     const started = new Set<string>();
     const stored: Promise<void>[] = [];
-    const sent = new Map<number, ReturnType<Trust["mix"]>>();
+    const sent = new Map<number, ReturnType<CanarySupply["mix"]>>();
     try {
       // Each copy goes out with canaries mixed in; what comes back is checked and stripped of them.
-      const mixed = group.map((a) => this.trust.mix(job, shardFromWire(decode(store.shardInput(a.shardId)))));
+      const mixed = group.map((a) => this.trust.supply.mix(job, shardFromWire(decode(store.shardInput(a.shardId)))));
       const shards: Shard[] = mixed.map((m) => m.shard);
       for (const [i, shard] of shards.entries()) {
         pending.set(shard.index, group[i] as AssignmentRecord);
@@ -372,29 +384,15 @@ export class Coordinator {
           continue;
         }
         pending.delete(event.shard);
-        const out = sent.get(event.shard) as ReturnType<Trust["mix"]>;
-        const inspection = this.trust.inspect(event.result, out.shard, out.mix, this.trust.tolerance(job));
-        if (!inspection.ok) {
-          // Proof of a fault (a wrong canary, a wrong record count): banned, its other calls given up.
-          this.trust.convict(a, job, inspection.fault, event.shard);
-          this.backoff.failed(provider, this.now(), "severe");
-          this.abandon(provider, `${provider} was banned`);
-          continue;
-        }
-        // Stored with whatever else returns meanwhile; the stream goes on to the next shard.
+        // Checked and stored with whatever else returns meanwhile; the stream goes on to the next shard.
+        const taken = this.intake.take(a, job, event, sent.get(event.shard) as ReturnType<CanarySupply["mix"]>);
         stored.push(
-          this.returned
-            .add({
-              assignment: a,
-              job,
-              bytes: resultBytes(inspection.result),
-              usage: event.usage,
-              canaries: inspection.canaries,
-            })
-            .then(
-              () => this.backoff.succeeded(provider),
-              (err: unknown) => this.lost(a, err),
-            ),
+          taken.then(
+            (outcome) => {
+              if (outcome === "stored") this.backoff.succeeded(provider);
+            },
+            (err: unknown) => this.lost(a, err),
+          ),
         );
       }
       if (pending.size > 0) {
@@ -458,36 +456,4 @@ export class Coordinator {
 
 function dedupe(records: CapabilityRecord[]): CapabilityRecord[] {
   return [...new Map(records.map((r) => [r.peerId, r])).values()];
-}
-
-/**
- * Copies leased in one tick, grouped for dispatch: a shard expected to take `BATCH_SHARD_MS` or more
- * goes alone; tiny ones for the same provider and job share a stream, up to `MAX_BATCH_SHARDS` and
- * about `BATCH_TARGET_MS` of work, so the per-stream cost is paid once for many.
- */
-function batches(leased: readonly { a: AssignmentRecord; expectedMs: number }[]): AssignmentRecord[][] {
-  const out: AssignmentRecord[][] = [];
-  const open = new Map<string, { group: AssignmentRecord[]; ms: number }>();
-  for (const { a, expectedMs } of leased) {
-    if (expectedMs >= BATCH_SHARD_MS) {
-      out.push([a]);
-      continue;
-    }
-    const key = `${a.jobId} ${a.provider}`;
-    const batch = open.get(key) ?? { group: [], ms: 0 };
-    batch.group.push(a);
-    batch.ms += expectedMs;
-    open.set(key, batch);
-    if (batch.group.length >= MAX_BATCH_SHARDS || batch.ms >= BATCH_TARGET_MS) {
-      out.push(batch.group);
-      open.delete(key);
-    }
-  }
-  for (const { group } of open.values()) out.push(group);
-  return out;
-}
-
-/** A single-shard call's events, named by the shard's index as a batch's are. */
-async function* single(events: AsyncIterable<ShardEvent>, shard: Shard): AsyncGenerator<BatchEvent> {
-  for await (const event of events) yield { ...event, shard: shard.index };
 }

@@ -5,6 +5,7 @@ import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import type { ModelRef } from "../protocols/infer/index.ts";
 import type { RunShardOptions, ShardBatchEvent, ShardEvent } from "../protocols/shard/index.ts";
 import { References } from "./reference.ts";
+import type { Rescorer } from "./text-review.ts";
 
 /** Lookups of a model's providers are cut off after this long (what is found by then is used). */
 export const PROVIDER_LOOKUP_TIMEOUT_MS = 5_000;
@@ -22,6 +23,8 @@ export interface AggregatorNetwork {
    * or can get the model; undefined when it cannot.
    */
   reference?(model: ModelRef, shard: Shard, signal: AbortSignal): Promise<ShardResult | undefined>;
+  /** Re-scores texts on this node's own llama engine (text-review.ts); undefined when it cannot. */
+  rescore?: Rescorer;
   /** Releases what the network view holds (the reference engines). */
   close?(): Promise<void>;
   /** Several shards on one stream (tiny shards), events named by shard index. */
@@ -52,6 +55,7 @@ export function nodeNetwork(node: InfernetNode): AggregatorNetwork {
   return {
     self: node.peerId,
     reference: (model, shard, signal) => references.run(model, shard, signal),
+    rescore: (model, items, signal) => references.rescore(model, items, signal),
     close: () => references[Symbol.asyncDispose](),
     findProviders: (sha256, signal) =>
       node.capability.findProviders(sha256, {

@@ -1,8 +1,10 @@
 import type { Config } from "../../config/index.ts";
-import type { Shard, ShardResult } from "../../jobs/records.ts";
+import type { PromptRecord, Shard, ShardResult } from "../../jobs/records.ts";
+import { judgeCompletion, type TextJudgement } from "../../jobs/verify/text.ts";
 import { findModelBySha, modelFile } from "../../models/catalog.ts";
 import { type ResolvedModel, resolveLocalModel } from "../../models/local.ts";
 import type { Engine, RuntimeName } from "../../runtime/engine.ts";
+import type { LlamaEngine } from "../../runtime/llama/engine.ts";
 import type { Store } from "../../store/db.ts";
 import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
@@ -38,20 +40,45 @@ export class References implements AsyncDisposable {
 
   /** The shard's result computed here, or undefined when this node cannot run the model. */
   async run(model: ModelRef, shard: Shard, signal: AbortSignal): Promise<ShardResult | undefined> {
-    const own = this.init.served(model.sha256);
-    const local =
-      own ?? (await this.fetched(model.sha256, signal).then((m) => (m ? { model: m, engines: undefined } : undefined)));
+    const local = await this.local(model, signal);
     if (!local) return undefined;
-    const engines = local.engines ?? (await this.ownEngines(signal));
-    for await (const event of runLocalShard(this.init.self, local.model, engines, shard, { signal })) {
+    for await (const event of runLocalShard(this.init.self, local.model, local.engines, shard, { signal })) {
       if (event.type === "done") return event.result;
     }
     return undefined;
   }
 
+  /** Texts re-scored on this node's llama engine and judged (jobs/verify/text.ts); undefined when it cannot. */
+  async rescore(
+    model: ModelRef,
+    items: { record: PromptRecord; output: string }[],
+    signal: AbortSignal,
+  ): Promise<TextJudgement[] | undefined> {
+    const local = await this.local(model, signal);
+    const llama = local?.engines.llama;
+    if (!local || !llama || !("score" in llama)) return undefined;
+    const out: TextJudgement[] = [];
+    for (const { record, output } of items) {
+      const score = await (llama as LlamaEngine).score(local.model, { ...record, output }, signal);
+      out.push(judgeCompletion(score, record));
+    }
+    return out;
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     const engines = await this.engines?.catch(() => undefined);
     for (const e of Object.values(engines ?? {})) await e.dispose();
+  }
+
+  /** The model and engines to run it with: the node's own when it serves it, else fetched here. */
+  private async local(
+    model: ModelRef,
+    signal: AbortSignal,
+  ): Promise<{ model: ResolvedModel; engines: Partial<Record<RuntimeName, Engine>> } | undefined> {
+    const own = this.init.served(model.sha256);
+    if (own) return own;
+    const fetched = await this.fetched(model.sha256, signal);
+    return fetched ? { model: fetched, engines: await this.ownEngines(signal) } : undefined;
   }
 
   private ownEngines(signal: AbortSignal): Promise<Record<RuntimeName, Engine>> {

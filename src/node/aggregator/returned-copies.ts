@@ -18,6 +18,8 @@ export interface ReturnedCopy {
   usage: CopyUsage;
   /** The canaries it carried and how many came back right. */
   canaries?: Verification["canaries"];
+  /** A check it already passed (re-scoring), kept through settlement. */
+  verification?: Verification;
 }
 
 export class ReturnedCopies {
@@ -53,6 +55,7 @@ export class ReturnedCopies {
               // A savepoint each: one refused copy (its lease lost meanwhile) leaves the others stored.
               this.db.transaction(() => {
                 store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
+                if (copy.verification) store.jobs.setVerification(copy.assignment.id, copy.verification);
                 if (copy.canaries) this.canaries.set(copy.assignment.id, copy.canaries);
                 const settled = settleShard(store.jobs, copy.assignment.shardId, this.trust.tolerance(copy.job));
                 this.trust.settled(copy.job, settled, this.canaries);

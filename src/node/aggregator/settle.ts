@@ -3,6 +3,7 @@ import type { ShardResult } from "../../jobs/records.ts";
 import type { AssignmentRecord, ShardRecord } from "../../jobs/rows.ts";
 import { compareResults, DEFAULT_TOLERANCE, type Tolerance } from "../../jobs/verify/compare.ts";
 import { resultFromBytes } from "./results.ts";
+import { rescoredOk } from "./text-review.ts";
 
 /**
  * Deciding a shard from its copies' results. Copies are grouped by answer: the same digest (see
@@ -112,6 +113,8 @@ function groupAnswers(jobs: JobStore, held: AssignmentRecord[], tolerance: Toler
     if (!answer && answers.length > 0) {
       const result = decode(c);
       answer = answers.find((a) => {
+        // Texts that differ but both passed re-scoring are both honest: one answer (text-review.ts).
+        if (rescoredOk(c) && a.copies.some(rescoredOk)) return true;
         const theirs = decode(a.copies[0] as AssignmentRecord);
         return result !== undefined && theirs !== undefined && compareResults(result, theirs, tolerance).same;
       });

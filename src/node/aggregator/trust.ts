@@ -1,23 +1,15 @@
 import type { PrivateKey } from "@libp2p/interface";
 import { SUPERSEDED_REASON } from "../../jobs/job-store.ts";
-import type { Shard, ShardPayload, ShardResult } from "../../jobs/records.ts";
+import type { Shard, ShardResult } from "../../jobs/records.ts";
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
 import { shardFromWire } from "../../jobs/shard-codec.ts";
-import {
-  type CanaryCheck,
-  CanaryPool,
-  canaryCount,
-  checkCanaries,
-  type Mix,
-  mixCanaries,
-  recordShape,
-} from "../../jobs/verify/canaries.ts";
+import { type CanaryCheck, CanaryPool, checkCanaries, type Mix } from "../../jobs/verify/canaries.ts";
 import { DEFAULT_TOLERANCE, type Tolerance } from "../../jobs/verify/compare.ts";
-import { payloadCount, pickPayload, pickResult, resultCount } from "../../jobs/verify/records.ts";
+import { pickPayload, pickResult, resultCount } from "../../jobs/verify/records.ts";
 import type { Verification } from "../../jobs/verify/verdict.ts";
 import { findModelBySha } from "../../models/catalog.ts";
 import { type Fault, signEvidence } from "../../reputation/evidence.ts";
-import { replicationProbability, TRUST_STREAK } from "../../reputation/score.ts";
+import { replicationProbability } from "../../reputation/score.ts";
 import { FAULT_PENALTY_MULTIPLIER, ReputationStore } from "../../reputation/store.ts";
 import type { Store } from "../../store/db.ts";
 import { errorMessage } from "../../util/errors.ts";
@@ -25,9 +17,11 @@ import { logger } from "../../util/logger.ts";
 import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { BENCH_MODEL } from "../serving.ts";
 import { decode } from "../wire.ts";
+import { CanarySupply } from "./canary-supply.ts";
 import { resultFromBytes } from "./results.ts";
 import type { Outvoted, Settlement } from "./settle.ts";
 import type { AggregatorStore } from "./store.ts";
+import { rescoredOk } from "./text-review.ts";
 
 /**
  * The aggregator's side of "nobody has to be trusted": what each copy carries (canaries), how many
@@ -38,15 +32,10 @@ import type { AggregatorStore } from "./store.ts";
  */
 const log = logger("aggregator:trust");
 
-/** Records of a new job computed here as canaries, when the pool for its model and shape is short. */
-export const CANARY_SEED_RECORDS = 16;
-/** The pool is topped up while it holds fewer than this many answers for a model and shape. */
-export const CANARY_POOL_TARGET = 64;
+/** Longest wait for this node's own answer to a record a provider got wrong (the evidence's reference). */
+export const REFERENCE_TIMEOUT_MS = 60_000;
 /** Uptime is sampled this often per model while its jobs run: is each provider's record fresh? */
 export const UPTIME_PROBE_MS = 10_000;
-/** A shard verified by trusted providers gives the pool this many of its records. */
-export const AGREEMENT_CANARIES = 1;
-
 export interface TrustInit {
   store: AggregatorStore;
   db: Store;
@@ -65,7 +54,13 @@ export interface TrustInit {
 
 /** A copy's result after its canaries came out, or why it is refused. */
 export type Inspection =
-  | { ok: true; result: ShardResult; canaries: { total: number; right: number } }
+  | {
+      ok: true;
+      result: ShardResult;
+      canaries: { total: number; right: number };
+      /** Text canaries whose text differs from the known one: for re-scoring (text-review.ts). */
+      unsure: CanaryCheck["unsure"];
+    }
   | { ok: false; fault: Fault };
 
 export class Trust {
@@ -73,32 +68,26 @@ export class Trust {
   readonly canaries: CanaryPool;
   private readonly random: () => number;
   private readonly now: () => number;
-  private readonly seeding = new Map<string, Promise<void>>();
+  readonly supply: CanarySupply;
 
   constructor(private readonly init: TrustInit) {
     this.now = init.now ?? Date.now;
     this.random = init.random ?? Math.random;
     this.reputation = new ReputationStore(init.db, this.now);
     this.canaries = new CanaryPool(init.db, this.now);
+    this.supply = new CanarySupply({
+      store: init.store,
+      canaries: this.canaries,
+      reputation: this.reputation,
+      reference: init.reference,
+      random: this.random,
+    });
   }
 
   /** How closely copies of this job's model must agree: its catalog entry's `verify`, else the defaults. */
   tolerance(job: JobRecord): Tolerance {
     return findModelBySha(job.spec.model.sha256)?.verify ?? DEFAULT_TOLERANCE;
   }
-
-  /** The record shape of a job's shards (what its canaries must look like), read once. */
-  shapeOf(job: JobRecord): string {
-    let shape = this.shapes.get(job.id);
-    if (shape === undefined) {
-      const first = this.init.store.jobs.shards(job.id)[0];
-      shape = first ? recordShape(shardFromWire(decode(this.init.store.shardInput(first.id))).payload) : "";
-      this.shapes.set(job.id, shape);
-    }
-    return shape;
-  }
-
-  private readonly shapes = new Map<string, string>();
 
   /**
    * An uptime probe of a model's providers (at most every UPTIME_PROBE_MS): each with a valid
@@ -138,70 +127,9 @@ export class Trust {
     const ceiling = job.spec.redundancy;
     const floor = Math.min(ceiling, job.spec.minVerification ?? 1);
     if (floor >= ceiling) return ceiling;
-    if (this.canaries.size(job.spec.model.sha256, this.shapeOf(job)) === 0) return ceiling;
+    if (this.canaries.size(job.spec.model.sha256, this.supply.shapeOf(job)) === 0) return ceiling;
     const { streak } = this.reputation.stats(provider, job.spec.model.sha256);
     return this.random() < replicationProbability(streak) ? ceiling : floor;
-  }
-
-  /**
-   * Before a job's first leases: when the canary pool for its model and record shape is short and
-   * this node has the model, a few of the job's own records are computed here as known answers.
-   * Resolves when done (or at once); a failure only means fewer canaries.
-   */
-  prepareJob(job: JobRecord, signal: AbortSignal): Promise<void> {
-    const known = this.seeding.get(job.id);
-    if (known) return known;
-    const run = this.seed(job, signal).catch((err: unknown) =>
-      log.info("no canaries computed here", { job: job.id, err: errorMessage(err) }),
-    );
-    this.seeding.set(job.id, run);
-    return run;
-  }
-
-  /** Whether `prepareJob` has finished for this job (the planner leases none of its copies before). */
-  ready(jobId: string): boolean {
-    return this.seeded.has(jobId);
-  }
-
-  private readonly seeded = new Set<string>();
-
-  private async seed(job: JobRecord, signal: AbortSignal): Promise<void> {
-    try {
-      const reference = this.init.reference;
-      if (!reference) return;
-      const { store } = this.init;
-      const shards = store.jobs.shards(job.id);
-      const first = shards[0];
-      if (!first) return;
-      const sample = shardFromWire(decode(store.shardInput(first.id)));
-      const shape = recordShape(sample.payload);
-      if (this.canaries.size(job.spec.model.sha256, shape) >= CANARY_POOL_TARGET) return;
-      // A few records from shards across the job (greedy prompts only: sampled text has no one answer).
-      const picks: ShardPayload[] = [];
-      for (let i = 0; i < CANARY_SEED_RECORDS; i++) {
-        const s = shards[Math.floor(this.random() * shards.length)] as (typeof shards)[number];
-        const payload = shardFromWire(decode(store.shardInput(s.id))).payload;
-        const at = Math.floor(this.random() * payloadCount(payload));
-        const one = pickPayload(payload, [at]);
-        if (one.kind === "prompts" && (one.prompts[0]?.temperature ?? 0) > 0) continue;
-        if (recordShape(one) === shape) picks.push(one);
-      }
-      for (const record of picks) {
-        if (signal.aborted) return;
-        const result = await reference(job.spec.model, { index: 0, start: 0, count: 1, payload: record }, signal);
-        if (result && resultCount(result) === 1) this.canaries.add(job.spec.model.sha256, record, result, "self");
-      }
-      log.info("canaries computed here", { job: job.id, records: picks.length });
-    } finally {
-      this.seeded.add(job.id);
-    }
-  }
-
-  /** The shard as this copy is sent: with canaries from the pool mixed in. */
-  mix(job: JobRecord, shard: Shard): { shard: Shard; mix: Mix } {
-    const shape = recordShape(shard.payload);
-    const drawn = this.canaries.draw(job.spec.model.sha256, shape, canaryCount(shard.count));
-    return mixCanaries(shard, drawn, this.random);
   }
 
   /** A returned copy: right record count, canaries right; the result without them. */
@@ -213,20 +141,25 @@ export class Trust {
       };
     }
     const check: CanaryCheck = checkCanaries(result, mix, tolerance);
-    const wrong = check.wrong[0] ?? check.unsure[0];
+    const wrong = check.wrong[0];
     if (wrong) {
       return {
         ok: false,
         fault: {
           kind: "canary",
-          detail: `canary at record ${wrong.position} of ${sent.count} answered wrong (${check.wrong.length + check.unsure.length} of ${mix.canaries.length})`,
+          detail: `canary at record ${wrong.position} of ${sent.count} answered wrong (${check.wrong.length} of ${mix.canaries.length})`,
           record: wrong.canary.record,
           got: wrong.got,
           expected: wrong.canary.answer,
         },
       };
     }
-    return { ok: true, result: check.result, canaries: { total: mix.canaries.length, right: check.right } };
+    return {
+      ok: true,
+      result: check.result,
+      canaries: { total: mix.canaries.length, right: check.right },
+      unsure: check.unsure,
+    };
   }
 
   /** The copy's verdict and reputation after its shard settled (in the settling transaction). */
@@ -237,12 +170,13 @@ export class Trust {
     const single = settlement.voters === 1 && settlement.accepted.length === 1;
     for (const copy of settlement.accepted) {
       const c = canaries.get(copy.id);
+      const rescored = rescoredOk(copy);
       jobs.setVerification(copy.id, {
-        method: single ? (c?.total ? "spot-check" : "agreement") : "agreement",
+        method: rescored ? "re-score" : single ? (c?.total ? "spot-check" : "agreement") : "agreement",
         verdict: "accepted",
         detail: single
           ? `single copy${c?.total ? `, ${c.right} of ${c.total} canaries right` : ""}`
-          : `${settlement.voters} providers agree${c?.total ? `; ${c.right} of ${c.total} canaries right` : ""}`,
+          : `${settlement.voters} providers agree${rescored ? " (texts re-scored)" : ""}${c?.total ? `; ${c.right} of ${c.total} canaries right` : ""}`,
         ...(c ? { canaries: c } : {}),
       });
       this.reputation.verified(copy.provider, model, this.outcome(copy, job));
@@ -262,7 +196,12 @@ export class Trust {
         this.reputation.lost(c.provider, model);
       }
     }
-    this.learn(job, settlement);
+    this.supply.learn(job, settlement);
+  }
+
+  /** Records a check a copy passed before it was stored (re-scoring). */
+  setVerification(a: AssignmentRecord, verification: Verification): void {
+    this.init.store.jobs.setVerification(a.id, verification);
   }
 
   /** A copy that did not come back: the provider loses completion, not trust. */
@@ -320,9 +259,18 @@ export class Trust {
   }
 
   private async attachEvidence(a: AssignmentRecord, job: JobRecord, fault: Fault, shardIndex: number): Promise<void> {
-    const { record, got, expected } = fault;
-    if (!this.init.privateKey || !record || !got || !expected) return;
+    const { record, got } = fault;
+    if (!this.init.privateKey || !record || !got) return;
     try {
+      // No reference answer yet (a re-scored text nobody else returned): computed here, when possible.
+      const expected =
+        fault.expected ??
+        (await this.init.reference?.(
+          job.spec.model,
+          { index: 0, start: 0, count: 1, payload: record },
+          AbortSignal.timeout(REFERENCE_TIMEOUT_MS),
+        ));
+      if (!expected) return;
       const evidence = await signEvidence(
         this.init.privateKey,
         this.init.self,
@@ -344,6 +292,16 @@ export class Trust {
   /** A copy on the losing side of a settled vote: proof by majority, with the first differing record. */
   private outvoted(job: JobRecord, loser: Outvoted, settlement: Settlement & { outcome: "verified" }): void {
     const { store } = this.init;
+    if (store.meta(job.id).kind === "prompts") {
+      // Text that differs is no proof (honest machines can diverge at a near tie); only re-scoring
+      // convicts text (text-review.ts). The copy loses the vote and nothing else.
+      store.jobs.setVerification(loser.copy.id, {
+        method: "majority",
+        verdict: "rejected",
+        detail: `${loser.reason}: ${settlement.voters} providers agree on another text (not held against it)`,
+      });
+      return;
+    }
     const at = loser.records === "all" ? 0 : (loser.records[0] ?? 0);
     let fault: Fault = {
       kind: "majority",
@@ -368,25 +326,6 @@ export class Trust {
       log.debug("no record-level evidence", { err: errorMessage(err) });
     }
     this.convict(loser.copy, job, fault, settlement.shard.index);
-  }
-
-  /** Shards that trusted providers agree on feed the canary pool (no engine here needed). */
-  private learn(job: JobRecord, settlement: Settlement & { outcome: "verified" }): void {
-    if (settlement.voters < 2) return;
-    const model = job.spec.model.sha256;
-    const trusted = settlement.accepted.every((c) => this.reputation.stats(c.provider, model).streak >= TRUST_STREAK);
-    if (!trusted) return;
-    const { store } = this.init;
-    const stored = store.jobs.result(settlement.accepted[0]?.id as string);
-    if (!stored || !("bytes" in stored)) return;
-    const input = shardFromWire(decode(store.shardInput(settlement.shard.id))).payload;
-    const result = resultOf(stored.bytes);
-    for (let i = 0; i < AGREEMENT_CANARIES; i++) {
-      const at = Math.floor(this.random() * payloadCount(input));
-      const record = pickPayload(input, [at]);
-      if (record.kind === "prompts" && (record.prompts[0]?.temperature ?? 0) > 0) continue;
-      this.canaries.add(model, record, pickResult(result, [at]), "agreement");
-    }
   }
 
   private outcome(a: AssignmentRecord, job: JobRecord): { latencyMs: number; units: number } {

@@ -17,6 +17,7 @@ import type {
 import { type CalibrationStore, calibrateThreads } from "./calibrate.ts";
 import { backendOf, llamaInstance } from "./native.ts";
 import { type Lease, ModelPool } from "./pool.ts";
+import { type CompletionScore, type ScoreRequest, scoreCompletion } from "./score.ts";
 import { ChunkQueue } from "./stream.ts";
 
 const log = logger("runtime:llama");
@@ -59,6 +60,11 @@ export interface LlamaEngine extends Engine {
   threadsFor(model: LocalModel, signal?: AbortSignal): Promise<number>;
   /** Paths of loaded models, least recently used first. */
   loadedModels(): string[];
+  /**
+   * Re-scores a completion another runtime returned: prompt + output through the model in one pass,
+   * on the same context as generation and queued behind it. Judge it with `jobs/verify/text.ts`.
+   */
+  score(model: LocalModel, request: ScoreRequest, signal?: AbortSignal): Promise<CompletionScore>;
 }
 
 export function createLlamaEngine(options: LlamaEngineOptions = {}): LlamaEngine {
@@ -173,6 +179,22 @@ export function createLlamaEngine(options: LlamaEngineOptions = {}): LlamaEngine
     },
 
     loadedModels: () => pool.loadedKeys(),
+
+    async score(model: LocalModel, request: ScoreRequest, signal?: AbortSignal): Promise<CompletionScore> {
+      validate({ kind: "generate", ...request });
+      if (request.output.length > MAX_PROMPT_CHARS) {
+        throw new InvalidInputError(
+          `the output is ${request.output.length} characters; the limit is ${MAX_PROMPT_CHARS}`,
+        );
+      }
+      try {
+        using lease = await acquire(model, signal);
+        return await scoreCompletion(lease.value, model, request, { defaultMaxTokens, ...(signal ? { signal } : {}) });
+      } catch (err) {
+        if (signal?.aborted) throw abortReason(signal);
+        throw err;
+      }
+    },
 
     dispose: () => pool.clear(),
     [Symbol.asyncDispose]: () => pool.clear(),
