@@ -6,7 +6,7 @@ import {
   type PriceTooLowError,
   windowFor,
 } from "./feasibility.ts";
-import { checkSchedulable, type Plan, planAssignments } from "./scheduler.ts";
+import { checkSchedulable, MIN_SCHEDULING_SCORE, type Plan, planAssignments, schedulingWeight } from "./scheduler.ts";
 
 function errorOf(fn: () => unknown): Error | undefined {
   try {
@@ -87,6 +87,39 @@ describe("planAssignments", () => {
     // 100 units at 50/s is 2 s: five fit its 10 s window, and the fast one is always sooner.
     expect(counts.slow).toBeLessThanOrEqual(5);
     expect(counts.slow ?? 0).toBeLessThan(counts.fast ?? 0);
+  });
+
+  test("a low-score provider gets fewer copies than an equal high-score one, in proportion", () => {
+    const providers = [provider("good"), provider("poor")];
+    // 10 shards of 100 units at 100 units/s: 1 s each, ten fit each provider's window.
+    const state = { jobs: [job(10, { count: 100 })] };
+    expect(byProvider(planAssignments(state, providers, T0))).toEqual({ good: 5, poor: 5 });
+    const scores: Record<string, number> = { good: 1, poor: 0.25 };
+    const asked: string[] = [];
+    const score = (p: string, sha: string) => {
+      asked.push(`${p}:${sha.slice(0, 4)}`);
+      return scores[p] ?? 1;
+    };
+    const plan = planAssignments(state, providers, T0, { score });
+    // "poor" competes as four times slower: its k-th copy is due at 4k s against "good"'s k s.
+    expect(byProvider(plan)).toEqual({ good: 8, poor: 2 });
+    expect(asked.sort()).toEqual(["good:cdcd", "poor:cdcd"]);
+    // Its leases follow its speed, not its record: 1 and 2 s of queue, with slack.
+    expect(plan.leases.filter((l) => l.provider === "poor").map((l) => [l.expectedMs, l.leaseMs])).toEqual([
+      [1000, 5_000],
+      [1000, 6_000],
+    ]);
+    expect(planAssignments(state, providers, T0, { score })).toEqual(plan);
+  });
+
+  test("the score is floored: a provider scoring 0 still gets work when nobody else has room", () => {
+    expect(schedulingWeight(undefined)).toBe(1);
+    expect(schedulingWeight(0)).toBe(MIN_SCHEDULING_SCORE);
+    expect(schedulingWeight(Number.NaN)).toBe(MIN_SCHEDULING_SCORE);
+    expect(schedulingWeight(7)).toBe(1);
+    expect(schedulingWeight(0.5)).toBe(0.5);
+    const alone = planAssignments({ jobs: [job(3)] }, [provider("zero")], T0, { score: () => 0 });
+    expect(byProvider(alone)).toEqual({ zero: 3 });
   });
 
   test("providers above the job's price, excluded, expired or serving another model get nothing", () => {

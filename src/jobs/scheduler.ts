@@ -37,6 +37,7 @@ import {
  * Providers are the verified capability records (`rankProviders` filters them); copies go to the
  * provider expected to finish them first within its in-flight window (`windowFor`), speeds are
  * measured from returned copies (`measuredSpeeds`) before they are taken from the announcement.
+ * With `score`, that expected finish is divided by the provider's reputation (`schedulingWeight`).
  */
 
 /**
@@ -54,6 +55,12 @@ export const MAX_SPECULATIVE_COPIES = 1;
 export const LEASE_SLACK = 3;
 /** Shortest lease handed out (covers connection set-up and a slow first token). */
 export const MIN_LEASE_MS = 5_000;
+/**
+ * Lowest score the planner divides by: a provider at or below it competes as if it were ten times
+ * slower. Without a floor a score near 0 would make its copies infinitely late (and ties undecidable)
+ * when it may be the only provider with room; banned providers are left out through `exclude`.
+ */
+export const MIN_SCHEDULING_SCORE = 0.1;
 
 export interface PlanShard {
   id: number;
@@ -103,6 +110,14 @@ export interface PlanOptions {
   batch?: { belowMs: number; maxInFlight: number };
   /** Disable speculative duplicates. */
   speculate?: boolean;
+  /**
+   * The provider's reputation for the job's model in [0, 1] (default 1 for everyone), e.g.
+   * `ReputationStore.score`. A copy goes to the provider with the earliest expected finish divided by
+   * `schedulingWeight(score)`, so a provider that loses copies, is caught wrong or is slower than it
+   * announced gets fewer copies, in proportion to its score; its leases and expected times are not
+   * stretched (they follow its speed, not its record). Called once per provider and job.
+   */
+  score?: (provider: string, modelSha256: string) => number;
 }
 
 /** One copy to lease now. */
@@ -233,10 +248,20 @@ interface Context {
   plan: Plan;
 }
 
+/** What a provider's expected finish is divided by: its score, within [MIN_SCHEDULING_SCORE, 1]. */
+export function schedulingWeight(score: number | undefined): number {
+  if (score === undefined) return 1;
+  if (Number.isNaN(score)) return MIN_SCHEDULING_SCORE;
+  return Math.min(1, Math.max(MIN_SCHEDULING_SCORE, score));
+}
+
 function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context): void {
   const { load, speeds, options, plan } = ctx;
   const typical = job.shards.find((s) => !s.done) ?? job.shards[0];
   if (!typical) return;
+  const weights = new Map(
+    ranked.map((p) => [p.peerId, schedulingWeight(options.score?.(p.peerId, job.sha256))] as const),
+  );
   const windows = new Map(
     ranked.map((p) => {
       const ms = expectedShardMs(p, workOf(job, typical), speeds.get(p.peerId));
@@ -248,15 +273,17 @@ function planJob(job: PlanJob, ranked: readonly CapabilityRecord[], ctx: Context
   // Providers with room left in their window: once none, the rest of the job waits (no scan per shard).
   let free = ranked.filter((p) => (load.get(p.peerId) ?? 0) < (windows.get(p.peerId) as number)).length;
   const place = (shard: PlanShard, holders: Set<string>, speculative: boolean): boolean => {
-    // Earliest expected finish wins (a slow or busy provider gets fewer copies); ties go to rank.
-    let best: { id: string; finish: number; ms: number } | undefined;
+    // Earliest expected finish, weighed by score, wins (a slow, busy or unreliable provider gets
+    // fewer copies); ties go to rank.
+    let best: { id: string; finish: number; weighed: number; ms: number } | undefined;
     for (const record of ranked) {
       const id = record.peerId;
       const held = load.get(id) ?? 0;
       if (holders.has(id) || held >= (windows.get(id) as number)) continue;
       const ms = expectedShardMs(record, workOf(job, shard), speeds.get(id));
       const finish = (held + 1) * ms;
-      if (!best || finish < best.finish) best = { id, finish, ms };
+      const weighed = finish / (weights.get(id) as number);
+      if (!best || weighed < best.weighed) best = { id, finish, weighed, ms };
     }
     if (!best) return false;
     const held = (load.get(best.id) ?? 0) + 1;

@@ -1,8 +1,10 @@
 import { peerIdFromString } from "@libp2p/peer-id";
+import { ReputationStore } from "../reputation/store.ts";
 import type { FinishReason, InferenceEvent, InferenceRequest, Usage } from "../runtime/engine.ts";
 import { abortReason } from "../util/abort.ts";
 import { errorMessage, InfernetError, NoProviderError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
+import { localReputation } from "./local-reputation.ts";
 import type { InfernetNode } from "./node.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import type { ModelRef } from "./protocols/infer/index.ts";
@@ -13,7 +15,8 @@ import { rankProviders } from "./select.ts";
  * reputation) gets it; if it fails before any output, the next one gets the same request; if it fails
  * mid-stream, the next one continues the same generation from the token ids already received (prompt +
  * tokens so far), so the caller sees one uninterrupted stream and the same greedy text a single
- * provider would give.
+ * provider would give. Providers banned in this node's reputation store are never tried, and its own
+ * record of a provider outweighs what the provider claims about itself (`rankingReputation`).
  */
 const log = logger("node:client");
 
@@ -52,14 +55,16 @@ export async function* runOnNetwork(
   const generated: { tokens: number[]; text: string } = { tokens: [], text: "" };
   const usage: Usage = { inputTokens: 0, outputTokens: 0, computeMs: 0, firstOutputMs: 0 };
   const started = performance.now();
+  const reputation = localReputation(new ReputationStore(node.store));
+  const priced = { sha256: model.sha256, ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}) };
 
   for (let attempt = 1; attempt <= MAX_PROVIDER_ATTEMPTS; attempt++) {
     await Promise.all(found.map((r) => node.latencyTo(r.peerId, signal)));
     const [choice] = rankProviders(found, {
-      sha256: model.sha256,
-      ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
+      ...priced,
       exclude: tried,
       latencyMs: (id) => node.knownLatency(id),
+      reputation,
     });
     if (!choice) break;
     tried.add(choice.peerId);
@@ -113,6 +118,12 @@ export async function* runOnNetwork(
   if (found.length === 0) {
     throw new NoProviderError(`no provider on the network serves ${model.name}`, {
       hint: "check --bootstrap, or run it locally with --local",
+    });
+  }
+  // Nothing tried although some are within the price: every one of them is banned here.
+  if (failures.length === 0 && rankProviders(found, priced).length > 0) {
+    throw new NoProviderError(`every provider of ${model.name} within your price is banned here`, {
+      hint: "see `infernet reputation` (bans expire on their own)",
     });
   }
   if (failures.length === 0) {

@@ -4,9 +4,13 @@ import type { PrivateKey } from "@libp2p/interface";
 import { MNIST_SHA, STORIES_SHA, sampleRecord } from "./protocols/capability/fixtures.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import {
+  CLAIM_WEIGHT,
   DEFAULT_TOKENS_PER_SECOND,
   expectedLatencyMs,
+  type LocalReputation,
+  NEUTRAL_REPUTATION,
   queueWaitMs,
+  rankingReputation,
   rankProviders,
   reputationScore,
   TYPICAL_JOB_TOKENS,
@@ -98,5 +102,44 @@ describe("rankProviders", () => {
     expect(reputationScore(rec(0, { reputation: { completed: 0, failed: 0 } }))).toBe(0.5);
     expect(reputationScore(rec(0, { reputation: { completed: 8, failed: 0 } }))).toBe(0.9);
     expect(reputationScore(rec(0, { reputation: { completed: 8, failed: 0, score: 0.2 } }))).toBe(0.2);
+  });
+
+  test("banned here: never chosen, however close, cheap or well-claimed", () => {
+    const records = [
+      rec(0, { load: idle, reputation: { completed: 1000, failed: 0 } }),
+      rec(1, { load: idle, reputation: { completed: 0, failed: 0 } }),
+    ];
+    const asked: string[] = [];
+    const reputation = (id: string, sha: string): LocalReputation => {
+      asked.push(sha);
+      return { score: 0, banned: id === rec(0).peerId, known: false };
+    };
+    const latencyMs = (id: string) => (id === rec(0).peerId ? 1 : 200);
+    expect(ids(rankProviders(records, { sha256: STORIES_SHA, latencyMs, reputation }))).toEqual([rec(1).peerId]);
+    expect(new Set(asked)).toEqual(new Set([STORIES_SHA]));
+    expect(ids(rankProviders(records, { sha256: STORIES_SHA, latencyMs }))).toEqual(ids(records));
+  });
+
+  test("a local record replaces the claim; a stranger's claim counts only half, towards a neutral 0.5", () => {
+    const liar = rec(0, { load: idle, reputation: { completed: 1000, failed: 0, score: 1 } });
+    const known = rec(1, { load: idle, reputation: { completed: 0, failed: 0, score: 0.1 } });
+    const stranger = rec(2, { load: idle, reputation: { completed: 0, failed: 0, score: 0.2 } });
+    const local = new Map<string, LocalReputation>([
+      [known.peerId, { score: 0.8, banned: false, known: true }],
+      // An announced speed alone is no record: the claim is used.
+      [stranger.peerId, { score: 1, banned: false, known: false }],
+    ]);
+    const reputation = (id: string) => local.get(id) ?? { score: 1, banned: false, known: false };
+    // Same latency: the known provider at 0.8 beats the perfect claim (0.75) and the poor one (0.35).
+    const ranked = rankProviders([stranger, liar, known], { sha256: STORIES_SHA, latencyMs: () => 10, reputation });
+    expect(ids(ranked)).toEqual([known.peerId, liar.peerId, stranger.peerId]);
+    expect(rankingReputation(liar)).toBe(CLAIM_WEIGHT * 1 + (1 - CLAIM_WEIGHT) * NEUTRAL_REPUTATION);
+    expect(rankingReputation(stranger, reputation(stranger.peerId))).toBeCloseTo(0.35, 12);
+    expect(rankingReputation(known, reputation(known.peerId))).toBe(0.8);
+    // A poor local record loses to a stranger's claim: first-hand evidence is not protected.
+    const bad = { score: 0.3, banned: false, known: true };
+    expect(rankingReputation(known, bad)).toBeLessThan(rankingReputation(liar));
+    // No claim can lift a stranger above NEUTRAL + CLAIM_WEIGHT / 2.
+    expect(rankingReputation(liar)).toBeLessThanOrEqual(0.75);
   });
 });

@@ -128,7 +128,7 @@ export class Coordinator {
     this.intake = new Intake({
       trust: this.trust,
       returned: this.returned,
-      review: new TextReview(init.store, init.network.rescore),
+      review: new TextReview(init.store, init.network.rescore, init.network.reference?.bind(init.network)),
       rescores: init.network.rescore !== undefined,
       signal: this.lifetime.signal,
       // Proof of a fault: the provider is banned; back off and give up its other calls at once.
@@ -267,6 +267,8 @@ export class Coordinator {
     const exclude = new Set([...this.backoff.excluded(now, (p) => issued.get(p)), ...this.trust.banned()]);
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
+      // Reputation places copies: a provider that loses copies or is slow gets fewer (scheduler.ts).
+      score: (provider, sha256) => this.trust.reputation.score(provider, sha256),
       maxInFlight: this.init.maxInFlight ?? MAX_IN_FLIGHT_PER_PROVIDER,
       batch: { belowMs: BATCH_SHARD_MS, maxInFlight: MAX_BATCHED_IN_FLIGHT_PER_PROVIDER },
     });

@@ -1,4 +1,4 @@
-import type { PromptRecord, ShardResult } from "../../jobs/records.ts";
+import type { PromptRecord, Shard, ShardResult } from "../../jobs/records.ts";
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
 import { shardFromWire } from "../../jobs/shard-codec.ts";
 import type { Canary } from "../../jobs/verify/canaries.ts";
@@ -7,6 +7,7 @@ import { pickPayload, pickResult } from "../../jobs/verify/records.ts";
 import type { TextJudgement } from "../../jobs/verify/text.ts";
 import type { Verification } from "../../jobs/verify/verdict.ts";
 import type { Fault } from "../../reputation/evidence.ts";
+import { logger } from "../../util/logger.ts";
 import type { ModelRef } from "../protocols/infer/index.ts";
 import { decode } from "../wire.ts";
 import { resultFromBytes } from "./results.ts";
@@ -23,6 +24,8 @@ import type { AggregatorStore } from "./store.ts";
  * Copies of one shard are reviewed in turn, so each sees the copies stored before it. Without a
  * re-scorer (the aggregator cannot run the model) differing text is never held against anyone.
  */
+
+const log = logger("aggregator:text");
 
 /** Records of a single text copy re-scored as a spot check. */
 export const SPOT_RESCORE_RECORDS = 1;
@@ -51,8 +54,30 @@ export class TextReview {
   constructor(
     private readonly store: AggregatorStore,
     private readonly rescore: Rescorer | undefined,
+    /** This node's own run of a shard (reference.ts): a last check before a greedy text is convicted. */
+    private readonly reference?: (
+      model: ModelRef,
+      shard: Shard,
+      signal: AbortSignal,
+    ) => Promise<ShardResult | undefined>,
     private readonly random: () => number = Math.random,
   ) {}
+
+  /**
+   * Whether this node's own greedy run of the record gives exactly `output`: a fault found by
+   * re-scoring is only convicted when it does not, so a re-scorer's mistake never bans anyone.
+   */
+  private async regeneratesTo(
+    model: ModelRef,
+    record: PromptRecord,
+    output: string,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    if (!this.reference || (record.temperature ?? 0) > 0) return false;
+    const payload = { kind: "prompts" as const, prompts: [record] };
+    const mine = await this.reference(model, { index: 0, start: 0, count: 1, payload }, signal).catch(() => undefined);
+    return mine?.kind === "text" && mine.outputs[0] === output;
+  }
 
   /** Runs `fn` once the reviews of this shard's earlier copies are done. */
   inTurn<T>(shardId: number, fn: () => Promise<T>): Promise<T> {
@@ -103,7 +128,16 @@ export class TextReview {
       const items = positions.map((i) => ({ record: input.prompts[i] as PromptRecord, output: text.outputs[i] ?? "" }));
       const judgements = (await rescore(model, items, signal)) ?? [];
       rescored += judgements.length;
-      for (const [k, j] of judgements.entries()) if (!j.ok) return { at: positions[k] as number, reason: j.reason };
+      for (const [k, j] of judgements.entries()) {
+        if (j.ok) continue;
+        const item = items[k] as (typeof items)[number];
+        if (await this.regeneratesTo(model, item.record, item.output, signal)) {
+          // The model here gives exactly this text: the re-scorer is wrong, not the provider.
+          log.warn("re-scoring rejected a text the model regenerates exactly", { reason: j.reason });
+          continue;
+        }
+        return { at: positions[k] as number, reason: j.reason };
+      }
       return undefined;
     };
     const fault = (at: number, reason: string, text: Text, other?: Text): Fault => ({
