@@ -1,13 +1,13 @@
 import type { Shard, ShardPayload } from "../../jobs/records.ts";
 import type { JobRecord } from "../../jobs/rows.ts";
-import { shardFromWire } from "../../jobs/shard-codec.ts";
+import { shardFromWire, shardToWire } from "../../jobs/shard-codec.ts";
 import { type CanaryPool, canaryCount, type Mix, mixCanaries, recordShape } from "../../jobs/verify/canaries.ts";
 import { payloadCount, pickPayload, pickResult, resultCount } from "../../jobs/verify/records.ts";
 import { TRUST_STREAK } from "../../reputation/score.ts";
 import type { ReputationStore } from "../../reputation/store.ts";
 import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
-import { decode } from "../wire.ts";
+import { decode, encode } from "../wire.ts";
 import { resultFromBytes } from "./results.ts";
 import type { Settlement } from "./settle.ts";
 import type { AggregatorStore } from "./store.ts";
@@ -111,7 +111,13 @@ export class CanarySupply {
   /** The shard as this copy is sent: with canaries from the pool mixed in. */
   mix(job: JobRecord, shard: Shard): { shard: Shard; mix: Mix } {
     const shape = recordShape(shard.payload);
-    const drawn = this.init.canaries.draw(job.spec.model.sha256, shape, canaryCount(shard.count));
+    const count = canaryCount(shard.count);
+    // A canary that is one of the shard's own records would show up twice: a tell. Drawn with spares.
+    const own = new Set(Array.from({ length: shard.count }, (_, i) => recordKey(pickPayload(shard.payload, [i]))));
+    const drawn = this.init.canaries
+      .draw(job.spec.model.sha256, shape, 2 * count)
+      .filter((c) => !own.has(recordKey(c.record)))
+      .slice(0, count);
     return mixCanaries(anonymous(shard), drawn, this.init.random);
   }
 
@@ -145,4 +151,11 @@ function anonymous(shard: Shard): Shard {
   if (shard.payload.kind !== "images" || !shard.payload.names) return shard;
   const { names: _names, ...payload } = shard.payload;
   return { ...shard, payload };
+}
+
+/** A record's identity: the digest of its encoding. */
+function recordKey(record: ShardPayload): string {
+  return new Bun.CryptoHasher("sha256")
+    .update(encode(shardToWire({ index: 0, start: 0, count: 1, payload: record })))
+    .digest("hex");
 }
