@@ -122,3 +122,55 @@ describe("snapshotJob", () => {
     expect(tokensPerRecord(parseJobSpec({ ...prompts, params: { maxTokens: 64 } }))).toBe(64);
   });
 });
+
+describe("disown", () => {
+  test("a banned provider's copies of an unfinished job all fail: verified ones reopen their shard, in-flight ones free their place and a late result is refused", () => {
+    using dir = tempDir();
+    using s = open(dir.path);
+    const { job } = s.jobs.submit(spec({ redundancy: 2 }), [
+      { start: 0, count: 10 },
+      { start: 10, count: 10 },
+      { start: 20, count: 10 },
+      { start: 30, count: 10 },
+    ]);
+    const [verified, waiting, flying, vouched] = s.jobs.shards(job.id).map((x) => x.id) as number[];
+    // Shard 0: the liar's single copy (adaptive replication) verified. Shard 1: its copy back,
+    // waiting for a twin. Shard 2: its copy still running. Shard 3: verified with an honest twin.
+    s.jobs.setTarget(verified as number, 1);
+    const v = s.jobs.lease(verified as number, "liar", LEASE_MS);
+    s.jobs.recordResult(v.id, result("v"));
+    s.jobs.verifyShard(verified as number, result("v").sha256);
+    const w = s.jobs.lease(waiting as number, "liar", LEASE_MS);
+    s.jobs.recordResult(w.id, result("w"));
+    const f = s.jobs.lease(flying as number, "liar", LEASE_MS);
+    s.jobs.start(f.id);
+    const t1 = s.jobs.lease(vouched as number, "liar", LEASE_MS);
+    const t2 = s.jobs.lease(vouched as number, "honest", LEASE_MS);
+    s.jobs.recordResult(t1.id, result("t"));
+    s.jobs.recordResult(t2.id, result("t"));
+    s.jobs.verifyShard(vouched as number, result("t").sha256);
+
+    const reopened = s.jobs.disown("liar", "banned");
+    expect(reopened.map((x) => x.id)).toEqual([verified as number]);
+    for (const a of [v, w, f, t1]) expect(s.jobs.assignment(a.id)).toMatchObject({ state: "failed", reason: "banned" });
+    expect(s.jobs.shard(verified as number)).toMatchObject({ state: "reassigned", missing: 2 });
+    expect(s.jobs.shard(waiting as number).missing).toBe(2);
+    expect(s.jobs.shard(flying as number).missing).toBe(2);
+    expect(s.jobs.shard(vouched as number).state).toBe("verified");
+    expect(errorOf(() => s.jobs.recordResult(f.id, result("late")))?.name).toBe("LeaseLostError");
+    expect(s.jobs.job(job.id).state).toBe("running");
+  });
+
+  test("finished jobs are left alone", () => {
+    using dir = tempDir();
+    using s = open(dir.path);
+    const { job } = s.jobs.submit(spec({ redundancy: 1 }), [{ start: 0, count: 10 }]);
+    const [shard] = s.jobs.shards(job.id).map((x) => x.id) as number[];
+    const a = s.jobs.lease(shard as number, "liar", LEASE_MS);
+    s.jobs.recordResult(a.id, result("x"));
+    s.jobs.verifyShard(shard as number, result("x").sha256);
+    expect(s.jobs.job(job.id).state).toBe("verified");
+    expect(s.jobs.disown("liar", "banned")).toEqual([]);
+    expect(s.jobs.assignment(a.id).state).toBe("verified");
+  });
+});

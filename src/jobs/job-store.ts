@@ -345,24 +345,33 @@ export class JobStore extends JobBookkeeping {
   }
 
   /**
-   * A provider was caught wrong: its verified copies in unfinished jobs are failed, and each shard
-   * that no other provider's verified copy vouches for goes back to work (the job's redundancy
-   * again). Finished jobs are left alone (their output is delivered). Returns the shards reopened.
+   * A provider was caught wrong: every copy it holds in unfinished jobs is failed. A copy still in
+   * flight or waiting for its twin frees its place (a late result for it is refused like any lost
+   * lease); a verified one reopens its shard when no other provider's verified copy vouches for it
+   * (the job's redundancy again). Finished jobs are left alone (their output is delivered). `except`:
+   * a copy the caller is deciding itself (the loser of the vote being settled). Returns the shards
+   * reopened.
    */
-  disown(provider: string, reason: string): ShardRecord[] {
+  disown(provider: string, reason: string, except?: string): ShardRecord[] {
     return this.tx(() => {
       const rows = this.db
         .query<AssignmentRow, [string]>(
           `SELECT ${ASSIGNMENT_COLUMNS.split(", ")
             .map((c) => `a.${c}`)
             .join(", ")} FROM assignments a JOIN jobs j ON j.id = a.job_id
-           WHERE a.provider = ? AND a.state = 'verified' AND j.state NOT IN ('verified', 'failed')`,
+           WHERE a.provider = ? AND a.state IN ('leased', 'running', 'returned', 'disputed', 'verified')
+             AND j.state NOT IN ('verified', 'failed')`,
         )
         .all(provider)
-        .map(toAssignment);
+        .map(toAssignment)
+        .filter((a) => a.id !== except);
       const now = this.now();
       const reopened: ShardRecord[] = [];
       for (const a of rows) {
+        if (a.state !== "verified") {
+          this.moveAssignment(a, "failed", { ended_at: now, reason });
+          continue;
+        }
         this.moveAssignment(a, "failed", { ended_at: now, reason }, false);
         const others = this.assignments(a.shardId).filter((c) => c.state === "verified");
         const shard = this.shard(a.shardId);

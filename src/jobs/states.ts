@@ -44,14 +44,17 @@ export const ASSIGNMENT_TRANSITIONS: Readonly<Record<AssignmentState, readonly A
 };
 
 export const SHARD_TRANSITIONS: Readonly<Record<ShardState, readonly ShardState[]>> = {
-  queued: ["leased", "failed"],
+  // `reassigned`: a copy that came back was failed (its provider banned) before its twin was leased.
+  queued: ["leased", "reassigned", "failed"],
   // `queued`: one copy came back and the others are not leased yet.
-  leased: ["running", "returned", "queued", "reassigned", "failed"],
+  // `verified` from a state short of `returned`: a disputed copy (counted as lost, yet it keeps its
+  // vote) and a returned one agree while a third is in flight or its provider was just banned.
+  leased: ["running", "returned", "queued", "reassigned", "verified", "failed"],
   // One copy came back or was lost while another is still only leased.
-  running: ["leased", "returned", "queued", "reassigned", "failed"],
+  running: ["leased", "returned", "queued", "reassigned", "verified", "failed"],
   // Verification rejected a copy: the shard needs another.
   returned: ["verified", "reassigned", "failed"],
-  reassigned: ["leased", "failed"],
+  reassigned: ["leased", "verified", "failed"],
   // Reopened: the only copies that verified it came from a provider since banned (its job still runs).
   verified: ["reassigned"],
   failed: [],
@@ -59,7 +62,8 @@ export const SHARD_TRANSITIONS: Readonly<Record<ShardState, readonly ShardState[
 
 export const JOB_TRANSITIONS: Readonly<Record<JobState, readonly JobState[]>> = {
   queued: ["running", "failed"],
-  running: ["returned", "failed"],
+  // `verified`: its last shard was decided before it counted as returned (see the shard table).
+  running: ["returned", "verified", "failed"],
   // A shard's copy was rejected after every shard had returned: back to work.
   returned: ["running", "verified", "failed"],
   verified: [],

@@ -52,6 +52,10 @@ test("bans escalate, expire, and survive reopening the database; stats and penal
     const first = rep.ban("p", "canary wrong", "ev1", "me");
     expect(first.until - now).toBe(BAN_BASE_MS);
     expect(rep.bannedNow()).toEqual(new Set(["p"]));
+    // Another fault in work from before the ban is the same offence: the ban stands as it was.
+    now += 1_000;
+    expect(rep.ban("p", "a second copy wrong", undefined, "me")).toEqual(first);
+    now -= 1_000;
     rep.penalize("p", "job1", "fault:canary", 1234.2, "ev1");
     store.close();
   }

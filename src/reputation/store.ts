@@ -138,9 +138,15 @@ export class ReputationStore {
       .run(unitsPerSecond, provider, modelSha256);
   }
 
-  /** Bans the provider for the next step of its escalation; returns the ban. */
+  /**
+   * Bans the provider for the next step of its escalation; returns the ban. A provider banned now
+   * keeps the ban it has: another fault found in work it did before the ban (copies settled after
+   * it) is the same offence, not a second one.
+   */
   ban(provider: string, reason: string, evidenceId: string | undefined, source: string): Ban {
     const now = this.now();
+    const current = this.banned(provider, now);
+    if (current) return current;
     const count = (this.banRow(provider)?.count ?? 0) + 1;
     const until = now + banDurationMs(count);
     this.db

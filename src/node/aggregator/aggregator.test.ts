@@ -2,106 +2,32 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { MNIST_DIR, SHARED_MODELS, tempDir } from "../../../test/helpers/paths.ts";
+import { MNIST_DIR, tempDir } from "../../../test/helpers/paths.ts";
+import { type Behaviour, MNIST_SHA, SimNetwork } from "../../../test/helpers/sim-network.ts";
 import { PriceTooLowError } from "../../jobs/feasibility.ts";
-import type { Shard, ShardResult } from "../../jobs/records.ts";
-import { provider } from "../../jobs/scheduler-fixtures.ts";
 import type { JobSpecInput } from "../../jobs/spec.ts";
 import { splitImages } from "../../jobs/split.ts";
-import type { LocalModel, Tensor } from "../../runtime/engine.ts";
 import { createOnnxEngine, type OnnxEngine } from "../../runtime/onnx/engine.ts";
-import { concatBatch } from "../../runtime/onnx/tensors.ts";
 import { Store } from "../../store/db.ts";
-import { abortReason } from "../../util/abort.ts";
-import type { CapabilityRecord } from "../protocols/capability/messages.ts";
-import type { ModelRef } from "../protocols/infer/index.ts";
-import { executeShard } from "../protocols/shard/execute.ts";
-import { RemoteShardError, type RunShardOptions, type ShardEvent } from "../protocols/shard/index.ts";
 import { Aggregator } from "./aggregator.ts";
 import type { JobEvent } from "./api.ts";
-import { type AggregatorNetwork, shardsInTurn } from "./network.ts";
+import type { AggregatorNetwork } from "./network.ts";
 import { clientPrice, clientRefusal, providerBudget } from "./plan-job.ts";
 
-// The aggregator in one process over a simulated network: providers are functions that run the
-// real mnist-8 on the real onnxruntime (executeShard, as a provider node does) and can be told to
-// misbehave. The same flows over real libp2p processes are in test/aggregator.test.ts.
+// The aggregator in one process over a simulated network (test/helpers/sim-network.ts): providers
+// are functions that run the real mnist-8 on the real onnxruntime (executeShard, as a provider node
+// does) and can be told to misbehave. The same flows over real libp2p processes are in
+// test/aggregator.test.ts.
 
-const MNIST_SHA = "2f06e72de813a8635c9bc0397ac447a601bdbfa7df4bebc278723b958831c9bf";
-const MNIST: LocalModel = {
-  name: "mnist-8",
-  runtime: "onnx",
-  path: join(SHARED_MODELS, "mnist-8.onnx"),
-  sha256: MNIST_SHA,
-};
 const IMAGES = join(MNIST_DIR, "t10k-images-idx3-ubyte.gz");
 const LABELS = gunzipSync(readFileSync(join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz"))).subarray(8);
 const CLIENT = "client-peer";
-
-type Behaviour = "ok" | "bad-result" | "silent" | "busy" | "wrong";
 
 let onnx: OnnxEngine;
 beforeAll(() => {
   onnx = createOnnxEngine();
 });
 afterAll(async () => await onnx?.dispose());
-
-class FakeNetwork implements AggregatorNetwork {
-  readonly self = "aggregator-peer";
-  readonly behaviour = new Map<string, Behaviour>();
-  readonly records: CapabilityRecord[] = [];
-  readonly calls: string[] = [];
-
-  constructor(peers: string[], over: { price?: number } = {}) {
-    for (const p of peers) {
-      this.behaviour.set(p, "ok");
-      this.records.push(
-        provider(p, {
-          sha256: MNIST_SHA,
-          tps: 50_000,
-          expiresAt: Date.now() + 3_600_000,
-          ...(over.price ? { price: over.price } : {}),
-        }),
-      );
-    }
-  }
-
-  findProviders = async () => this.knownProviders();
-  knownProviders = () => this.records.filter((r) => this.behaviour.has(r.peerId));
-
-  runShards = (peer: string, model: ModelRef, shards: Shard[], options: RunShardOptions) =>
-    shardsInTurn(this.runShard.bind(this), peer, model, shards, options);
-
-  async *runShard(peer: string, _model: ModelRef, shard: Shard, options: RunShardOptions): AsyncGenerator<ShardEvent> {
-    this.calls.push(peer);
-    const behaviour = this.behaviour.get(peer) ?? "silent";
-    const signal = options.signal as AbortSignal;
-    options.onActivity?.();
-    if (behaviour === "busy") throw new RemoteShardError("busy", peer, "busy");
-    if (behaviour === "silent") {
-      await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
-      throw abortReason(signal);
-    }
-    const pieces: Tensor[] = [];
-    // A provider's keepalives: it is at work, however long the shard takes.
-    const keepalive = setInterval(() => options.onActivity?.(), 100);
-    const usage = await executeShard(
-      MNIST,
-      shard,
-      async (_first, result) => void pieces.push((result as Extract<ShardResult, { kind: "tensor" }>).output),
-      { engines: { onnx }, batchRecords: 100, self: peer, signal },
-    ).finally(() => clearInterval(keepalive));
-    if (behaviour === "bad-result") throw new RemoteShardError("bad-result", peer, `${peer} sent 3 records for 500`);
-    const output = concatBatch(pieces);
-    // A liar with the right shape: every score moved one class up, so every digit is wrong.
-    if (behaviour === "wrong") {
-      const data = output.data as Float32Array;
-      const shifted = new Float32Array(data.length);
-      for (let i = 0; i < data.length; i++) shifted[i] = data[i - (i % 10) + ((i + 9) % 10)] as number;
-      output.data = shifted;
-    }
-    yield { type: "done", result: { kind: "tensor", shard: shard.index, providers: [peer], output }, usage };
-  }
-}
 
 function spec(over: Partial<JobSpecInput> = {}): JobSpecInput {
   return {
@@ -173,7 +99,7 @@ async function withAggregator(
 ): Promise<void> {
   using dir = tempDir();
   using store = Store.open(dir.path);
-  const net = new FakeNetwork(peers);
+  const net = new SimNetwork(onnx, peers);
   for (const [peer, b] of Object.entries(behaviour)) net.behaviour.set(peer, b);
   const agg = aggregator(store, net, dir.path);
   agg.start();
@@ -231,6 +157,7 @@ describe("aggregator over a simulated network", () => {
     await withAggregator(["honest1", "honest2", "liar"], { liar: "wrong" }, async (agg) => {
       const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
       const done = await finish(agg, jobId);
+      if (done.job.state !== "verified") console.log("JOBERR", done.job.error, JSON.stringify(agg.report(jobId, CLIENT).shards.map((s) => s.copies.map((c) => [c.provider, c.state, c.reason]))));
       expect(done.job.state).toBe("verified");
       expect(correct((await agg.output(jobId, CLIENT)).path).correct).toBe(9_890);
       const report = agg.report(jobId, CLIENT);
@@ -246,7 +173,7 @@ describe("aggregator over a simulated network", () => {
   test("stopped mid-job and started again on the same database: completes with no gap or duplicate", async () => {
     using dir = tempDir();
     using store = Store.open(dir.path);
-    const net = new FakeNetwork(["p1", "p2"]);
+    const net = new SimNetwork(onnx, ["p1", "p2"]);
     const first = aggregator(store, net, dir.path);
     first.start();
     const { jobId } = await submit(first, spec({ shardSize: 250 }));
@@ -272,7 +199,8 @@ describe("aggregator over a simulated network", () => {
   test("a resubmission with the same key uploads nothing; another client cannot see the job, and its key is its own", async () => {
     using dir = tempDir();
     using store = Store.open(dir.path);
-    const agg = aggregator(store, new FakeNetwork(["p1", "p2"]), dir.path);
+    // Never started: nothing runs its shards.
+    const agg = aggregator(store, new SimNetwork(onnx, ["p1", "p2"]), dir.path);
     const s = spec();
     const { jobId } = await submit(agg, s);
     expect(agg.existing(s as never, CLIENT)).toEqual({ jobId, created: false });
@@ -289,9 +217,9 @@ describe("aggregator over a simulated network", () => {
   test("refused before the upload: nobody serves the model, the price is too low, the deadline too short", async () => {
     using dir = tempDir();
     using store = Store.open(dir.path);
-    const nobody = aggregator(store, new FakeNetwork([]), dir.path);
+    const nobody = aggregator(store, new SimNetwork(onnx, []), dir.path);
     expect(await refusal(submit(nobody, spec()))).toBe("ModelNotServedError");
-    const pricey = aggregator(store, new FakeNetwork(["p1", "p2"], { price: 100 }), dir.path);
+    const pricey = aggregator(store, new SimNetwork(onnx, ["p1", "p2"], { price: 100 }), dir.path);
     expect(await refusal(submit(pricey, spec({ maxPriceMsat: 100 })))).toBe("PriceTooLowError");
     expect(await refusal(submit(pricey, spec({ deadlineMs: Date.now() + 1 })))).toBe("DeadlineTooShortError");
     expect(store.db.query("SELECT count(*) AS n FROM job_uploads").get()).toEqual({ n: 0 });

@@ -170,7 +170,8 @@ export class Coordinator {
 
   /** Plans soon (coalesced): after a submission, a returned copy or a lost one. */
   kick(): void {
-    if (this.scheduled || this.stopping) return;
+    // Not started (no timer) or stopping: nothing is leased.
+    if (this.scheduled || this.stopping || this.timer === undefined) return;
     this.scheduled = true;
     const wait = Math.max(0, this.lastStep + MIN_PLAN_GAP_MS - performance.now());
     setTimeout(() => {

@@ -57,7 +57,12 @@ export class ReturnedCopies {
                 store.recordCopy(copy.assignment.id, copy.bytes, copy.usage);
                 if (copy.verification) store.jobs.setVerification(copy.assignment.id, copy.verification);
                 if (copy.canaries) this.canaries.set(copy.assignment.id, copy.canaries);
-                const settled = settleShard(store.jobs, copy.assignment.shardId, this.trust.tolerance(copy.job));
+                const settled = settleShard(
+                  store.jobs,
+                  copy.assignment.shardId,
+                  this.trust.tolerance(copy.job),
+                  (decision) => this.trust.judge(copy.job, decision),
+                );
                 this.trust.settled(copy.job, settled, this.canaries);
                 if (settled.outcome === "verified") {
                   for (const c of [...settled.accepted, ...settled.outvoted.map((o) => o.copy)])

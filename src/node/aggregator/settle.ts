@@ -32,16 +32,18 @@ export interface Outvoted {
   reason: string;
 }
 
+/** An answer with enough votes, before its shard is marked verified. */
+export interface Decision {
+  shard: ShardRecord;
+  sha256: string;
+  /** Copies whose answer was accepted, and how many providers agreed on it. */
+  accepted: AssignmentRecord[];
+  voters: number;
+  outvoted: Outvoted[];
+}
+
 export type Settlement =
-  | {
-      outcome: "verified";
-      shard: ShardRecord;
-      sha256: string;
-      /** Copies whose answer was accepted, and how many providers agreed on it. */
-      accepted: AssignmentRecord[];
-      voters: number;
-      outvoted: Outvoted[];
-    }
+  | (Decision & { outcome: "verified" })
   | { outcome: "tie-break"; disputed: string }
   | { outcome: "waiting" };
 
@@ -53,7 +55,17 @@ interface Answer {
   providers: Set<string>;
 }
 
-export function settleShard(jobs: JobStore, shardId: number, tolerance: Tolerance = DEFAULT_TOLERANCE): Settlement {
+/**
+ * Settles a shard if its copies allow. `judge` sees a decision before the shard is marked verified:
+ * a loser convicted there (its provider banned, its other copies disowned) is out before this shard
+ * can complete the job, so its other shards of the job are reopened, not merged.
+ */
+export function settleShard(
+  jobs: JobStore,
+  shardId: number,
+  tolerance: Tolerance = DEFAULT_TOLERANCE,
+  judge: (decision: Decision) => void = () => {},
+): Settlement {
   const shard = jobs.shard(shardId);
   if (shard.state === "verified" || shard.state === "failed") return { outcome: "waiting" };
   const copies = jobs.assignments(shardId);
@@ -75,14 +87,9 @@ export function settleShard(jobs: JobStore, shardId: number, tolerance: Toleranc
         const reason = diff && !diff.same && diff.records === "all" ? diff.reason : "differs from the accepted answer";
         return a.copies.map((copy) => ({ copy, records, reason }));
       });
-    return {
-      outcome: "verified",
-      shard: jobs.verifyShard(shardId, best.sha256, others),
-      sha256: best.sha256,
-      accepted: best.copies,
-      voters: best.providers.size,
-      outvoted,
-    };
+    const decision = { shard, sha256: best.sha256, accepted: best.copies, voters: best.providers.size, outvoted };
+    judge(decision);
+    return { ...decision, outcome: "verified", shard: jobs.verifyShard(shardId, best.sha256, others) };
   }
   const returned = copies.filter((c) => c.state === "returned");
   const inFlight = copies.some((c) => c.state === "leased" || c.state === "running");

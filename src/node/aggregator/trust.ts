@@ -19,7 +19,7 @@ import { BENCH_MODEL } from "../serving.ts";
 import { decode } from "../wire.ts";
 import { CanarySupply } from "./canary-supply.ts";
 import { resultFromBytes } from "./results.ts";
-import type { Outvoted, Settlement } from "./settle.ts";
+import type { Decision, Outvoted, Settlement } from "./settle.ts";
 import type { AggregatorStore } from "./store.ts";
 import { rescoredOk } from "./text-review.ts";
 
@@ -162,7 +162,15 @@ export class Trust {
     };
   }
 
-  /** The copy's verdict and reputation after its shard settled (in the settling transaction). */
+  /**
+   * A shard's answer is decided (in the settling transaction, before the shard is verified): the
+   * copies that lost the vote are judged first, so a provider convicted here cannot complete the job.
+   */
+  judge(job: JobRecord, decision: Decision): void {
+    for (const loser of decision.outvoted) this.outvoted(job, loser, decision);
+  }
+
+  /** The copies' verdicts and reputation after their shard settled (in the settling transaction). */
   settled(job: JobRecord, settlement: Settlement, canaries: Map<string, Verification["canaries"]>): void {
     if (settlement.outcome !== "verified") return;
     const { jobs } = this.init.store;
@@ -181,7 +189,6 @@ export class Trust {
       });
       this.reputation.verified(copy.provider, model, this.outcome(copy, job));
     }
-    for (const loser of settlement.outvoted) this.outvoted(job, loser, settlement);
     // Copies still running when the shard was decided, leased before the copies that decided it:
     // slower than a provider that started later (a speculative twin overtook them). A missed
     // deadline in effect: it costs completion, never a ban.
@@ -214,17 +221,17 @@ export class Trust {
    * A provider caught wrong: its copy rejected (if not already), the fault counted, a ban for the
    * next step of its escalation, a penalty in the ledger, and its verified copies of running jobs
    * disowned (their shards reopened when nobody else vouches for them). The evidence is signed after
-   * (signing is asynchronous) and attached to the ban. Returns the ban's end.
+   * (signing is asynchronous) and attached to the ban. `settling`: the copy lost the vote of a shard
+   * being settled, which fails it itself. Returns the ban's end.
    */
-  convict(a: AssignmentRecord, job: JobRecord, fault: Fault, shardIndex: number): number {
+  convict(a: AssignmentRecord, job: JobRecord, fault: Fault, shardIndex: number, settling = false): number {
     const { jobs } = this.init.store;
     const reason = `caught wrong (${fault.kind}): ${fault.detail}`;
     const ban = this.init.db.db
       .transaction(() => {
         const current = jobs.assignment(a.id);
-        if (current.state === "leased" || current.state === "running" || current.state === "returned") {
-          jobs.reject(a.id, reason);
-        }
+        const live = current.state === "leased" || current.state === "running" || current.state === "returned";
+        if (live && !settling) jobs.reject(a.id, reason);
         jobs.setVerification(a.id, {
           method:
             fault.kind === "canary"
@@ -249,7 +256,7 @@ export class Trust {
           `fault:${fault.kind}`,
           units * (price ?? 0) * FAULT_PENALTY_MULTIPLIER,
         );
-        jobs.disown(a.provider, `its provider was banned: ${reason}`);
+        jobs.disown(a.provider, `its provider was banned: ${reason}`, settling ? a.id : undefined);
         return given;
       })
       .immediate();
@@ -290,7 +297,7 @@ export class Trust {
   }
 
   /** A copy on the losing side of a settled vote: proof by majority, with the first differing record. */
-  private outvoted(job: JobRecord, loser: Outvoted, settlement: Settlement & { outcome: "verified" }): void {
+  private outvoted(job: JobRecord, loser: Outvoted, settlement: Decision): void {
     const { store } = this.init;
     if (store.meta(job.id).kind === "prompts") {
       // Text that differs is no proof (honest machines can diverge at a near tie); only re-scoring
@@ -325,7 +332,7 @@ export class Trust {
     } catch (err) {
       log.debug("no record-level evidence", { err: errorMessage(err) });
     }
-    this.convict(loser.copy, job, fault, settlement.shard.index);
+    this.convict(loser.copy, job, fault, settlement.shard.index, true);
   }
 
   private outcome(a: AssignmentRecord, job: JobRecord): { latencyMs: number; units: number } {
