@@ -39,6 +39,22 @@ describe("re-scoring stories260k outputs", () => {
     expect(judgeCompletion(score, request)).toMatchObject({ ok: true, worstGap: 0 });
   });
 
+  test("a long output whose text hides a generated BOS is re-spelled to the generated ids and accepted; a lie in it is still caught", async () => {
+    // stories260k begins a new story with BOS around token 300: the text keeps no trace of it, so the
+    // tokeniser's reading is one token short and, unrepaired, wrong from there on.
+    const long = { prompt: "Story 1: once upon a time", maxTokens: 400 };
+    const g = await generate(engine, long);
+    expect(g.ids).toContain(1);
+    const score = await engine.score(stories, { ...long, output: g.text });
+    expect(score.tokens.map((t) => t.token)).toEqual(g.ids);
+    expect(judgeCompletion(score, long)).toMatchObject({ ok: true });
+    // The same text with one word changed after the BOS: still rejected, at that word.
+    const at = g.text.lastIndexOf(" the ");
+    expect(at).toBeGreaterThan(g.text.length / 2);
+    const lie = `${g.text.slice(0, at)} a ${g.text.slice(at + 5)}`;
+    expect(judgeCompletion(await engine.score(stories, { ...long, output: lie }), long).ok).toBe(false);
+  });
+
   test("the same output generated with threads 2 is accepted", async () => {
     await using two = createLlamaEngine({ threads: 2, contextSize: 512 });
     const short = { prompt: "One day, a boy named Max", maxTokens: 24 };

@@ -110,6 +110,22 @@ export const SCORE_CHUNK_TOKENS = 512;
  * AMD EPYC, threads 1), and the full map grows with the vocabulary (150k on current models).
  */
 export const SCORE_TOP_K = 40;
+/**
+ * How far below the model's top a greedy reading's token must be before other spellings of the text
+ * are tried (scoreOutput): e^1, 2.7 times less likely, far beyond any honest near tie (bench/rescore.ts
+ * measured those under 0.05), so a token an honest run picked at a near tie is never re-spelled away.
+ */
+export const RESEGMENT_MIN_GAP = 1;
+/**
+ * Greedy candidates are the tokens within this log-probability of the top: a token further below
+ * would be rejected wherever it stood, so re-spelling the text around it only changes the reason.
+ * Wider than any near-tie margin a verdict allows (jobs/verify/text.ts), so none is missed.
+ */
+export const RESEGMENT_CANDIDATE_GAP = 0.25;
+/** Candidates tried per position (the likeliest; a sampled read may hold the whole vocabulary). */
+export const RESEGMENT_CANDIDATES = SCORE_TOP_K;
+/** Re-spellings per scored output at most: each costs a re-read of the rest of its chunk. */
+export const MAX_RESEGMENTS = 32;
 /** Tokens of context given to the detokeniser so a candidate's leading space decodes right. */
 const DETOKENIZE_CONTEXT_TOKENS = 8;
 
@@ -186,43 +202,28 @@ export async function scoreCompletion(
     const reading = readings.reduce((best, r) =>
       (first.get(r.tokens[0] as Token) ?? 0) > (first.get(best.tokens[0] as Token) ?? 0) ? r : best,
     );
-    const output = reading.tokens;
-
-    const tokens = new Array<TokenScore | undefined>(output.length);
-    let endDistribution = first;
-    if (output.length > 0) tokens[0] = tokenScore(first, output[0]!);
-    for (let start = 0; start < output.length; start += SCORE_CHUNK_TOKENS) {
-      ctx.signal?.throwIfAborted();
-      const chunk = output.slice(start, start + SCORE_CHUNK_TOKENS);
-      const items: ControlledEvaluateInputItem[] = chunk.map((t) => [
-        t,
-        { generateNext: { probabilities: true, options } },
-      ]);
-      await sequence.controlledEvaluate(items, {
-        onTokenResult(index, result) {
-          const distribution = result.next.probabilities;
-          if (!distribution) return;
-          const position = start + index + 1;
-          if (position < output.length) tokens[position] = tokenScore(distribution, output[position]!);
-          else endDistribution = distribution;
-          // Kept as one TokenScore only: a sampled read without top-k holds the whole vocabulary.
-          delete result.next.probabilities;
-        },
-      });
-    }
-    const scored = tokens.filter((t) => t !== undefined);
-    if (scored.length !== output.length) {
-      throw new RuntimeError(`${model.name} scored ${scored.length} of ${output.length} output tokens`);
+    const scored = await scoreOutput(sequence, native, first, reading.tokens, {
+      options,
+      sampled,
+      promptTokens: input.tokens.length,
+      contextSize: loaded.context.contextSize,
+      endTokens: input.endTokens,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+    const { output, tokens, endDistribution } = scored;
+    if (tokens.length !== output.length) {
+      throw new RuntimeError(`${model.name} scored ${tokens.length} of ${output.length} output tokens`);
     }
     const end = endScore(native, endDistribution, output, stops, input.endTokens);
     log.debug("scored", {
       model: model.name,
       promptTokens: input.tokens.length,
       outputTokens: output.length,
+      resegmented: scored.resegmented,
       ms: Math.round(performance.now() - started),
     });
     return {
-      tokens: scored,
+      tokens,
       end,
       promptTokens: input.tokens.length,
       maxTokens,
@@ -287,6 +288,148 @@ function beginningToken(model: LlamaModel): Token | null {
   if (type === "rwkv" || type === "ugm") return null;
   if (type === "wpm") return model.tokens.bos;
   return model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
+}
+
+interface OutputScoring {
+  options: SamplingOptions;
+  sampled: boolean;
+  promptTokens: number;
+  contextSize: number;
+  /** The chat template's end tokens (never inserted: a generation stops there). */
+  endTokens: ReadonlySet<Token>;
+  signal?: AbortSignal;
+}
+
+interface ScoredOutput {
+  /** The tokens scored: the reading, re-segmented where the model spells the same text otherwise. */
+  output: Token[];
+  tokens: TokenScore[];
+  /** The distribution after the last output token. */
+  endDistribution: Distribution;
+  resegmented: number;
+}
+
+/**
+ * Evaluates the output tokens after the prompt in chunks, scoring each position. Returned text does
+ * not say which tokens spelled it, and the tokeniser's reading of it can differ from the generation's:
+ * a generated token that decodes to nothing (stories260k emits BOS to begin a new story: the text
+ * keeps no trace of it) or a word the generation built from two pieces where the tokeniser takes
+ * one. So at a position where the reading's token is one the sampling could not have picked (greedy:
+ * RESEGMENT_MIN_GAP below the model's top; sampled: outside the support), the likelier tokens that
+ * spell the same text are tried (one that decodes to nothing is inserted), and the rest is read again
+ * after it. Sound both ways: the text never changes, and only a segmentation whose every token the
+ * model ranks first (greedy) or could draw (sampled) passes the verdict, so a text passes only when
+ * the model generates it.
+ */
+async function scoreOutput(
+  sequence: LlamaContextSequence,
+  model: LlamaModel,
+  first: Distribution,
+  reading: Token[],
+  how: OutputScoring,
+): Promise<ScoredOutput> {
+  let output = reading;
+  const tokens: TokenScore[] = [];
+  let endDistribution = first;
+  let resegmented = 0;
+  /** Output tokens fed to the sequence so far. */
+  let evaluated = 0;
+  /** Positions that could not be re-segmented, in order; only later ones are tried again. */
+  let tried = -1;
+  /** Positions of the last chunk the sampling could not have produced, with their distributions. */
+  let suspects: { position: number; distribution: Distribution }[] = [];
+  const suspect = (score: TokenScore) =>
+    how.sampled ? !score.inSupport : score.rank !== 0 && score.topLogprob - score.logprob > RESEGMENT_MIN_GAP;
+  const place = (position: number, distribution: Distribution) => {
+    const score = tokenScore(distribution, output[position] as Token);
+    tokens[position] = score;
+    if (suspect(score) && position > tried) suspects.push({ position, distribution });
+  };
+  if (output.length > 0) place(0, first);
+  for (;;) {
+    const fix = suspects.length > 0 && resegmented < MAX_RESEGMENTS ? suspects : [];
+    suspects = [];
+    let fixed = false;
+    for (const { position, distribution } of fix) {
+      const tail = resegment(model, output, position, distribution, how);
+      tried = position;
+      if (!tail || how.promptTokens + position + tail.length > how.contextSize) continue;
+      if (evaluated > position) {
+        await sequence.eraseContextTokenRanges([
+          { start: how.promptTokens + position, end: how.promptTokens + evaluated },
+        ]);
+        evaluated = position;
+      }
+      output = [...output.slice(0, position), ...tail];
+      tokens.length = position;
+      resegmented++;
+      place(position, distribution);
+      fixed = true;
+      break;
+    }
+    if (!fixed && evaluated >= output.length) break;
+    if (fixed) continue;
+    how.signal?.throwIfAborted();
+    const start = evaluated;
+    const chunk = output.slice(start, start + SCORE_CHUNK_TOKENS);
+    const items: ControlledEvaluateInputItem[] = chunk.map((t) => [
+      t,
+      { generateNext: { probabilities: true, options: how.options } },
+    ]);
+    await sequence.controlledEvaluate(items, {
+      onTokenResult(index, result) {
+        const distribution = result.next.probabilities;
+        if (!distribution) return;
+        const position = start + index + 1;
+        if (position < output.length) place(position, distribution);
+        else endDistribution = distribution;
+        // Only suspects keep their distribution: a sampled read without top-k holds the whole vocabulary.
+        if (!suspects.some((x) => x.distribution === distribution)) delete result.next.probabilities;
+      },
+    });
+    evaluated = start + chunk.length;
+  }
+  return { output, tokens, endDistribution, resegmented };
+}
+
+/**
+ * Another spelling of the output from `position` on that begins with a token the sampling prefers
+ * to the reading's: the likeliest token near the top (greedy) or in the support (sampled) whose text
+ * begins what is left, then the rest read again. A token that decodes to nothing (BOS, a control
+ * token) is inserted as it is; an end-of-generation token never (a generation stops there).
+ */
+function resegment(
+  model: LlamaModel,
+  output: readonly Token[],
+  position: number,
+  distribution: Distribution,
+  how: OutputScoring,
+): Token[] | undefined {
+  const current = output[position] as Token;
+  const context = output.slice(Math.max(0, position - DETOKENIZE_CONTEXT_TOKENS), position);
+  const rest = model.detokenize(output.slice(position), false, context);
+  let tried = 0;
+  const [top] = distribution;
+  const floor = how.sampled || !top ? 0 : top[1] * Math.exp(-RESEGMENT_CANDIDATE_GAP);
+  for (const [candidate, p] of distribution) {
+    if (candidate === current || p < floor || tried++ >= RESEGMENT_CANDIDATES) break;
+    if (model.isEogToken(candidate) || how.endTokens.has(candidate)) continue;
+    const piece = model.detokenize([candidate], false, context);
+    if (piece === "") return [candidate, ...output.slice(position)];
+    if (!rest.startsWith(piece)) continue;
+    const after = rest.slice(piece.length);
+    if (after === "") return [candidate];
+    const spelled = spelling(model, after, [...context, candidate].slice(-DETOKENIZE_CONTEXT_TOKENS));
+    if (spelled) return [candidate, ...spelled];
+  }
+  return undefined;
+}
+
+/** Tokens that decode to `text` after `context` (the tokeniser's readings of it, checked). */
+function spelling(model: LlamaModel, text: string, context: Token[]): Token[] | undefined {
+  const bare = [...model.tokenize(text, false, "trimLeadingSpace")];
+  const readings = [bare, [...model.tokenize(text, false)], bare.slice(1)];
+  return readings.find((r) => r.length > 0 && model.detokenize(r, false, context) === text);
 }
 
 interface Reading {
