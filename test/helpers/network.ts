@@ -43,11 +43,11 @@ export class TestNetwork implements AsyncDisposable {
 
   private readonly launchers = new Map<NodeProcess, Launcher>();
 
-  /** Runs `infernet start --json` with `args`, on loopback, in a fresh home. */
-  start(name: string, args: string[]): Promise<NodeProcess> {
+  /** Runs `infernet start --json` with `args` (and settings in `env`), on loopback, in a fresh home. */
+  start(name: string, args: string[], env: Record<string, string> = {}): Promise<NodeProcess> {
     return this.launch(name, this.home(name), LOOPBACK, (listen) => ({
       argv: [CLI, "start", "--json", ...listen.flatMap((a) => ["--listen", a]), "--no-mdns", ...args],
-      env: {},
+      env,
     }));
   }
 

@@ -104,6 +104,13 @@ export class SimNetwork implements AggregatorNetwork {
     );
   }
 
+  /** `peer` signs a new record (what a provider does every announcement): it is no longer suspect. */
+  reannounce(peer: string): void {
+    const i = this.records.findIndex((r) => r.peerId === peer);
+    const record = this.records[i];
+    if (record) this.records[i] = { ...record, issuedAt: Date.now(), expiresAt: Date.now() + 3_600_000 };
+  }
+
   /** From now on `peer` lies on the records `selector` picks. */
   lie(peer: string, selector: Selector = { rate: LIAR_RATE, seed: peer }): void {
     this.selectors.set(peer, selector);

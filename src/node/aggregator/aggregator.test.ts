@@ -153,11 +153,33 @@ describe("aggregator over a simulated network", () => {
     });
   }, 120_000);
 
+  test("a job waits for a provider paused after going silent, longer than the grace, and completes once it announces again", async () => {
+    using dir = tempDir();
+    using store = Store.open(dir.path);
+    const net = new SimNetwork(onnx, ["p1", "p2"]);
+    net.behaviour.set("p2", "silent");
+    const agg = aggregator(store, net, dir.path);
+    agg.start();
+    try {
+      const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
+      // p2's copies are given up after the quiet timeout (2 s) and p2 stays suspect, so no shard can
+      // get its two copies: past the 2 s grace the job still runs.
+      await Bun.sleep(6_000);
+      expect(agg.report(jobId, CLIENT).job.state).not.toBe("failed");
+      net.behaviour.set("p2", "ok");
+      net.reannounce("p2");
+      const done = await finish(agg, jobId);
+      expect(done.job.state).toBe("verified");
+      expect(correct((await agg.output(jobId, CLIENT)).path).correct).toBe(9_890);
+    } finally {
+      await agg.stop();
+    }
+  }, 120_000);
+
   test("a provider returning wrong values of the right shape never gets its result verified", async () => {
     await withAggregator(["honest1", "honest2", "liar"], { liar: "wrong" }, async (agg) => {
       const { jobId } = await submit(agg, spec({ shardSize: 1000 }));
       const done = await finish(agg, jobId);
-      if (done.job.state !== "verified") console.log("JOBERR", done.job.error, JSON.stringify(agg.report(jobId, CLIENT).shards.map((s) => s.copies.map((c) => [c.provider, c.state, c.reason]))));
       expect(done.job.state).toBe("verified");
       expect(correct((await agg.output(jobId, CLIENT)).path).correct).toBe(9_890);
       const report = agg.report(jobId, CLIENT);

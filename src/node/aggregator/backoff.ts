@@ -22,6 +22,8 @@ export type FailureKind = "lost" | "busy" | "severe";
 export class Backoff {
   private readonly until = new Map<string, number>();
   private readonly streak = new Map<string, number>();
+  /** End of the pause of the provider's last counted failure. */
+  private readonly incident = new Map<string, number>();
   /** Providers lost at this time, cleared by a record issued after it. */
   private readonly suspect = new Map<string, number>();
 
@@ -31,14 +33,27 @@ export class Backoff {
       return;
     }
     if (kind === "lost") this.suspect.set(provider, now);
+    const base = kind === "severe" ? SEVERE_BACKOFF_MS : BACKOFF_BASE_MS;
+    // Copies leased before the pause, failing during it (a vanished provider's whole batch at once):
+    // one incident, not a failure in a row each. A severe one still gets its longer pause.
+    const incident = this.incident.get(provider) ?? 0;
+    if (incident > now) {
+      if (kind === "severe") this.pause(provider, Math.max(incident, now + base));
+      return;
+    }
     const n = (this.streak.get(provider) ?? 0) + 1;
     this.streak.set(provider, n);
-    const base = kind === "severe" ? SEVERE_BACKOFF_MS : BACKOFF_BASE_MS;
-    this.until.set(provider, now + Math.min(BACKOFF_MAX_MS, base * 2 ** (n - 1)));
+    this.pause(provider, now + Math.min(BACKOFF_MAX_MS, base * 2 ** (n - 1)));
+  }
+
+  private pause(provider: string, until: number): void {
+    this.incident.set(provider, until);
+    this.until.set(provider, Math.max(this.until.get(provider) ?? 0, until));
   }
 
   succeeded(provider: string): void {
     this.streak.delete(provider);
+    this.incident.delete(provider);
     this.suspect.delete(provider);
   }
 

@@ -1,5 +1,6 @@
 import type { PrivateKey } from "@libp2p/interface";
 import { IllegalTransitionError, LeaseLostError, LeaseRefusedError } from "../../jobs/errors.ts";
+import { eligibleProviders, type JobTerms } from "../../jobs/feasibility.ts";
 import type { Shard } from "../../jobs/records.ts";
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
 import { MAX_SPECULATIVE_COPIES, planAssignments } from "../../jobs/scheduler.ts";
@@ -248,7 +249,13 @@ export class Coordinator {
           call.leaseDeadline = renewed.leaseDeadline;
         } catch (err) {
           if (!(err instanceof LeaseLostError)) throw err;
-          link.controller.abort(new TimeoutError("the lease was lost"));
+          // Decided here (superseded by copies that verified its shard, disowned), not the provider's
+          // doing: the call is dropped, and its stream given up only when it carries nothing else live
+          // (a batch's other copies go on; a late result for this one is refused harmlessly).
+          this.calls.delete(call.assignment.id);
+          if (![...this.calls.values()].some((c) => c.link === link)) {
+            link.controller.abort(new TimeoutError("the lease was lost"));
+          }
           touched.add(call.assignment.jobId);
         }
       }
@@ -275,7 +282,24 @@ export class Coordinator {
     });
     const refused = new Set(plan.refused.map((r) => r.jobId));
     for (const id of [...this.unplaceableSince.keys()]) if (!refused.has(id)) this.unplaceableSince.delete(id);
+    const banned = new Set(this.trust.banned());
     for (const { jobId, error } of plan.refused) {
+      // Enough providers, some only paused (backoff.ts: busy, or lost until they announce again):
+      // the job waits for them without counting towards its grace. A provider that is really gone
+      // stops counting when its record expires.
+      const snapshot = snapshots.find((j) => j.id === jobId);
+      if (snapshot && placeableIgnoringPauses(snapshot, records, now, banned)) {
+        this.unplaceableSince.delete(jobId);
+        continue;
+      }
+      if (!this.unplaceableSince.has(jobId)) {
+        log.info("job cannot be placed now", {
+          job: jobId,
+          reason: error.message,
+          excluded: [...exclude],
+          known: records.filter((r) => r.expiresAt > now).map((r) => r.peerId),
+        });
+      }
       const since = this.unplaceableSince.get(jobId) ?? now;
       this.unplaceableSince.set(jobId, since);
       if (now - since >= (this.init.unplaceableGraceMs ?? UNPLACEABLE_GRACE_MS)) {
@@ -454,6 +478,20 @@ export class Coordinator {
       if (call.assignment.provider !== provider || call.link.controller.signal.aborted) continue;
       call.link.controller.abort(new TimeoutError(`given up with ${provider}: another stream to it broke (${reason})`));
     }
+  }
+}
+
+function placeableIgnoringPauses(
+  job: JobTerms,
+  records: readonly CapabilityRecord[],
+  now: number,
+  banned: ReadonlySet<string>,
+): boolean {
+  try {
+    eligibleProviders(job, records, now, banned);
+    return true;
+  } catch {
+    return false;
   }
 }
 
