@@ -62,6 +62,11 @@ test("truncating and other-text providers are caught by re-scoring and banned; o
     bans: Ban[];
   };
   expect(rep.bans.map((b) => b.provider).sort()).toEqual([...liars].sort());
+  for (const b of rep.bans) {
+    // Shards until detection.
+    console.log(`lazy text: ${b.provider.slice(-8)} caught in copy ${b.copiesBefore}: ${b.reason}`);
+    expect(b.copiesBefore).toBeGreaterThanOrEqual(1);
+  }
   for (const p of honest) {
     const row = rep.providers.find((x) => x.provider === p);
     expect(row?.faulty ?? 0).toBe(0);

@@ -28,6 +28,14 @@ async function reputation(node: NodeProcess): Promise<Reputation> {
   return JSON.parse(r.stdout) as Reputation;
 }
 
+/** Shards until detection: each ban says in which of its copies the provider was caught. */
+function expectCaughtIn(bans: Ban[], test: string): void {
+  for (const b of bans) {
+    console.log(`${test}: ${b.provider.slice(-8)} caught in copy ${b.copiesBefore}: ${b.reason}`);
+    expect(b.copiesBefore).toBeGreaterThanOrEqual(1);
+  }
+}
+
 async function mnistJob(net: TestNetwork, aggregator: NodeProcess, name: string) {
   const home = net.home(name);
   const output = join(home, "labels.jsonl");
@@ -82,6 +90,7 @@ test("two colluders among six providers, the same wrong digits: caught by canari
   }
   expect(rep.bans.map((b) => b.provider).sort()).toEqual([...colluders].sort());
   expect(rep.bans.every((b) => b.evidenceId && b.until > Date.now())).toBe(true);
+  expectCaughtIn(rep.bans, "colluders");
   for (const p of honest) {
     const row = rep.providers.find((r) => r.provider === p);
     expect(row?.ban).toBeUndefined();
@@ -120,5 +129,6 @@ test("one provider among four wrong on 10% of records: caught and banned, the ou
   expect(expectAllFailed(report, [liar])).toBeGreaterThan(0);
   const rep = await reputation(aggregator);
   expect(rep.bans.map((b) => b.provider)).toEqual([liar]);
+  expectCaughtIn(rep.bans, "10% liar");
   expect(rep.providers.filter((r) => r.provider !== liar).every((r) => r.faulty === 0 && r.verified > 0)).toBe(true);
 }, 180_000);

@@ -127,7 +127,10 @@ export function formatReputation(rows: ReputationRow[], bans: Ban[], now = Date.
     String(r.verified),
     String(r.faulty),
     r.score.toFixed(2),
-    r.ban ? `until ${new Date(r.ban.until).toISOString().slice(0, 16)} (${r.ban.reason})` : "-",
+    r.ban
+      ? `until ${new Date(r.ban.until).toISOString().slice(0, 16)}` +
+        `${r.ban.copiesBefore === undefined ? "" : `, caught in copy ${r.ban.copiesBefore}`} (${r.ban.reason})`
+      : "-",
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>

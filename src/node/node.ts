@@ -36,6 +36,11 @@ const log = logger("node");
 export const EPHEMERAL_LISTEN = ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"];
 /** Longest wait for a bootstrap peer dialled directly. */
 export const BOOTSTRAP_DIAL_TIMEOUT_MS = 5_000;
+/**
+ * How often a long-running node checks that it is still connected to its bootstrap peers, and dials
+ * those it lost (an aggregator restarted, a network blip): libp2p does not redial them by itself.
+ */
+export const BOOTSTRAP_CHECK_MS = 5_000;
 /** A measured round-trip time is reused for this long before measuring again. */
 export const LATENCY_TTL_MS = 30_000;
 /** Longest wait for one ping. */
@@ -203,6 +208,7 @@ export class InfernetNode implements AsyncDisposable {
     }
     // Dial the bootstrap peers now rather than after the bootstrap module's delay (see host.ts).
     await node.dialBootstrap(options.signal);
+    if (!options.ephemeral) node.keepBootstrap();
     log.info("node started", { peerId: node.peerId, addresses: node.addresses(), serving: serve.map((m) => m.name) });
     return node;
   }
@@ -247,6 +253,39 @@ export class InfernetNode implements AsyncDisposable {
       if (r.status === "rejected")
         log.warn("bootstrap peer unreachable", { addr: this.bootstrapAddrs[i], err: errorMessage(r.reason) });
     }
+  }
+
+  private bootstrapTimer: ReturnType<typeof setInterval> | undefined;
+  private redialing = false;
+
+  /** Redials, every BOOTSTRAP_CHECK_MS, the bootstrap peers (named by /p2p/ id) it has no connection to. */
+  private keepBootstrap(): void {
+    const peers = this.bootstrapAddrs.flatMap((a) => {
+      const id = /\/p2p\/([^/]+)$/.exec(a)?.[1];
+      try {
+        return id ? [{ addr: a, id: peerIdFromString(id) }] : [];
+      } catch {
+        return [];
+      }
+    });
+    if (peers.length === 0) return;
+    this.bootstrapTimer = setInterval(() => {
+      if (this.redialing) return;
+      const lost = peers.filter((p) => this.host.getConnections(p.id).length === 0);
+      if (lost.length === 0) return;
+      this.redialing = true;
+      const signal = AbortSignal.timeout(BOOTSTRAP_DIAL_TIMEOUT_MS);
+      void Promise.allSettled(lost.map((p) => this.host.dial(multiaddr(p.addr), { signal })))
+        .then((results) => {
+          for (const [i, r] of results.entries()) {
+            if (r.status === "fulfilled") log.info("bootstrap peer reconnected", { addr: lost[i]?.addr });
+          }
+        })
+        .finally(() => {
+          this.redialing = false;
+        });
+    }, BOOTSTRAP_CHECK_MS);
+    this.bootstrapTimer.unref?.();
   }
 
   get peerId(): string {
@@ -368,6 +407,7 @@ export class InfernetNode implements AsyncDisposable {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.bootstrapTimer);
     await this.aggregator?.stop();
     await this.host.stop();
     await this.servedSet.dispose();

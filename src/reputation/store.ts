@@ -26,6 +26,8 @@ export interface Ban {
   /** The node whose evidence it rests on. */
   source: string;
   bannedAt: number;
+  /** Copies it returned to this node (since its previous ban) up to the one that got it banned. */
+  copiesBefore: number | undefined;
 }
 
 export interface Penalty {
@@ -73,6 +75,7 @@ interface BanRow {
   evidence_id: string | null;
   source: string;
   banned_at: number;
+  copies_before: number | null;
 }
 
 /** How long the `count`-th ban lasts. */
@@ -139,11 +142,12 @@ export class ReputationStore {
   }
 
   /**
-   * Bans the provider for the next step of its escalation; returns the ban. A provider banned now
+   * Bans the provider for the next step of its escalation (`copiesBefore`: how many of its copies it
+   * took to catch it); returns the ban. A provider banned now
    * keeps the ban it has: another fault found in work it did before the ban (copies settled after
    * it) is the same offence, not a second one.
    */
-  ban(provider: string, reason: string, evidenceId: string | undefined, source: string): Ban {
+  ban(provider: string, reason: string, evidenceId: string | undefined, source: string, copiesBefore?: number): Ban {
     const now = this.now();
     const current = this.banned(provider, now);
     if (current) return current;
@@ -151,10 +155,10 @@ export class ReputationStore {
     const until = now + banDurationMs(count);
     this.db
       .query(
-        `INSERT OR REPLACE INTO bans (provider, count, until, reason, evidence_id, source, banned_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT OR REPLACE INTO bans (provider, count, until, reason, evidence_id, source, banned_at, copies_before)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(provider, count, until, reason, evidenceId ?? null, source, now);
+      .run(provider, count, until, reason, evidenceId ?? null, source, now, copiesBefore ?? null);
     return this.banned(provider, now) as Ban;
   }
 
@@ -292,5 +296,6 @@ function toBan(r: BanRow): Ban {
     evidenceId: r.evidence_id ?? undefined,
     source: r.source,
     bannedAt: r.banned_at,
+    copiesBefore: r.copies_before ?? undefined,
   };
 }

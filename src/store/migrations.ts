@@ -250,4 +250,13 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE assignments ADD COLUMN verification TEXT;
     `,
   },
+  {
+    version: 5,
+    name: "trust: copies until a ban",
+    sql: `
+      -- Copies the provider returned here (since its previous ban) up to the one that got it banned;
+      -- NULL for a ban adopted from another aggregator's evidence.
+      ALTER TABLE bans ADD COLUMN copies_before INTEGER;
+    `,
+  },
 ];

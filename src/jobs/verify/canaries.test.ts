@@ -103,3 +103,21 @@ test("prompt canaries must share the shard's generation settings; counts scale w
   expect(canaryCount(1000)).toBe(8);
   expect(canaryCount(300)).toBe(3);
 });
+
+test("a canary's position is uniform over the shard: no place in the stream gives it away", () => {
+  using dir = tempDir();
+  const { store, pool: canaries } = pool(dir.path);
+  const known = tensorShard(1, 1000);
+  canaries.add(SHA, pickPayload(known.payload, [0]), pickResult(honest(known), [0]), "self");
+  const [canary] = canaries.draw(SHA, recordShape(known.payload), 1);
+  const MIXES = 2_000;
+  const deciles = new Array<number>(10).fill(0);
+  for (let i = 0; i < MIXES; i++) {
+    const { mix } = mixCanaries(tensorShard(99), [canary!]);
+    deciles[Math.floor((mix.positions[0] as number) / 10)]! += 1;
+  }
+  // 200 expected per decile; 140..260 is more than 4 standard deviations either way.
+  for (const n of deciles) expect(n).toBeGreaterThan(140);
+  for (const n of deciles) expect(n).toBeLessThan(260);
+  store.close();
+});

@@ -245,7 +245,7 @@ export class Trust {
           detail: fault.detail,
         });
         this.reputation.faulty(a.provider, job.spec.model.sha256, this.outcome(a, job));
-        const given = this.reputation.ban(a.provider, reason, undefined, this.init.self);
+        const given = this.reputation.ban(a.provider, reason, undefined, this.init.self, this.copiesBefore(a));
         const price = this.init.db.db
           .query<{ p: number | null }, [string]>("SELECT unit_price_msat AS p FROM assignments WHERE id = ?")
           .get(a.id)?.p;
@@ -333,6 +333,20 @@ export class Trust {
       log.debug("no record-level evidence", { err: errorMessage(err) });
     }
     this.convict(loser.copy, job, fault, settlement.shard.index, true);
+  }
+
+  /**
+   * Shards until detection: the provider's copies returned here since its previous ban (or ever),
+   * the one caught included (a copy convicted on arrival was never stored as returned).
+   */
+  private copiesBefore(a: AssignmentRecord): number {
+    const since = this.reputation.bans().find((b) => b.provider === a.provider)?.bannedAt ?? 0;
+    const row = this.init.db.db
+      .query<{ n: number }, [string, number, string]>(
+        "SELECT count(*) AS n FROM assignments WHERE provider = ? AND returned_at > ? AND id != ?",
+      )
+      .get(a.provider, since, a.id);
+    return (row?.n ?? 0) + 1;
   }
 
   private outcome(a: AssignmentRecord, job: JobRecord): { latencyMs: number; units: number } {
