@@ -50,6 +50,11 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./peers.ts")).peersCommand,
   },
   {
+    name: "serve",
+    summary: "Serve an OpenAI-compatible HTTP API (chat, completions, models) backed by the network",
+    load: async () => (await import("./serve.ts")).serveCommand,
+  },
+  {
     name: "reputation",
     summary: "Show what this aggregator has seen of providers: uptime, completion, latency, faults, score, bans",
     load: async () => (await import("./reputation.ts")).reputationCommand,

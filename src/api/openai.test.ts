@@ -1,0 +1,84 @@
+import { expect, test } from "bun:test";
+import {
+  ApiError,
+  chatRequest,
+  chatToGenerate,
+  completionRequest,
+  completionToGenerate,
+  MAX_COMPLETION_TOKENS,
+  parseBody,
+  sse,
+} from "./openai.ts";
+
+test("a completion maps to a raw generation with the sampling fields the engine knows", () => {
+  const body = parseBody(completionRequest, {
+    model: "stories260k",
+    prompt: "Once",
+    max_tokens: 8,
+    temperature: 0.7,
+    top_p: 0.9,
+    seed: 3,
+    stop: "\n",
+    stream: null,
+  });
+  expect(completionToGenerate(body)).toEqual({
+    prompt: "Once",
+    chat: false,
+    maxTokens: 8,
+    temperature: 0.7,
+    topP: 0.9,
+    seed: 3,
+    stop: ["\n"],
+  });
+});
+
+test("a chat maps system and developer messages to the system prompt and one user turn to the prompt", () => {
+  const body = parseBody(chatRequest, {
+    model: "m",
+    messages: [
+      { role: "system", content: "Be brief." },
+      { role: "developer", content: "No lists." },
+      { role: "user", content: "Hi" },
+    ],
+    max_completion_tokens: 5,
+    max_tokens: 9,
+  });
+  expect(chatToGenerate(body)).toEqual({ prompt: "Hi", chat: true, system: "Be brief.\n\nNo lists.", maxTokens: 5 });
+  const history = parseBody(chatRequest, {
+    model: "m",
+    messages: [
+      { role: "user", content: "a" },
+      { role: "assistant", content: "b" },
+      { role: "user", content: "c" },
+    ],
+  });
+  expect(() => chatToGenerate(history)).toThrow(ApiError);
+});
+
+test("bad fields are a 400 naming the field", () => {
+  const err = (body: unknown) => {
+    try {
+      parseBody(completionRequest, body);
+    } catch (e) {
+      return e as ApiError;
+    }
+    throw new Error("parsed");
+  };
+  expect(err({ model: "m", prompt: "x", max_tokens: MAX_COMPLETION_TOKENS + 1 })).toMatchObject({
+    status: 400,
+    param: "max_tokens",
+  });
+  expect(err({ model: "m", prompt: 3 }).param).toBe("prompt");
+  expect(err({ prompt: "x" }).param).toBe("model");
+  expect(err({ model: "m", prompt: "x", n: 2 }).param).toBe("n");
+  expect(err({ model: "m", prompt: "x", stop: ["a", "b", "c", "d", "e"] }).param).toBe("stop");
+  expect(err(null).status).toBe(400);
+});
+
+test("events are server-sent JSON lines, ending in [DONE]", () => {
+  expect(sse({ a: 1 })).toBe('data: {"a":1}\n\n');
+  expect(sse("[DONE]")).toBe("data: [DONE]\n\n");
+  expect(new ApiError(404, "unknown model x", "not_found_error", "model", "model_not_found").body()).toEqual({
+    error: { message: "unknown model x", type: "not_found_error", param: "model", code: "model_not_found" },
+  });
+});

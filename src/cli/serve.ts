@@ -1,0 +1,92 @@
+import type { ApiModel, GatewayBackend } from "../api/server.ts";
+import { startGateway } from "../api/server.ts";
+import { catalog, findModel, modelFile } from "../models/catalog.ts";
+import type { PeerRow } from "../node/node.ts";
+import { NoProviderError, UsageError } from "../util/errors.ts";
+import { intFlag } from "./args.ts";
+import { defineCommand } from "./command.ts";
+import { type NetworkAccess, networkAccess } from "./network.ts";
+import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
+
+/** The gateway's port unless --port says otherwise (Ollama's 11434, plus one). */
+export const DEFAULT_API_PORT = 11_435;
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
+export const serveCommand = defineCommand({
+  name: "serve",
+  usage: ["serve [--port 11435] [--host 127.0.0.1] [--bootstrap MULTIADDR]..."],
+  details: `An OpenAI-compatible HTTP API in front of the network: GET /v1/models, POST /v1/completions and
+POST /v1/chat/completions (stream: true for server-sent events). Requests run on the network's
+providers through the running node (\`infernet start\`) or a node of its own, with the same provider
+choice and failover as \`infernet run\`; the x-infernet-provider header names the provider.
+It listens on loopback only (API keys for other addresses are not there yet).
+  OPENAI_BASE_URL=http://127.0.0.1:11435/v1 any-openai-app`,
+  options: {
+    port: {
+      type: "string",
+      value: "N",
+      description: `Port to listen on (default ${DEFAULT_API_PORT}; 0 picks a free one)`,
+    },
+    host: { type: "string", value: "ADDR", description: "Address to listen on (default 127.0.0.1; loopback only)" },
+    ...NETWORK_OPTIONS,
+  },
+  async run(ctx, { values, positionals }) {
+    if (positionals.length) throw new UsageError(`serve: unexpected argument "${positionals[0]}"`);
+    const port = intFlag("serve", "port", values.port, 0, 65_535) ?? DEFAULT_API_PORT;
+    const hostname = values.host ?? "127.0.0.1";
+    if (!LOOPBACK.has(hostname)) {
+      throw new UsageError(`serve: --host ${hostname} is not a loopback address`, {
+        hint: "the API listens on loopback only until API keys exist; put a reverse proxy with auth in front",
+      });
+    }
+    applyNetworkOptions(ctx, values);
+    await using access = await networkAccess(ctx);
+    if (!access) {
+      throw new NoProviderError("not connected to any peer", {
+        hint: "start a node (`infernet start`) or give --bootstrap <multiaddr>",
+      });
+    }
+    const server = startGateway({ hostname, port, backend: backend(access) });
+    ctx.stdout.write(
+      `${JSON.stringify({ event: "listening", url: `http://${hostname}:${server.port}/v1`, via: access.via })}\n`,
+    );
+    await new Promise<void>((resolve) => {
+      if (ctx.signal.aborted) resolve();
+      ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    await server.stop(true);
+    return 0;
+  },
+});
+
+/** The network as the gateway needs it: catalog text models, who serves them, and runs. */
+function backend(access: NetworkAccess): GatewayBackend {
+  const text = () => catalog().filter((e) => e.runtime === "llama");
+  return {
+    model(name) {
+      const entry = findModel(name);
+      return entry && entry.runtime === "llama" ? { id: entry.name, sha256: modelFile(entry).sha256 } : undefined;
+    },
+    async models(signal) {
+      let rows: PeerRow[];
+      if (access.control) rows = await access.control.peers(signal);
+      else {
+        const node = access.node!;
+        await Promise.all(
+          text().map((m) => node.capability.findProviders(modelFile(m).sha256, { signal }).catch(() => [])),
+        );
+        rows = await node.peers(signal);
+      }
+      const out: ApiModel[] = [];
+      for (const entry of text()) {
+        const sha = modelFile(entry).sha256;
+        const serving = rows.filter((r) => r.record?.models.some((m) => m.sha256 === sha));
+        if (serving.length === 0) continue;
+        const prices = serving.map((r) => r.record?.price.satsPer1kTokens ?? 0);
+        out.push({ id: entry.name, sha256: sha, providers: serving.length, satsPer1kTokens: Math.min(...prices) });
+      }
+      return out;
+    },
+    run: (model, request, signal) => access.run(model, request, { signal }),
+  };
+}

@@ -1,0 +1,173 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import OpenAI from "openai";
+import { infernet, spawnInfernet } from "./helpers/cli.ts";
+import { type NodeProcess, TestNetwork } from "./helpers/network.ts";
+
+/**
+ * The OpenAI-compatible gateway (`infernet serve`) in front of a real network on 127.0.0.1: two
+ * stories260k providers, the gateway as a node of its own, the official `openai` client. What comes
+ * back is what `infernet run` gives for the same request through the same network.
+ */
+const MAX_TOKENS = 24;
+const PROMPT = "Once upon a time";
+
+let net: TestNetwork;
+let providers: NodeProcess[];
+let gateway: ReturnType<typeof spawnInfernet>;
+let client: OpenAI;
+let home: string;
+
+beforeAll(async () => {
+  net = new TestNetwork();
+  const first = await net.start("p1", ["--provider", "--models", "stories260k"]);
+  const second = await net.start("p2", ["--provider", "--models", "stories260k", "--bootstrap", first.quic]);
+  providers = [first, second];
+  await net.discoverable(first.quic, "stories260k", providers);
+  home = net.home("gateway");
+  gateway = spawnInfernet(["serve", "--port", "0", "--bootstrap", first.quic, "--no-mdns"], { home });
+  // Its first stdout line says where it listens.
+  const reader = gateway.stdout.getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`infernet serve exited: ${await new Response(gateway.stderr).text()}`);
+    out += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const { url } = JSON.parse(out.slice(0, out.indexOf("\n"))) as { url: string };
+  client = new OpenAI({ baseURL: url, apiKey: "unused-on-loopback", maxRetries: 0 });
+}, 120_000);
+
+afterAll(async () => {
+  gateway?.kill();
+  await gateway?.exited;
+  await net?.[Symbol.asyncDispose]();
+});
+
+/** `infernet run` on the same network, its --json result. */
+async function run(args: string[]): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number } }> {
+  const r = await infernet(
+    ["run", "stories260k", PROMPT, "--max-tokens", String(MAX_TOKENS), "--remote", "--json", ...args].concat([
+      "--bootstrap",
+      providers[0]!.quic,
+      "--no-mdns",
+    ]),
+    { home: net.home("runner") },
+  );
+  expect(r.stderr).not.toContain("infernet:");
+  return JSON.parse(r.stdout);
+}
+
+describe("OpenAI API over the network", () => {
+  test("models.list() shows the network's text models with their providers", async () => {
+    const page = await client.models.list();
+    const stories = page.data.find((m) => m.id === "stories260k") as unknown as { providers: number } | undefined;
+    expect(stories?.providers).toBe(2);
+    expect((await client.models.retrieve("stories260k")).id).toBe("stories260k");
+  });
+
+  test("completions, plain and streamed: the text and token counts of `infernet run --raw`", async () => {
+    const expected = await run(["--raw"]);
+    const plain = await client.completions.create({ model: "stories260k", prompt: PROMPT, max_tokens: MAX_TOKENS });
+    expect(plain.choices[0]?.text).toBe(expected.text);
+    expect(plain.choices[0]?.finish_reason).toBe("length");
+    expect(plain.usage).toEqual({
+      prompt_tokens: expected.usage.inputTokens,
+      completion_tokens: MAX_TOKENS,
+      total_tokens: expected.usage.inputTokens + MAX_TOKENS,
+    });
+    const stream = await client.completions.create({
+      model: "stories260k",
+      prompt: PROMPT,
+      max_tokens: MAX_TOKENS,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.text ?? "";
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(expected.text);
+    expect(usage?.completion_tokens).toBe(MAX_TOKENS);
+  });
+
+  test("chat, plain and streamed: the text of `infernet run --chat --system`", async () => {
+    const expected = await run(["--chat", "--system", "You tell short stories."]);
+    const messages: OpenAI.ChatCompletionMessageParam[] = [
+      { role: "system", content: "You tell short stories." },
+      { role: "user", content: PROMPT },
+    ];
+    const { data: plain, response } = await client.chat.completions
+      .create({ model: "stories260k", messages, max_tokens: MAX_TOKENS })
+      .withResponse();
+    expect(plain.choices[0]?.message.content).toBe(expected.text);
+    expect(plain.usage?.completion_tokens).toBe(expected.usage.outputTokens);
+    expect(providers.map((p) => p.status.peerId)).toContain(response.headers.get("x-infernet-provider") ?? "none");
+    const stream = await client.chat.completions.create({
+      model: "stories260k",
+      messages,
+      max_tokens: MAX_TOKENS,
+      stream: true,
+    });
+    let text = "";
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(text).toBe(expected.text);
+    expect(finish).toBe("length");
+  });
+
+  test("bad requests get OpenAI's error shape and status; the gateway stays up", async () => {
+    const fail = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (err) {
+        return err as InstanceType<typeof OpenAI.APIError>;
+      }
+      throw new Error("the request succeeded");
+    };
+    const unknown = await fail(client.completions.create({ model: "no-such-model", prompt: "x" }));
+    expect(unknown.status).toBe(404);
+    expect(unknown.code).toBe("model_not_found");
+    const huge = await fail(client.completions.create({ model: "stories260k", prompt: "x", max_tokens: 10_000_000 }));
+    expect(huge.status).toBe(400);
+    expect(huge.param).toBe("max_tokens");
+    const negative = await fail(client.completions.create({ model: "stories260k", prompt: "x", max_tokens: -1 }));
+    expect(negative.status).toBe(400);
+    const turns = await fail(
+      client.chat.completions.create({
+        model: "stories260k",
+        messages: [
+          { role: "user", content: "a" },
+          { role: "assistant", content: "b" },
+          { role: "user", content: "c" },
+        ],
+      }),
+    );
+    expect(turns.status).toBe(400);
+    const base = client.baseURL;
+    const malformed = await fetch(`${base}/chat/completions`, { method: "POST", body: "{not json" });
+    expect(malformed.status).toBe(400);
+    expect(((await malformed.json()) as { error: { type: string } }).error.type).toBe("invalid_request_error");
+    const wrongType = await fetch(`${base}/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "stories260k", prompt: 42 }),
+    });
+    expect(wrongType.status).toBe(400);
+    const oversized = await fetch(`${base}/completions`, { method: "POST", body: "x".repeat(2_000_000) });
+    expect(oversized.status).toBe(413);
+    // Still serving.
+    const ok = await client.completions.create({ model: "stories260k", prompt: PROMPT, max_tokens: 4 });
+    expect(ok.choices[0]?.text.length).toBeGreaterThan(0);
+  });
+
+  test("a non-loopback --host is refused with a clear message", async () => {
+    const r = await infernet(["serve", "--host", "0.0.0.0", "--port", "0"], { home: net.home("exposed") });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("not a loopback address");
+  });
+});
