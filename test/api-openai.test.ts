@@ -19,8 +19,11 @@ let home: string;
 
 beforeAll(async () => {
   net = new TestNetwork();
-  const first = await net.start("p1", ["--provider", "--models", "stories260k"]);
-  const second = await net.start("p2", ["--provider", "--models", "stories260k", "--bootstrap", first.quic]);
+  // llama.cpp on 2 threads: ~30x slower per token here, so a long stream is still running when its
+  // provider is killed (greedy text is the same on any thread count).
+  const slow = { INFERNET_THREADS: "2" };
+  const first = await net.start("p1", ["--provider", "--models", "stories260k"], slow);
+  const second = await net.start("p2", ["--provider", "--models", "stories260k", "--bootstrap", first.quic], slow);
   providers = [first, second];
   await net.discoverable(first.quic, "stories260k", providers);
   home = net.home("gateway");
@@ -164,6 +167,35 @@ describe("OpenAI API over the network", () => {
     const ok = await client.completions.create({ model: "stories260k", prompt: PROMPT, max_tokens: 4 });
     expect(ok.choices[0]?.text.length).toBeGreaterThan(0);
   });
+
+  test("the provider SIGKILLed mid-stream: the stream goes on on the other one, the text unchanged", async () => {
+    const long = 300;
+    const expected = await infernet(
+      ["run", "stories260k", PROMPT, "--max-tokens", String(long), "--remote", "--raw", "--json"].concat([
+        "--bootstrap",
+        providers[0]!.quic,
+        "--no-mdns",
+      ]),
+      { home: net.home("runner-long") },
+    );
+    const want = JSON.parse(expected.stdout).text as string;
+    const { data: stream, response } = await client.completions
+      .create({ model: "stories260k", prompt: PROMPT, max_tokens: long, stream: true })
+      .withResponse();
+    const serving = providers.find((p) => p.status.peerId === response.headers.get("x-infernet-provider"));
+    expect(serving).toBeDefined();
+    let text = "";
+    let killed = false;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.text ?? "";
+      if (!killed && text.length > 0) {
+        killed = true;
+        await net.kill(serving!);
+      }
+    }
+    expect(killed).toBe(true);
+    expect(text).toBe(want);
+  }, 60_000);
 
   test("a non-loopback --host is refused with a clear message", async () => {
     const r = await infernet(["serve", "--host", "0.0.0.0", "--port", "0"], { home: net.home("exposed") });

@@ -201,28 +201,35 @@ async function generate(
   const encoder = new TextEncoder();
   let pending: IteratorResult<NetworkEvent> | undefined = first;
   const body = new ReadableStream<Uint8Array>({
+    // Each pull enqueues at least one event (a pull that enqueues nothing is not called again):
+    // events with nothing to send (a failover's provider change, an empty token) are skipped.
     async pull(controller) {
       try {
-        const e = pending ?? (await events.next());
-        pending = undefined;
-        if (e.done) {
-          controller.enqueue(encoder.encode(sse("[DONE]")));
-          controller.close();
-          return;
-        }
-        const event = e.value;
-        if (event.type === "token" && event.text !== "") {
-          controller.enqueue(encoder.encode(chunk([choice(event.text, null)])));
-        } else if (event.type === "done") {
-          const fin =
-            kind === "chat"
-              ? { index: 0, delta: {}, finish_reason: finishReason(event.finishReason) }
-              : choice("", finishReason(event.finishReason));
-          controller.enqueue(encoder.encode(chunk([fin])));
-          if (includeUsage) {
-            controller.enqueue(
-              encoder.encode(chunk([], { usage: usageOf(event.usage.inputTokens, event.usage.outputTokens) })),
-            );
+        for (;;) {
+          const e = pending ?? (await events.next());
+          pending = undefined;
+          if (e.done) {
+            controller.enqueue(encoder.encode(sse("[DONE]")));
+            controller.close();
+            return;
+          }
+          const event = e.value;
+          if (event.type === "token" && event.text !== "") {
+            controller.enqueue(encoder.encode(chunk([choice(event.text, null)])));
+            return;
+          }
+          if (event.type === "done") {
+            const fin =
+              kind === "chat"
+                ? { index: 0, delta: {}, finish_reason: finishReason(event.finishReason) }
+                : choice("", finishReason(event.finishReason));
+            controller.enqueue(encoder.encode(chunk([fin])));
+            if (includeUsage) {
+              controller.enqueue(
+                encoder.encode(chunk([], { usage: usageOf(event.usage.inputTokens, event.usage.outputTokens) })),
+              );
+            }
+            return;
           }
         }
       } catch (err) {
