@@ -1,7 +1,19 @@
-import type { NetworkEvent } from "../node/client.ts";
 import type { GenerateRequest } from "../runtime/engine.ts";
 import { errorMessage, InfernetError, NoProviderError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
+import { VERSION } from "../version.ts";
+import { collect, type Done, type Runner, startGeneration, streamBody } from "./generation.ts";
+import {
+  chatBody,
+  finalCounts,
+  generateBody,
+  ndjson,
+  type OllamaChat,
+  type OllamaGenerate,
+  ollamaChat,
+  ollamaGenerate,
+  showBody,
+} from "./ollama.ts";
 import {
   ApiError,
   chatRequest,
@@ -31,6 +43,8 @@ export interface ApiModel {
   providers: number;
   /** Lowest price among them, satoshis per 1,000 tokens. */
   satsPer1kTokens: number | undefined;
+  /** The model file's size in bytes. */
+  bytes: number;
 }
 
 export interface GatewayBackend {
@@ -38,11 +52,7 @@ export interface GatewayBackend {
   models(signal: AbortSignal): Promise<ApiModel[]>;
   /** The catalog's text model of this name, or undefined. */
   model(name: string): { id: string; sha256: string } | undefined;
-  run(
-    model: { name: string; sha256: string },
-    request: GenerateRequest,
-    signal: AbortSignal,
-  ): AsyncIterable<NetworkEvent>;
+  run: Runner;
 }
 
 export interface GatewayOptions {
@@ -50,9 +60,6 @@ export interface GatewayOptions {
   port: number;
   backend: GatewayBackend;
 }
-
-/** Header naming the provider that served a request. */
-export const PROVIDER_HEADER = "x-infernet-provider";
 
 export function startGateway(options: GatewayOptions): ReturnType<typeof Bun.serve> {
   const { backend } = options;
@@ -63,10 +70,11 @@ export function startGateway(options: GatewayOptions): ReturnType<typeof Bun.ser
     // A generation's stream may be quiet while a provider fails over; the deadline is the client's.
     idleTimeout: 0,
     async fetch(req) {
+      const ollama = new URL(req.url).pathname.startsWith("/api/");
       try {
-        return await route(req, backend);
+        return await (ollama ? ollamaRoute(req, backend) : route(req, backend));
       } catch (err) {
-        return errorResponse(err);
+        return errorResponse(err, ollama);
       }
     },
   });
@@ -146,18 +154,7 @@ async function generate(
   }
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
-  const events = backend
-    .run({ name: model.id, sha256: model.sha256 }, { kind: "generate", ...request }, req.signal)
-    [Symbol.asyncIterator]();
-  // The provider is known before the first token: it goes in a header.
-  let first = await events.next();
-  let provider: string | undefined;
-  while (!first.done && first.value.type === "provider") {
-    provider = first.value.peerId;
-    first = await events.next();
-  }
-  const headers: Record<string, string> = provider ? { [PROVIDER_HEADER]: provider } : {};
-  const object = kind === "chat" ? "chat.completion" : "text_completion";
+  const g = await startGeneration(backend.run, model, request, req.signal);
   const choice = (text: string | undefined, finish: "stop" | "length" | null) =>
     kind === "chat"
       ? {
@@ -168,24 +165,18 @@ async function generate(
       : { index: 0, text: text ?? "", logprobs: null, finish_reason: finish };
 
   if (!stream) {
-    let text = "";
-    let done: Extract<NetworkEvent, { type: "done" }> | undefined;
-    for (let e = first; !e.done; e = await events.next()) {
-      if (e.value.type === "token") text += e.value.text;
-      else if (e.value.type === "done") done = e.value;
-    }
-    if (!done) throw new ApiError(502, "the generation ended without a result", "server_error");
+    const { text, done } = await collect(g);
     return json(
       {
         id,
-        object,
+        object: kind === "chat" ? "chat.completion" : "text_completion",
         created,
         model: model.id,
         choices: [choice(text, finishReason(done.finishReason))],
         usage: usageOf(done.usage.inputTokens, done.usage.outputTokens),
       },
       200,
-      headers,
+      g.headers,
     );
   }
 
@@ -198,53 +189,19 @@ async function generate(
       choices,
       ...extra,
     });
-  const encoder = new TextEncoder();
-  let pending: IteratorResult<NetworkEvent> | undefined = first;
-  const body = new ReadableStream<Uint8Array>({
-    // Each pull enqueues at least one event (a pull that enqueues nothing is not called again):
-    // events with nothing to send (a failover's provider change, an empty token) are skipped.
-    async pull(controller) {
-      try {
-        for (;;) {
-          const e = pending ?? (await events.next());
-          pending = undefined;
-          if (e.done) {
-            controller.enqueue(encoder.encode(sse("[DONE]")));
-            controller.close();
-            return;
-          }
-          const event = e.value;
-          if (event.type === "token" && event.text !== "") {
-            controller.enqueue(encoder.encode(chunk([choice(event.text, null)])));
-            return;
-          }
-          if (event.type === "done") {
-            const fin =
-              kind === "chat"
-                ? { index: 0, delta: {}, finish_reason: finishReason(event.finishReason) }
-                : choice("", finishReason(event.finishReason));
-            controller.enqueue(encoder.encode(chunk([fin])));
-            if (includeUsage) {
-              controller.enqueue(
-                encoder.encode(chunk([], { usage: usageOf(event.usage.inputTokens, event.usage.outputTokens) })),
-              );
-            }
-            return;
-          }
-        }
-      } catch (err) {
-        // Headers are gone: the error is the stream's last event, as OpenAI's servers send it.
-        log.warn("stream failed", { err: errorMessage(err) });
-        controller.enqueue(encoder.encode(sse(toApiError(err).body())));
-        controller.close();
-      }
+  const body = streamBody(g, {
+    token: (text) => [chunk([choice(text, null)])],
+    done: (event) => {
+      const finish = finishReason(event.finishReason);
+      const fin = kind === "chat" ? { index: 0, delta: {}, finish_reason: finish } : choice("", finish);
+      const usage = usageOf(event.usage.inputTokens, event.usage.outputTokens);
+      return [chunk([fin]), ...(includeUsage ? [chunk([], { usage })] : [])];
     },
-    async cancel() {
-      await events.return?.();
-    },
+    close: () => [sse("[DONE]")],
+    error: (err) => sse(toApiError(err).body()),
   });
   return new Response(body, {
-    headers: { "content-type": "text/event-stream", "cache-control": "no-cache", ...headers },
+    headers: { "content-type": "text/event-stream", "cache-control": "no-cache", ...g.headers },
   });
 }
 
@@ -255,10 +212,71 @@ function toApiError(err: unknown): ApiError {
   return new ApiError(500, errorMessage(err), "server_error");
 }
 
-function errorResponse(err: unknown): Response {
+/** An error as the dialect sends it: OpenAI's object, or Ollama's `{"error": "..."}`. */
+function errorResponse(err: unknown, ollama = false): Response {
   const e = toApiError(err);
   if (e.status >= 500) log.warn("request failed", { status: e.status, err: e.message });
-  return json(e.body(), e.status);
+  return json(ollama ? { error: e.message } : e.body(), e.status);
+}
+
+async function ollamaRoute(req: Request, backend: GatewayBackend): Promise<Response> {
+  const path = new URL(req.url).pathname.replace(/\/+$/, "");
+  if (req.method === "GET" && path === "/api/version") return json({ version: VERSION });
+  if (req.method === "GET" && path === "/api/tags") {
+    const models = (await backend.models(req.signal)).map(ollamaModel);
+    return json({ models });
+  }
+  if (req.method === "POST" && path === "/api/show") {
+    const body = parseBody(showBody, await readJson(req));
+    const name = body.model ?? body.name;
+    const found = (await backend.models(req.signal)).find((m) => m.id === name);
+    if (!found) throw new ApiError(404, `model '${name}' not found`, "not_found_error");
+    const { details } = ollamaModel(found);
+    return json({ details, model_info: { "infernet.providers": found.providers }, capabilities: ["completion"] });
+  }
+  if (req.method === "POST" && (path === "/api/generate" || path === "/api/chat")) {
+    const chat = path === "/api/chat";
+    const body = chat ? parseBody(chatBody, await readJson(req)) : parseBody(generateBody, await readJson(req));
+    const model = backend.model(body.model);
+    if (!model) throw new ApiError(404, `model '${body.model}' not found`, "not_found_error");
+    const request = chat ? ollamaChat(body as OllamaChat) : ollamaGenerate(body as OllamaGenerate);
+    const started = performance.now();
+    const g = await startGeneration(backend.run, model, request, req.signal);
+    const frame = (text: string, done: boolean) => ({
+      model: model.id,
+      created_at: new Date().toISOString(),
+      ...(chat ? { message: { role: "assistant", content: text } } : { response: text }),
+      done,
+    });
+    const final = (event: Done) => ({
+      ...frame("", true),
+      done_reason: finishReason(event.finishReason),
+      ...finalCounts(event.usage, performance.now() - started),
+    });
+    if (body.stream === false) {
+      const { text, done } = await collect(g);
+      return json({ ...final(done), ...frame(text, true) }, 200, g.headers);
+    }
+    const stream = streamBody(g, {
+      token: (text) => [ndjson(frame(text, false))],
+      done: (event) => [ndjson(final(event))],
+      close: () => [],
+      error: (err) => ndjson({ error: toApiError(err).message }),
+    });
+    return new Response(stream, { headers: { "content-type": "application/x-ndjson", ...g.headers } });
+  }
+  throw new ApiError(404, `no route ${req.method} ${path}`, "not_found_error");
+}
+
+function ollamaModel(m: ApiModel) {
+  return {
+    name: m.id,
+    model: m.id,
+    modified_at: new Date(0).toISOString(),
+    size: m.bytes,
+    digest: m.sha256,
+    details: { format: "gguf", family: "llama", families: ["llama"], parameter_size: "", quantization_level: "" },
+  };
 }
 
 function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {

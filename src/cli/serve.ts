@@ -16,7 +16,8 @@ export const serveCommand = defineCommand({
   name: "serve",
   usage: ["serve [--port 11435] [--host 127.0.0.1] [--bootstrap MULTIADDR]..."],
   details: `An OpenAI-compatible HTTP API in front of the network: GET /v1/models, POST /v1/completions and
-POST /v1/chat/completions (stream: true for server-sent events). Requests run on the network's
+POST /v1/chat/completions (stream: true for server-sent events), and Ollama's on the same port:
+POST /api/generate and /api/chat (NDJSON streams), GET /api/tags and /api/version, POST /api/show. Requests run on the network's
 providers through the running node (\`infernet start\`) or a node of its own, with the same provider
 choice and failover as \`infernet run\`; the x-infernet-provider header names the provider.
 It listens on loopback only (API keys for other addresses are not there yet).
@@ -83,7 +84,13 @@ function backend(access: NetworkAccess): GatewayBackend {
         const serving = rows.filter((r) => r.record?.models.some((m) => m.sha256 === sha));
         if (serving.length === 0) continue;
         const prices = serving.map((r) => r.record?.price.satsPer1kTokens ?? 0);
-        out.push({ id: entry.name, sha256: sha, providers: serving.length, satsPer1kTokens: Math.min(...prices) });
+        out.push({
+          id: entry.name,
+          sha256: sha,
+          providers: serving.length,
+          satsPer1kTokens: Math.min(...prices),
+          bytes: modelFile(entry).size,
+        });
       }
       return out;
     },

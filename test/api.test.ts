@@ -4,7 +4,7 @@ import { infernet, spawnInfernet } from "./helpers/cli.ts";
 import { type NodeProcess, TestNetwork } from "./helpers/network.ts";
 
 /**
- * The OpenAI-compatible gateway (`infernet serve`) in front of a real network on 127.0.0.1: two
+ * The OpenAI- and Ollama-compatible gateway (`infernet serve`) in front of a real network on 127.0.0.1: two
  * stories260k providers, the gateway as a node of its own, the official `openai` client. What comes
  * back is what `infernet run` gives for the same request through the same network.
  */
@@ -61,7 +61,7 @@ async function run(args: string[]): Promise<{ text: string; usage: { inputTokens
   return JSON.parse(r.stdout);
 }
 
-describe("OpenAI API over the network", () => {
+describe("OpenAI and Ollama APIs over the network", () => {
   test("models.list() shows the network's text models with their providers", async () => {
     const page = await client.models.list();
     const stories = page.data.find((m) => m.id === "stories260k") as unknown as { providers: number } | undefined;
@@ -168,6 +168,55 @@ describe("OpenAI API over the network", () => {
     expect(ok.choices[0]?.text.length).toBeGreaterThan(0);
   });
 
+  test("Ollama's routes on the same port: /api/generate and /api/chat stream NDJSON with infernet run's text", async () => {
+    const base = client.baseURL.replace(/\/v1$/, "");
+    const post = (path: string, body: unknown) =>
+      fetch(`${base}${path}`, { method: "POST", body: JSON.stringify(body) });
+    /** The NDJSON lines of a streamed answer. */
+    const lines = async (r: Response) =>
+      (await r.text())
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const raw = await run(["--raw"]);
+    const options = { num_predict: MAX_TOKENS };
+    const streamed = await post("/api/generate", { model: "stories260k", prompt: PROMPT, raw: true, options });
+    expect(streamed.headers.get("content-type")).toBe("application/x-ndjson");
+    const frames = await lines(streamed);
+    expect(frames.length).toBeGreaterThan(2);
+    expect(frames.map((f) => f.response).join("")).toBe(raw.text);
+    expect(frames.at(-1)).toMatchObject({ done: true, done_reason: "length", eval_count: MAX_TOKENS });
+    expect(frames.slice(0, -1).every((f) => f.done === false)).toBe(true);
+    const whole = (await (
+      await post("/api/generate", { model: "stories260k", prompt: PROMPT, raw: true, stream: false, options })
+    ).json()) as { response: string; done: boolean };
+    expect(whole).toMatchObject({ response: raw.text, done: true });
+
+    const chat = await run(["--chat"]);
+    const chatFrames = await lines(
+      await post("/api/chat", { model: "stories260k", messages: [{ role: "user", content: PROMPT }], options }),
+    );
+    expect(chatFrames.map((f) => (f.message as { content: string }).content).join("")).toBe(chat.text);
+
+    const tags = (await (await fetch(`${base}/api/tags`)).json()) as { models: { name: string; digest: string }[] };
+    expect(tags.models.map((m) => m.name)).toContain("stories260k");
+    expect((await (await fetch(`${base}/api/version`)).json()) as object).toHaveProperty("version");
+    expect((await post("/api/show", { model: "stories260k" })).status).toBe(200);
+    const missing = await post("/api/generate", { model: "nope", prompt: "x" });
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: string }).error).toContain("not found");
+    const bad = await post("/api/chat", { model: "stories260k", messages: "hello" });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: string }).error).toContain("messages");
+  });
+
+  test("a non-loopback --host is refused with a clear message", async () => {
+    const r = await infernet(["serve", "--host", "0.0.0.0", "--port", "0"], { home: net.home("exposed") });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("not a loopback address");
+  });
+
+  // Last: it leaves one provider.
   test("the provider SIGKILLed mid-stream: the stream goes on on the other one, the text unchanged", async () => {
     const long = 300;
     const expected = await infernet(
@@ -196,10 +245,4 @@ describe("OpenAI API over the network", () => {
     expect(killed).toBe(true);
     expect(text).toBe(want);
   }, 60_000);
-
-  test("a non-loopback --host is refused with a clear message", async () => {
-    const r = await infernet(["serve", "--host", "0.0.0.0", "--port", "0"], { home: net.home("exposed") });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("not a loopback address");
-  });
 });
