@@ -23,7 +23,12 @@ beforeAll(async () => {
   // provider is killed (greedy text is the same on any thread count).
   const slow = { INFERNET_THREADS: "2" };
   const first = await net.start("p1", ["--provider", "--models", "stories260k"], slow);
-  const second = await net.start("p2", ["--provider", "--models", "stories260k", "--bootstrap", first.quic], slow);
+  // p2 also serves the API itself (`infernet start --api`).
+  const second = await net.start(
+    "p2",
+    ["--provider", "--models", "stories260k", "--bootstrap", first.quic, "--api", "0"],
+    slow,
+  );
   providers = [first, second];
   await net.discoverable(first.quic, "stories260k", providers);
   home = net.home("gateway");
@@ -208,6 +213,15 @@ describe("OpenAI and Ollama APIs over the network", () => {
     const bad = await post("/api/chat", { model: "stories260k", messages: "hello" });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: string }).error).toContain("messages");
+  });
+
+  test("infernet start --api: the same API on a running node, through its own connections", async () => {
+    const url = (providers[1]!.status as unknown as { api?: string }).api;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    const onNode = new OpenAI({ baseURL: url, apiKey: "unused-on-loopback", maxRetries: 0 });
+    const expected = await run(["--raw"]);
+    const r = await onNode.completions.create({ model: "stories260k", prompt: PROMPT, max_tokens: MAX_TOKENS });
+    expect(r.choices[0]?.text).toBe(expected.text);
   });
 
   test("a non-loopback --host is refused with a clear message", async () => {

@@ -47,7 +47,7 @@ It listens on loopback only (API keys for other addresses are not there yet).
         hint: "start a node (`infernet start`) or give --bootstrap <multiaddr>",
       });
     }
-    const server = startGateway({ hostname, port, backend: backend(access) });
+    const server = startGateway({ hostname, port, backend: gatewayBackend(access) });
     ctx.stdout.write(
       `${JSON.stringify({ event: "listening", url: `http://${hostname}:${server.port}/v1`, via: access.via })}\n`,
     );
@@ -61,7 +61,7 @@ It listens on loopback only (API keys for other addresses are not there yet).
 });
 
 /** The network as the gateway needs it: catalog text models, who serves them, and runs. */
-function backend(access: NetworkAccess): GatewayBackend {
+export function gatewayBackend(access: Pick<NetworkAccess, "node" | "control" | "run">): GatewayBackend {
   const text = () => catalog().filter((e) => e.runtime === "llama");
   return {
     model(name) {

@@ -1,16 +1,19 @@
 import { join } from "node:path";
+import { startGateway } from "../api/server.ts";
 import { DEFAULT_FEE_PERCENT, parseFee } from "../jobs/fee.ts";
 import { resolveLocalModel } from "../models/local.ts";
+import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
 import { ConfigError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
-import { numberFlag } from "./args.ts";
+import { intFlag, numberFlag } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
 import { progressReporter } from "./progress.ts";
+import { gatewayBackend } from "./serve.ts";
 
 export const startCommand = defineCommand({
   name: "start",
@@ -43,6 +46,11 @@ Examples:
       value: "PERCENT",
       description: `Aggregator fee, 0.5% to 2% (default ${DEFAULT_FEE_PERCENT}%)`,
     },
+    api: {
+      type: "string",
+      value: "PORT",
+      description: "Also serve the OpenAI/Ollama-compatible API on 127.0.0.1:PORT (see `infernet serve`)",
+    },
     json: { type: "boolean", description: "Print the node's status as one JSON line once it is up (headless)" },
     "no-dash": { type: "boolean", description: "Run headless even on a terminal: log to stderr, stop with Ctrl-C" },
     ...NETWORK_OPTIONS,
@@ -65,8 +73,10 @@ Examples:
         hint: "e.g. --models stories260k,mnist-8 (or set `serve` in config.json / INFERNET_SERVE)",
       });
     }
+    const api = intFlag("start", "api", values.api, 0, 65_535);
     return runNode(ctx, {
       models: names,
+      ...(api !== undefined ? { apiPort: api } : {}),
       ...(values.aggregator ? { aggregator: { feePercent } } : {}),
       json: Boolean(values.json),
       dashboard: !values["no-dash"] && !values.json && onTerminal(ctx),
@@ -82,6 +92,8 @@ export interface RunNodeOptions {
   json: boolean;
   /** Open the dashboard on this terminal; closing it stops the node. Otherwise run headless until Ctrl-C. */
   dashboard: boolean;
+  /** Serve the HTTP API on 127.0.0.1 at this port (0: any free one). */
+  apiPort?: number;
 }
 
 /** Runs a node in the foreground (with the dashboard, or headless) until it is told to stop; the exit code. */
@@ -116,6 +128,17 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
   });
   try {
     await using _control = await startControlServer(node, config.home);
+    // The API goes through this node's own connections (its provider choice and failover).
+    const gateway =
+      options.apiPort === undefined
+        ? undefined
+        : startGateway({
+            hostname: "127.0.0.1",
+            port: options.apiPort,
+            backend: gatewayBackend({ node, run: (model, request, o) => runOnNetwork(node, model, request, o) }),
+          });
+    await using _gateway = { [Symbol.asyncDispose]: async () => void (await gateway?.stop(true)) };
+    const apiUrl = gateway ? `http://127.0.0.1:${gateway.port}/v1` : undefined;
     if (options.dashboard) {
       // The dashboard is a client of this node like any other (through the control socket); leaving
       // it (q, after the node's work drained, or q twice) stops the node.
@@ -126,11 +149,12 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
     // Up and serving: from here on the log goes to stderr too (a refusal before this point is one line).
     configureLogging({ level: config.log, dir: join(config.home, "logs"), stderr: true });
     const s = node.status();
-    if (options.json) ctx.stdout.write(`${JSON.stringify(s)}\n`);
+    if (options.json) ctx.stdout.write(`${JSON.stringify(apiUrl ? { ...s, api: apiUrl } : s)}\n`);
     else {
       ctx.stdout.write(
         `Infernet node ${s.peerId} (${s.mode}${serve.length ? `: ${serve.map((m) => m.name).join(", ")} at ${s.price} sats/1k tokens` : ""}${s.aggregator ? `; aggregator, ${s.aggregator.feePercent}% fee` : ""})\n` +
-          `Listening on:\n${s.addresses.map((a) => `  ${a}`).join("\n")}\nPress Ctrl-C to stop.\n`,
+          `Listening on:\n${s.addresses.map((a) => `  ${a}`).join("\n")}\n` +
+          `${apiUrl ? `API: ${apiUrl} (OpenAI; Ollama's /api on the same port)\n` : ""}Press Ctrl-C to stop.\n`,
       );
     }
     await new Promise<void>((resolve) => {
