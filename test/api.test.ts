@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import OpenAI from "openai";
+import { createLlamaEngine } from "../src/runtime/llama/engine.ts";
 import { infernet, spawnInfernet } from "./helpers/cli.ts";
 import { type NodeProcess, TestNetwork } from "./helpers/network.ts";
+import { STORIES_GGUF, STORIES_SHA256 } from "./helpers/paths.ts";
 
 /**
  * The OpenAI- and Ollama-compatible gateway (`infernet serve`) in front of a real network on 127.0.0.1: two
@@ -13,7 +15,6 @@ const PROMPT = "Once upon a time";
 
 let net: TestNetwork;
 let providers: NodeProcess[];
-let gateway: ReturnType<typeof spawnInfernet>;
 let client: OpenAI;
 let home: string;
 
@@ -32,25 +33,62 @@ beforeAll(async () => {
   providers = [first, second];
   await net.discoverable(first.quic, "stories260k", providers);
   home = net.home("gateway");
-  gateway = spawnInfernet(["serve", "--port", "0", "--bootstrap", first.quic, "--no-mdns"], { home });
-  // Its first stdout line says where it listens.
-  const reader = gateway.stdout.getReader();
+  const served = await serveGateway(["--port", "0"], home);
+  client = new OpenAI({ baseURL: served.url, apiKey: "unused-on-loopback", maxRetries: 0 });
+}, 120_000);
+
+const gateways: ReturnType<typeof spawnInfernet>[] = [];
+
+afterAll(async () => {
+  for (const g of gateways) g.kill();
+  await Promise.all(gateways.map((g) => g.exited));
+  await net?.[Symbol.asyncDispose]();
+});
+
+/** `infernet serve` on this network; its first stdout line says where it listens (a 127.0.0.1 URL). */
+async function serveGateway(
+  args: string[],
+  at: string,
+): Promise<{ proc: ReturnType<typeof spawnInfernet>; url: string }> {
+  // A provider that is still running (one is killed by the failover test).
+  const bootstrap = ["--bootstrap", providers.find((p) => p.proc.exitCode === null && !p.proc.killed)!.quic];
+  const proc = spawnInfernet(["serve", ...args, ...bootstrap, "--no-mdns"], { home: at });
+  gateways.push(proc);
+  // Drained as it comes (a full pipe would stall the gateway); shown if it fails to start.
+  let stderr = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
+  })();
+  const reader = proc.stdout.getReader();
   let out = "";
   while (!out.includes("\n")) {
     const { value, done } = await reader.read();
-    if (done) throw new Error(`infernet serve exited: ${await new Response(gateway.stderr).text()}`);
+    if (done) {
+      await proc.exited;
+      throw new Error(`infernet serve exited: ${stderr}`);
+    }
     out += new TextDecoder().decode(value);
   }
   reader.releaseLock();
   const { url } = JSON.parse(out.slice(0, out.indexOf("\n"))) as { url: string };
-  client = new OpenAI({ baseURL: url, apiKey: "unused-on-loopback", maxRetries: 0 });
-}, 120_000);
+  return { proc, url: url.replace("//0.0.0.0:", "//127.0.0.1:") };
+}
 
-afterAll(async () => {
-  gateway?.kill();
-  await gateway?.exited;
-  await net?.[Symbol.asyncDispose]();
-});
+/** Whether `p` rejects with an API error; the error. */
+async function fail(p: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
+  try {
+    await p;
+  } catch (err) {
+    return err as InstanceType<typeof OpenAI.APIError>;
+  }
+  throw new Error("the request succeeded");
+}
+
+/** Requests the provider is computing now (its `infernet status`). */
+async function activeOn(p: NodeProcess): Promise<number> {
+  const r = await infernet(["status", "--json"], { home: p.home });
+  return (JSON.parse(r.stdout) as { load: { active: number } }).load.active;
+}
 
 /** `infernet run` on the same network, its --json result. */
 async function run(args: string[]): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number } }> {
@@ -130,14 +168,6 @@ describe("OpenAI and Ollama APIs over the network", () => {
   });
 
   test("bad requests get OpenAI's error shape and status; the gateway stays up", async () => {
-    const fail = async (p: Promise<unknown>) => {
-      try {
-        await p;
-      } catch (err) {
-        return err as InstanceType<typeof OpenAI.APIError>;
-      }
-      throw new Error("the request succeeded");
-    };
     const unknown = await fail(client.completions.create({ model: "no-such-model", prompt: "x" }));
     expect(unknown.status).toBe(404);
     expect(unknown.code).toBe("model_not_found");
@@ -146,17 +176,17 @@ describe("OpenAI and Ollama APIs over the network", () => {
     expect(huge.param).toBe("max_tokens");
     const negative = await fail(client.completions.create({ model: "stories260k", prompt: "x", max_tokens: -1 }));
     expect(negative.status).toBe(400);
-    const turns = await fail(
+    const lastIsAssistant = await fail(
       client.chat.completions.create({
         model: "stories260k",
         messages: [
           { role: "user", content: "a" },
           { role: "assistant", content: "b" },
-          { role: "user", content: "c" },
         ],
       }),
     );
-    expect(turns.status).toBe(400);
+    expect(lastIsAssistant.status).toBe(400);
+    expect((await fail(client.completions.create({ model: "stories260k", prompt: "x", n: 99 }))).param).toBe("n");
     const base = client.baseURL;
     const malformed = await fetch(`${base}/chat/completions`, { method: "POST", body: "{not json" });
     expect(malformed.status).toBe(400);
@@ -227,8 +257,65 @@ describe("OpenAI and Ollama APIs over the network", () => {
   test("a non-loopback --host is refused with a clear message", async () => {
     const r = await infernet(["serve", "--host", "0.0.0.0", "--port", "0"], { home: net.home("exposed") });
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("not a loopback address");
+    expect(r.stderr).toContain("needs an API key");
   });
+
+  test("a conversation (earlier turns) is answered as the engine answers it; n choices come back as n generations", async () => {
+    const history = [
+      { role: "user" as const, content: PROMPT },
+      { role: "assistant" as const, content: "there was a little girl named Lily." },
+    ];
+    await using engine = createLlamaEngine({ threads: 1 });
+    let want = "";
+    for await (const e of engine.run(
+      { name: "stories260k", runtime: "llama", path: STORIES_GGUF, sha256: STORIES_SHA256 },
+      { kind: "generate", prompt: "What did she do?", chat: true, history, maxTokens: MAX_TOKENS },
+    )) {
+      if (e.type === "token") want += e.text;
+    }
+    const r = await client.chat.completions.create({
+      model: "stories260k",
+      messages: [...history, { role: "user", content: "What did she do?" }],
+      max_tokens: MAX_TOKENS,
+      n: 2,
+    });
+    // Greedy: both choices are the same text.
+    expect(r.choices.map((c) => [c.index, c.message.content])).toEqual([
+      [0, want],
+      [1, want],
+    ]);
+    expect(r.usage?.completion_tokens).toBe(2 * MAX_TOKENS);
+    const expected = await run(["--raw"]);
+    const stream = await client.completions.create({
+      model: "stories260k",
+      prompt: PROMPT,
+      max_tokens: MAX_TOKENS,
+      n: 3,
+      stream: true,
+    });
+    const texts = ["", "", ""];
+    for await (const chunk of stream) for (const c of chunk.choices) texts[c.index] += c.text;
+    expect(texts).toEqual([expected.text, expected.text, expected.text]);
+  });
+
+  test("a client that goes away mid-stream cancels the generation on the provider", async () => {
+    const controller = new AbortController();
+    const { data: stream, response } = await client.completions
+      .create({ model: "stories260k", prompt: PROMPT, max_tokens: 300, stream: true }, { signal: controller.signal })
+      .withResponse();
+    const serving = providers.find((p) => p.status.peerId === response.headers.get("x-infernet-provider"))!;
+    expect(await activeOn(serving)).toBe(1);
+    try {
+      for await (const _chunk of stream) controller.abort();
+    } catch {
+      // The client's own abort, however it surfaces.
+    }
+    expect(controller.signal.aborted).toBe(true);
+    // 300 tokens take ~15 s on this provider; it is idle again long before that.
+    const deadline = Date.now() + 5_000;
+    while ((await activeOn(serving)) > 0 && Date.now() < deadline) await Bun.sleep(100);
+    expect(await activeOn(serving)).toBe(0);
+  }, 30_000);
 
   // Last: it leaves one provider.
   test("the provider SIGKILLed mid-stream: the stream goes on on the other one, the text unchanged", async () => {
@@ -258,5 +345,67 @@ describe("OpenAI and Ollama APIs over the network", () => {
     }
     expect(killed).toBe(true);
     expect(text).toBe(want);
+  }, 60_000);
+});
+
+describe("API keys: a listener off loopback, rates, concurrency, budgets", () => {
+  /** `infernet api-key create` in `at`; the new key's JSON (secret included). */
+  async function createKey(at: string, args: string[]): Promise<{ id: string; secret: string }> {
+    const r = await infernet(["api-key", "create", "--json", ...args], { home: at });
+    expect(r.code).toBe(0);
+    return JSON.parse(r.stdout);
+  }
+
+  test("every request needs a valid key; a key's rate, concurrency and budget are enforced; revoked is refused", async () => {
+    const at = net.home("keyed");
+    const open = await createKey(at, ["--name", "open"]);
+    const slow = await createKey(at, ["--rpm", "2"]);
+    const single = await createKey(at, ["--concurrency", "1"]);
+    // 10 sats per 1,000 tokens (the providers' price) is 10 msat a token: 24 tokens cost 240 msat.
+    const budget = await createKey(at, ["--budget", "1"]);
+    const { url } = await serveGateway(["--host", "0.0.0.0", "--port", "0"], at);
+    const as = (key: string) => new OpenAI({ baseURL: url, apiKey: key, maxRetries: 0 });
+    const complete = (key: string) =>
+      as(key).completions.create({ model: "stories260k", prompt: PROMPT, max_tokens: MAX_TOKENS });
+
+    const missing = await fail(as("unused-on-loopback").models.list());
+    expect(missing.status).toBe(401);
+    expect(missing.code).toBe("invalid_api_key");
+    expect((await fetch(`${url}/models`)).status).toBe(401);
+    expect((await as(open.secret).models.list()).data.map((m) => m.id)).toContain("stories260k");
+
+    await complete(slow.secret);
+    await complete(slow.secret);
+    const limited = await fail(complete(slow.secret));
+    expect([limited.status, limited.code]).toEqual([429, "rate_limit_exceeded"]);
+
+    const held = await as(single.secret).completions.create({
+      model: "stories260k",
+      prompt: PROMPT,
+      max_tokens: MAX_TOKENS,
+      stream: true,
+    });
+    const busy = await fail(complete(single.secret));
+    expect([busy.status, busy.code]).toEqual([429, "concurrency_limit_exceeded"]);
+    for await (const _chunk of held) {
+      // Read to the end: the slot is free again.
+    }
+    await complete(single.secret);
+
+    // 1 sat = 1,000 msat: four requests reserve and spend 240 msat each, the fifth does not fit.
+    for (let i = 0; i < 4; i++) await complete(budget.secret);
+    const broke = await fail(complete(budget.secret));
+    expect([broke.status, broke.code]).toEqual([402, "insufficient_quota"]);
+    const list = await infernet(["api-key", "list", "--json"], { home: at });
+    const row = (JSON.parse(list.stdout) as { keys: { id: string; spentSats: number; requests: number }[] }).keys.find(
+      (k) => k.id === budget.id,
+    );
+    expect(row).toMatchObject({ spentSats: 0.96, requests: 4 });
+    expect(list.stdout).not.toContain(budget.secret);
+
+    const revoked = await infernet(["api-key", "revoke", open.id], { home: at });
+    expect(revoked.code).toBe(0);
+    await Bun.sleep(1_100);
+    expect((await fail(as(open.secret).models.list())).status).toBe(401);
   }, 60_000);
 });

@@ -1,7 +1,8 @@
 import type { NetworkEvent } from "../node/client.ts";
 import type { GenerateRequest } from "../runtime/engine.ts";
-import { errorMessage } from "../util/errors.ts";
+import { errorMessage, ProvidersBusyError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
+import type { Ticket } from "./access.ts";
 import { ApiError } from "./openai.ts";
 
 /**
@@ -20,6 +21,8 @@ export interface Generation {
   events: AsyncIterator<NetworkEvent>;
   first: IteratorResult<NetworkEvent>;
   headers: Record<string, string>;
+  /** Cancels it on the provider now (its events end with an abort). */
+  stop(): void;
 }
 
 export type Runner = (
@@ -28,22 +31,150 @@ export type Runner = (
   signal: AbortSignal,
 ) => AsyncIterable<NetworkEvent>;
 
+/** Longest a generation may run through the gateway, all failovers included (then 504). */
+export const GENERATION_DEADLINE_MS = 10 * 60_000;
+/**
+ * Longest a streaming client may leave the response unread while the generation has more to send;
+ * then the generation is cancelled, so a slow or stalled reader cannot hold a provider.
+ */
+export const SLOW_READER_MS = 30_000;
+/** Longest a request waits, retrying, while every provider says it is busy (then 503 with Retry-After). */
+export const BUSY_WAIT_MS = 30_000;
+/** Pause between tries while providers are busy (each pause jittered by up to half again). */
+export const BUSY_RETRY_MS = 250;
+
+/**
+ * The run, tried again while every provider is busy and nothing was generated yet: a burst of requests
+ * waits for slots instead of failing at once. Provider events of the tries pass through.
+ */
+async function* patient(
+  run: () => AsyncIterable<NetworkEvent>,
+  signal: AbortSignal,
+  waitMs = BUSY_WAIT_MS,
+): AsyncGenerator<NetworkEvent> {
+  const giveUp = performance.now() + waitMs;
+  for (;;) {
+    let generated = false;
+    try {
+      for await (const e of run()) {
+        if (e.type !== "provider") generated = true;
+        yield e;
+      }
+      return;
+    } catch (err) {
+      if (!(err instanceof ProvidersBusyError) || generated || signal.aborted || performance.now() > giveUp) throw err;
+    }
+    await Bun.sleep(BUSY_RETRY_MS * (1 + Math.random() / 2));
+  }
+}
+
 export async function startGeneration(
   run: Runner,
   model: { id: string; sha256: string },
-  request: Omit<GenerateRequest, "kind">,
+  request: Omit<GenerateRequest, "kind"> & { maxTokens: number },
   signal: AbortSignal,
+  ticket: Ticket,
 ): Promise<Generation> {
-  const events = run({ name: model.id, sha256: model.sha256 }, { kind: "generate", ...request }, signal)[
-    Symbol.asyncIterator
-  ]();
+  const deadline = AbortSignal.timeout(GENERATION_DEADLINE_MS);
+  const stopper = new AbortController();
+  const runSignal = AbortSignal.any([signal, deadline, stopper.signal]);
+  const source = patient(
+    () => run({ name: model.id, sha256: model.sha256 }, { kind: "generate", ...request }, runSignal),
+    runSignal,
+  );
+  const events = metered(source, ticket, request.maxTokens, deadline);
   let first = await events.next();
   let provider: string | undefined;
   while (!first.done && first.value.type === "provider") {
     provider = first.value.peerId;
     first = await events.next();
   }
-  return { events, first, headers: provider ? { [PROVIDER_HEADER]: provider } : {} };
+  return {
+    events,
+    first,
+    headers: provider ? { [PROVIDER_HEADER]: provider } : {},
+    stop: () => {
+      stopper.abort(new ApiError(499, "the request was cancelled"));
+      // Runs its cleanup (the ticket released) even where nobody reads it again.
+      events.return(undefined).catch(() => {});
+    },
+  };
+}
+
+/**
+ * The run's events, with the key's accounting, priced as the job reports price work (tokens generated
+ * at the provider's price): each provider's price reserves `maxTokens` of it, the tokens generated are
+ * charged (those that came, when it ends early), and the ticket is released however it ends. A
+ * deadline that passes is a 504.
+ */
+async function* metered(
+  events: AsyncIterable<NetworkEvent>,
+  ticket: Ticket,
+  maxTokens: number,
+  deadline: AbortSignal,
+): AsyncGenerator<NetworkEvent> {
+  let received = 0;
+  let finished = false;
+  try {
+    for await (const e of events) {
+      if (e.type === "provider") ticket.priced(e.satsPer1kTokens, maxTokens);
+      else if (e.type === "token") received += e.tokens.length;
+      else if (e.type === "done") {
+        ticket.charge(e.usage.outputTokens);
+        finished = true;
+      }
+      yield e;
+    }
+  } catch (err) {
+    if (deadline.aborted) {
+      throw new ApiError(
+        504,
+        `the generation ran past ${GENERATION_DEADLINE_MS / 1000} s`,
+        "timeout",
+        null,
+        "deadline_exceeded",
+      );
+    }
+    throw err;
+  } finally {
+    if (!finished) ticket.charge(received);
+    ticket[Symbol.dispose]();
+  }
+}
+
+/**
+ * Starts `n` generations of one request, each holding its own ticket (n > 1 counts n against a key's
+ * limits). With sampling, choice i uses seed + i so the choices differ and each is reproducible;
+ * greedy choices are all the same text. If one cannot start, the others are stopped.
+ */
+export async function startGenerations(
+  run: Runner,
+  model: { id: string; sha256: string },
+  request: Omit<GenerateRequest, "kind"> & { maxTokens: number },
+  signal: AbortSignal,
+  tickets: Ticket[],
+): Promise<Generation[]> {
+  const started = await Promise.allSettled(
+    tickets.map((ticket, i) =>
+      startGeneration(
+        run,
+        model,
+        i > 0 && request.seed !== undefined ? { ...request, seed: (request.seed + i) % 2 ** 32 } : request,
+        signal,
+        ticket,
+      ),
+    ),
+  );
+  const failed = started.find((r) => r.status === "rejected");
+  if (!failed) return started.map((r) => (r as PromiseFulfilledResult<Generation>).value);
+  for (const r of started) if (r.status === "fulfilled") r.value.stop();
+  throw failed.reason;
+}
+
+/** The providers that serve a set of generations, as the response header says them. */
+export function providerHeaders(gs: readonly Generation[]): Record<string, string> {
+  const ids = [...new Set(gs.map((g) => g.headers[PROVIDER_HEADER]).filter((p): p is string => p !== undefined))];
+  return ids.length ? { [PROVIDER_HEADER]: ids.join(",") } : {};
 }
 
 /** The whole text and the final event. */
@@ -59,10 +190,10 @@ export async function collect(g: Generation): Promise<{ text: string; done: Done
 }
 
 export interface Framing {
-  /** Frames for a piece of text. */
-  token(text: string): string[];
-  /** Frames for the end of the generation. */
-  done(event: Done): string[];
+  /** Frames for a piece of choice `index`'s text. */
+  token(text: string, index: number): string[];
+  /** Frames for the end of choice `index`. */
+  done(event: Done, index: number): string[];
   /** Frames after the last event (OpenAI's `[DONE]`). */
   close(): string[];
   /** The frame that reports an error once the response has begun. */
@@ -70,41 +201,83 @@ export interface Framing {
 }
 
 /**
- * A response body that streams the generation through `framing`. Each pull enqueues at least one
- * frame (a pull that enqueues nothing is not called again), so events with nothing to send (a
- * failover's provider change, an empty token) are read past.
+ * A response body that streams generations (the choices of one request) through `framing`, each
+ * frame as soon as its choice produces it. Each pull enqueues at least one frame (a pull that enqueues
+ * nothing is not called again), so events with nothing to send (a failover's provider change, an
+ * empty token) are read past. A reader that does not come back for the next frame within
+ * `slowReaderMs` loses the generations (they are cancelled; the stream errors). One choice failing
+ * ends the response with an error frame and stops the others.
  */
-export function streamBody(g: Generation, framing: Framing): ReadableStream<Uint8Array> {
+export function streamBody(
+  generations: readonly Generation[],
+  framing: Framing,
+  slowReaderMs = SLOW_READER_MS,
+): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
-  let pending: IteratorResult<NetworkEvent> | undefined = g.first;
+  type Next = { index: number; result: IteratorResult<NetworkEvent> };
+  // The next event of every choice still running (each asked for once the previous one arrived).
+  const next = new Map<number, Promise<Next>>(
+    generations.map((g, index) => [index, Promise.resolve({ index, result: g.first })]),
+  );
+  const ask = (index: number) => {
+    const g = generations[index]!;
+    const pending = g.events.next().then((result) => ({ index, result }));
+    // Nobody may be waiting for it any more (the response was cancelled): a rejection is not unhandled.
+    pending.catch(() => {});
+    next.set(index, pending);
+  };
+  const stopAll = () => {
+    for (const g of generations) g.stop();
+  };
+  let stall: Timer | undefined;
   const send = (controller: ReadableStreamDefaultController<Uint8Array>, frames: string[]) => {
     for (const f of frames) controller.enqueue(encoder.encode(f));
     return frames.length > 0;
   };
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        for (;;) {
-          const e = pending ?? (await g.events.next());
-          pending = undefined;
-          if (e.done) {
-            send(controller, framing.close());
-            controller.close();
-            return;
+  const waitForReader = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    stall = setTimeout(() => {
+      log.warn("the client stopped reading; generation cancelled", { afterMs: slowReaderMs });
+      stopAll();
+      controller.error(new Error(`the client read nothing for ${slowReaderMs} ms`));
+    }, slowReaderMs);
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        clearTimeout(stall);
+        try {
+          while (next.size > 0) {
+            const { index, result } = await Promise.race(next.values());
+            if (result.done) {
+              next.delete(index);
+              continue;
+            }
+            ask(index);
+            const event = result.value;
+            const sent =
+              (event.type === "token" && event.text !== "" && send(controller, framing.token(event.text, index))) ||
+              (event.type === "done" && send(controller, framing.done(event, index)));
+            if (sent) {
+              waitForReader(controller);
+              return;
+            }
           }
-          const event = e.value;
-          if (event.type === "token" && event.text !== "" && send(controller, framing.token(event.text))) return;
-          if (event.type === "done" && send(controller, framing.done(event))) return;
+          send(controller, framing.close());
+          controller.close();
+        } catch (err) {
+          // The status line is gone: the error is the stream's last frame.
+          log.warn("stream failed", { err: errorMessage(err) });
+          stopAll();
+          controller.enqueue(encoder.encode(framing.error(err)));
+          controller.close();
         }
-      } catch (err) {
-        // The status line is gone: the error is the stream's last frame.
-        log.warn("stream failed", { err: errorMessage(err) });
-        controller.enqueue(encoder.encode(framing.error(err)));
-        controller.close();
-      }
+      },
+      async cancel() {
+        clearTimeout(stall);
+        stopAll();
+      },
     },
-    async cancel() {
-      await g.events.return?.();
-    },
-  });
+    // Nothing queued ahead of the reader: the next frame is computed when the last one was taken.
+    { highWaterMark: 0 },
+  );
 }

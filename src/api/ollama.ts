@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { GenerateRequest } from "../runtime/engine.ts";
-import { ApiError, MAX_COMPLETION_TOKENS, MAX_PROMPT_CHARS, MAX_STOP_STRINGS } from "./openai.ts";
+import { chatTurns, MAX_CHAT_MESSAGES, MAX_COMPLETION_TOKENS, MAX_PROMPT_CHARS, MAX_STOP_STRINGS } from "./openai.ts";
 
 /**
  * Ollama's wire format on the same port (`/api/...`), so apps written for Ollama work unchanged:
@@ -40,7 +40,7 @@ export const chatBody = z.object({
   messages: z
     .array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string().max(MAX_PROMPT_CHARS) }))
     .min(1)
-    .max(64),
+    .max(MAX_CHAT_MESSAGES),
   stream: z.boolean().optional(),
   options,
 });
@@ -72,22 +72,9 @@ export function ollamaGenerate(b: OllamaGenerate): Omit<GenerateRequest, "kind">
   };
 }
 
-/** /api/chat: as /v1/chat/completions, system messages and one user turn through the chat template. */
+/** /api/chat: as /v1/chat/completions, system messages and the turns through the chat template. */
 export function ollamaChat(b: OllamaChat): Omit<GenerateRequest, "kind"> {
-  const system = b.messages.filter((m) => m.role === "system").map((m) => m.content);
-  const turns = b.messages.filter((m) => m.role !== "system");
-  if (turns.length !== 1 || turns[0]?.role !== "user") {
-    throw new ApiError(
-      400,
-      "messages: one user message (after any system messages) is supported; earlier turns are not yet",
-    );
-  }
-  return {
-    prompt: turns[0].content,
-    chat: true,
-    ...(system.length ? { system: system.join("\n\n") } : {}),
-    ...sampling(b.options),
-  };
+  return { ...chatTurns(b.messages), ...sampling(b.options) };
 }
 
 /** The counters Ollama puts in a final frame (durations in nanoseconds). */

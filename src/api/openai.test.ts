@@ -5,6 +5,7 @@ import {
   chatToGenerate,
   completionRequest,
   completionToGenerate,
+  MAX_CHOICES,
   MAX_COMPLETION_TOKENS,
   parseBody,
   sse,
@@ -32,19 +33,25 @@ test("a completion maps to a raw generation with the sampling fields the engine 
   });
 });
 
-test("a chat maps system and developer messages to the system prompt and one user turn to the prompt", () => {
+test("a chat: system and developer messages are the system prompt, the last user message the prompt, the rest the history", () => {
   const body = parseBody(chatRequest, {
     model: "m",
     messages: [
       { role: "system", content: "Be brief." },
-      { role: "developer", content: "No lists." },
+      {
+        role: "developer",
+        content: [
+          { type: "text", text: "No " },
+          { type: "text", text: "lists." },
+        ],
+      },
       { role: "user", content: "Hi" },
     ],
     max_completion_tokens: 5,
     max_tokens: 9,
   });
   expect(chatToGenerate(body)).toEqual({ prompt: "Hi", chat: true, system: "Be brief.\n\nNo lists.", maxTokens: 5 });
-  const history = parseBody(chatRequest, {
+  const turns = parseBody(chatRequest, {
     model: "m",
     messages: [
       { role: "user", content: "a" },
@@ -52,7 +59,27 @@ test("a chat maps system and developer messages to the system prompt and one use
       { role: "user", content: "c" },
     ],
   });
-  expect(() => chatToGenerate(history)).toThrow(ApiError);
+  expect(chatToGenerate(turns)).toEqual({
+    prompt: "c",
+    chat: true,
+    history: [
+      { role: "user", content: "a" },
+      { role: "assistant", content: "b" },
+    ],
+  });
+  const endsWithAssistant = parseBody(chatRequest, {
+    model: "m",
+    messages: [
+      { role: "user", content: "a" },
+      { role: "assistant", content: "b" },
+    ],
+  });
+  expect(() => chatToGenerate(endsWithAssistant)).toThrow(ApiError);
+  const image = chatRequest.safeParse({
+    model: "m",
+    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }],
+  });
+  expect(image.success).toBe(false);
 });
 
 test("bad fields are a 400 naming the field", () => {
@@ -70,7 +97,8 @@ test("bad fields are a 400 naming the field", () => {
   });
   expect(err({ model: "m", prompt: 3 }).param).toBe("prompt");
   expect(err({ prompt: "x" }).param).toBe("model");
-  expect(err({ model: "m", prompt: "x", n: 2 }).param).toBe("n");
+  expect(err({ model: "m", prompt: "x", n: MAX_CHOICES + 1 }).param).toBe("n");
+  expect(err({ model: "m", prompt: "x", n: 0 }).param).toBe("n");
   expect(err({ model: "m", prompt: "x", stop: ["a", "b", "c", "d", "e"] }).param).toBe("stop");
   expect(err(null).status).toBe(400);
 });

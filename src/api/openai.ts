@@ -15,8 +15,19 @@ export const MAX_COMPLETION_TOKENS = 8_192;
 export const MAX_PROMPT_CHARS = 200_000;
 /** Stop strings per request, as OpenAI allows. */
 export const MAX_STOP_STRINGS = 4;
+/** Messages in one chat request. */
+export const MAX_CHAT_MESSAGES = 256;
+/** Most completions one request may ask for (`n`); each runs as its own generation. */
+export const MAX_CHOICES = 8;
 
-export type ApiErrorType = "invalid_request_error" | "not_found_error" | "server_error" | "service_unavailable";
+export type ApiErrorType =
+  | "invalid_request_error"
+  | "not_found_error"
+  | "rate_limit_error"
+  | "insufficient_quota"
+  | "server_error"
+  | "service_unavailable"
+  | "timeout";
 
 /** An error with the HTTP status and OpenAI's `{error: {message, type, param, code}}` body. */
 export class ApiError extends Error {
@@ -50,7 +61,7 @@ const common = {
     .max(2 ** 32 - 1)
     .nullish(),
   stop,
-  n: z.literal(1).nullish(),
+  n: z.number().int().min(1).max(MAX_CHOICES).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
   user: z.string().max(256).nullish(),
@@ -61,14 +72,24 @@ export const completionRequest = z.object({
   prompt: z.string().max(MAX_PROMPT_CHARS),
 });
 
+/** A message's text: a string, or text parts (images and audio are not something these models read). */
+const content = z.union([
+  z.string().max(MAX_PROMPT_CHARS),
+  z
+    .array(z.object({ type: z.literal("text"), text: z.string().max(MAX_PROMPT_CHARS) }))
+    .max(MAX_CHAT_MESSAGES)
+    .transform((parts) => parts.map((p) => p.text).join("")),
+]);
+
 const message = z.object({
   role: z.enum(["system", "developer", "user", "assistant"]),
-  content: z.string().max(MAX_PROMPT_CHARS),
+  content,
+  name: z.string().max(256).optional(),
 });
 
 export const chatRequest = z.object({
   ...common,
-  messages: z.array(message).min(1).max(64),
+  messages: z.array(message).min(1).max(MAX_CHAT_MESSAGES),
   max_completion_tokens: z.number().int().min(1).max(MAX_COMPLETION_TOKENS).nullish(),
 });
 
@@ -105,29 +126,38 @@ export function completionToGenerate(r: CompletionRequest): Omit<GenerateRequest
 }
 
 /**
- * A chat: system (and developer) messages become the system prompt and the user's message the prompt,
- * formatted with the model's chat template, exactly as `infernet run --chat --system ...` formats them.
- * One user turn for now: a request carrying an earlier exchange is refused rather than flattened into
- * something the model was not asked.
+ * A chat: system (and developer) messages become the system prompt, the last message (a user's) the
+ * prompt, and the user and assistant messages before it the conversation so far, all rendered by the
+ * model's chat template exactly as `infernet run --chat --system ...` renders one turn (a model without
+ * a template of its own gets node-llama-cpp's general one, see the README).
  */
 export function chatToGenerate(r: ChatRequest): Omit<GenerateRequest, "kind"> {
-  const system = r.messages.filter((m) => m.role === "system" || m.role === "developer").map((m) => m.content);
-  const turns = r.messages.filter((m) => m.role === "user" || m.role === "assistant");
-  if (turns.length !== 1 || turns[0]?.role !== "user") {
+  const maxTokens = r.max_completion_tokens ?? r.max_tokens;
+  return { ...chatTurns(r.messages), ...sampling(r), ...(maxTokens ? { maxTokens } : {}) };
+}
+
+/** System text, earlier turns and the last user message, as the engine takes a chat (shared with Ollama's). */
+export function chatTurns(
+  messages: readonly { role: string; content: string }[],
+): Pick<GenerateRequest, "prompt" | "chat" | "system" | "history"> {
+  const system = messages.filter((m) => m.role === "system" || m.role === "developer").map((m) => m.content);
+  const turns = messages
+    .filter((m) => m.role === "user" || m.role === "assistant")
+    .map((m) => ({ role: m.role as "user" | "assistant", content: m.content }));
+  const last = turns.pop();
+  if (last?.role !== "user") {
     throw new ApiError(
       400,
-      "messages: one user message (after any system messages) is supported; earlier turns are not yet",
+      "messages: the last message (after any system messages) must be the user's",
       "invalid_request_error",
       "messages",
     );
   }
-  const maxTokens = r.max_completion_tokens ?? r.max_tokens;
   return {
-    prompt: turns[0].content,
+    prompt: last.content,
     chat: true,
     ...(system.length ? { system: system.join("\n\n") } : {}),
-    ...sampling(r),
-    ...(maxTokens ? { maxTokens } : {}),
+    ...(turns.length ? { history: turns } : {}),
   };
 }
 

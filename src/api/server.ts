@@ -1,8 +1,18 @@
 import type { GenerateRequest } from "../runtime/engine.ts";
-import { errorMessage, InfernetError, NoProviderError } from "../util/errors.ts";
+import { errorMessage, InfernetError, NoProviderError, ProvidersBusyError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
-import { collect, type Done, type Runner, startGeneration, streamBody } from "./generation.ts";
+import type { GatewayAccess, Ticket } from "./access.ts";
+import {
+  collect,
+  type Done,
+  type Generation,
+  providerHeaders,
+  type Runner,
+  startGenerations,
+  streamBody,
+} from "./generation.ts";
+import type { ApiKey } from "./keys.ts";
 import {
   chatBody,
   finalCounts,
@@ -59,20 +69,29 @@ export interface GatewayOptions {
   hostname: string;
   port: number;
   backend: GatewayBackend;
+  /** Keys, limits and spend (see access.ts). */
+  access: GatewayAccess;
+  /** Tokens generated when a request does not say (the node's `maxTokens`). */
+  defaultMaxTokens: number;
+}
+
+/** What a route needs: the options, and the request's key once authenticated. */
+interface Routed extends GatewayOptions {
+  key: ApiKey | undefined;
 }
 
 export function startGateway(options: GatewayOptions): ReturnType<typeof Bun.serve> {
-  const { backend } = options;
   return Bun.serve({
     hostname: options.hostname,
     port: options.port,
     maxRequestBodySize: MAX_BODY_BYTES,
-    // A generation's stream may be quiet while a provider fails over; the deadline is the client's.
+    // A generation's stream may be quiet while a provider fails over; GENERATION_DEADLINE_MS bounds it.
     idleTimeout: 0,
     async fetch(req) {
       const ollama = new URL(req.url).pathname.startsWith("/api/");
       try {
-        return await (ollama ? ollamaRoute(req, backend) : route(req, backend));
+        const routed = { ...options, key: options.access.authenticate(req) };
+        return await (ollama ? ollamaRoute(req, routed) : route(req, routed));
       } catch (err) {
         return errorResponse(err, ollama);
       }
@@ -80,7 +99,30 @@ export function startGateway(options: GatewayOptions): ReturnType<typeof Bun.ser
   });
 }
 
-async function route(req: Request, backend: GatewayBackend): Promise<Response> {
+/**
+ * Admits and starts the `n` generations of one request: the request's token limit made explicit (the
+ * node's default when it gave none), one ticket each.
+ */
+async function launch(
+  req: Request,
+  o: Routed,
+  model: { id: string; sha256: string },
+  request: Omit<GenerateRequest, "kind">,
+  n = 1,
+): Promise<Generation[]> {
+  const tickets: Ticket[] = [];
+  try {
+    for (let i = 0; i < n; i++) tickets.push(o.access.admit(o.key));
+  } catch (err) {
+    for (const t of tickets) t[Symbol.dispose]();
+    throw err;
+  }
+  const bounded = { ...request, maxTokens: request.maxTokens ?? o.defaultMaxTokens };
+  return startGenerations(o.backend.run, model, bounded, req.signal, tickets);
+}
+
+async function route(req: Request, o: Routed): Promise<Response> {
+  const { backend } = o;
   const path = new URL(req.url).pathname.replace(/\/+$/, "");
   if (req.method === "GET" && path === "/v1/models") {
     const data = (await backend.models(req.signal)).map(modelObject);
@@ -101,11 +143,11 @@ async function route(req: Request, backend: GatewayBackend): Promise<Response> {
   }
   if (req.method === "POST" && path === "/v1/completions") {
     const body = parseBody(completionRequest, await readJson(req));
-    return generate(req, backend, body, completionToGenerate(body), "text");
+    return generate(req, o, body, completionToGenerate(body), "text");
   }
   if (req.method === "POST" && path === "/v1/chat/completions") {
     const body = parseBody(chatRequest, await readJson(req));
-    return generate(req, backend, body, chatToGenerate(body), "chat");
+    return generate(req, o, body, chatToGenerate(body), "chat");
   }
   throw new ApiError(404, `no route ${req.method} ${path}`, "not_found_error");
 }
@@ -134,13 +176,14 @@ async function readJson(req: Request): Promise<unknown> {
 /** What a completion or chat body says about the response (not the generation). */
 interface ResponseOptions {
   model: string;
+  n?: number | null | undefined;
   stream?: boolean | null | undefined;
   stream_options?: { include_usage?: boolean | undefined } | null | undefined;
 }
 
 async function generate(
   req: Request,
-  backend: GatewayBackend,
+  o: Routed,
   asked: ResponseOptions,
   request: Omit<GenerateRequest, "kind">,
   kind: "text" | "chat",
@@ -148,35 +191,41 @@ async function generate(
   const name = asked.model;
   const stream = asked.stream;
   const includeUsage = asked.stream_options?.include_usage;
-  const model = backend.model(name);
+  const model = o.backend.model(name);
   if (!model) {
     throw new ApiError(404, `unknown model ${name}`, "not_found_error", "model", "model_not_found");
   }
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
-  const g = await startGeneration(backend.run, model, request, req.signal);
-  const choice = (text: string | undefined, finish: "stop" | "length" | null) =>
+  const gs = await launch(req, o, model, request, asked.n ?? 1);
+  const headers = providerHeaders(gs);
+  const choice = (index: number, text: string | undefined, finish: "stop" | "length" | null) =>
     kind === "chat"
       ? {
-          index: 0,
+          index,
           [stream ? "delta" : "message"]: text === undefined ? {} : { role: "assistant", content: text },
           finish_reason: finish,
         }
-      : { index: 0, text: text ?? "", logprobs: null, finish_reason: finish };
+      : { index, text: text ?? "", logprobs: null, finish_reason: finish };
 
   if (!stream) {
-    const { text, done } = await collect(g);
+    const results = await Promise.all(gs.map(collect));
+    // The prompt is read once per choice; OpenAI counts it once.
+    const usage = usageOf(
+      results[0]?.done.usage.inputTokens ?? 0,
+      results.reduce((n, r) => n + r.done.usage.outputTokens, 0),
+    );
     return json(
       {
         id,
         object: kind === "chat" ? "chat.completion" : "text_completion",
         created,
         model: model.id,
-        choices: [choice(text, finishReason(done.finishReason))],
-        usage: usageOf(done.usage.inputTokens, done.usage.outputTokens),
+        choices: results.map((r, i) => choice(i, r.text, finishReason(r.done.finishReason))),
+        usage,
       },
       200,
-      g.headers,
+      headers,
     );
   }
 
@@ -189,24 +238,33 @@ async function generate(
       choices,
       ...extra,
     });
-  const body = streamBody(g, {
-    token: (text) => [chunk([choice(text, null)])],
-    done: (event) => {
+  const finished: Done[] = [];
+  const body = streamBody(gs, {
+    token: (text, index) => [chunk([choice(index, text, null)])],
+    done: (event, index) => {
+      finished.push(event);
       const finish = finishReason(event.finishReason);
-      const fin = kind === "chat" ? { index: 0, delta: {}, finish_reason: finish } : choice("", finish);
-      const usage = usageOf(event.usage.inputTokens, event.usage.outputTokens);
-      return [chunk([fin]), ...(includeUsage ? [chunk([], { usage })] : [])];
+      const fin = kind === "chat" ? { index, delta: {}, finish_reason: finish } : choice(index, "", finish);
+      if (finished.length < gs.length || !includeUsage) return [chunk([fin])];
+      const usage = usageOf(
+        finished[0]?.usage.inputTokens ?? 0,
+        finished.reduce((n, e) => n + e.usage.outputTokens, 0),
+      );
+      return [chunk([fin]), chunk([], { usage })];
     },
     close: () => [sse("[DONE]")],
     error: (err) => sse(toApiError(err).body()),
   });
   return new Response(body, {
-    headers: { "content-type": "text/event-stream", "cache-control": "no-cache", ...g.headers },
+    headers: { "content-type": "text/event-stream", "cache-control": "no-cache", ...headers },
   });
 }
 
 function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
+  if (err instanceof ProvidersBusyError) {
+    return new ApiError(503, err.message, "service_unavailable", null, "providers_busy");
+  }
   if (err instanceof NoProviderError) return new ApiError(503, err.message, "service_unavailable", null, "no_provider");
   if (err instanceof InfernetError) return new ApiError(502, err.message, "server_error");
   return new ApiError(500, errorMessage(err), "server_error");
@@ -216,10 +274,12 @@ function toApiError(err: unknown): ApiError {
 function errorResponse(err: unknown, ollama = false): Response {
   const e = toApiError(err);
   if (e.status >= 500) log.warn("request failed", { status: e.status, err: e.message });
-  return json(ollama ? { error: e.message } : e.body(), e.status);
+  const retry: Record<string, string> = e.status === 429 || e.status === 503 ? { "retry-after": "1" } : {};
+  return json(ollama ? { error: e.message } : e.body(), e.status, retry);
 }
 
-async function ollamaRoute(req: Request, backend: GatewayBackend): Promise<Response> {
+async function ollamaRoute(req: Request, o: Routed): Promise<Response> {
+  const { backend } = o;
   const path = new URL(req.url).pathname.replace(/\/+$/, "");
   if (req.method === "GET" && path === "/api/version") return json({ version: VERSION });
   if (req.method === "GET" && path === "/api/tags") {
@@ -241,7 +301,8 @@ async function ollamaRoute(req: Request, backend: GatewayBackend): Promise<Respo
     if (!model) throw new ApiError(404, `model '${body.model}' not found`, "not_found_error");
     const request = chat ? ollamaChat(body as OllamaChat) : ollamaGenerate(body as OllamaGenerate);
     const started = performance.now();
-    const g = await startGeneration(backend.run, model, request, req.signal);
+    const [g] = await launch(req, o, model, request);
+    if (!g) throw new ApiError(500, "no generation started", "server_error");
     const frame = (text: string, done: boolean) => ({
       model: model.id,
       created_at: new Date().toISOString(),
@@ -257,7 +318,7 @@ async function ollamaRoute(req: Request, backend: GatewayBackend): Promise<Respo
       const { text, done } = await collect(g);
       return json({ ...final(done), ...frame(text, true) }, 200, g.headers);
     }
-    const stream = streamBody(g, {
+    const stream = streamBody([g], {
       token: (text) => [ndjson(frame(text, false))],
       done: (event) => [ndjson(final(event))],
       close: () => [],

@@ -55,6 +55,11 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./serve.ts")).serveCommand,
   },
   {
+    name: "api-key",
+    summary: "Create, list and revoke keys for the HTTP API (rate, concurrency, spend budget)",
+    load: async () => (await import("./api-key.ts")).apiKeyCommand,
+  },
+  {
     name: "reputation",
     summary: "Show what this aggregator has seen of providers: uptime, completion, latency, faults, score, bans",
     load: async () => (await import("./reputation.ts")).reputationCommand,

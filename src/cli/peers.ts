@@ -7,6 +7,7 @@ import { UsageError } from "../util/errors.ts";
 import { defineCommand } from "./command.ts";
 import { networkAccess } from "./network.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
+import { formatTable } from "./table.ts";
 
 /** A peer as `infernet peers` shows it: what it announces, and what this node has seen of it. */
 export interface PeerView extends PeerRow {
@@ -113,11 +114,5 @@ export function formatPeers(rows: PeerView[], hidden = 0): string {
     ];
   });
   const head = ["PEER", "HARDWARE", "MODELS", "PRICE", "LATENCY", "LOAD", "SCORE", "REPUTATION", "BAN", "ADDRESS"];
-  const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i]!))
-      .join("  ")
-      .trimEnd();
-  return `${[line(head), ...table.map(line)].join("\n")}\n${note}`;
+  return `${formatTable(head, table)}\n${note}`;
 }

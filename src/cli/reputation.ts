@@ -6,6 +6,7 @@ import { deliveredUps, type ProviderStats, scoreParts } from "../reputation/scor
 import { type Ban, ReputationStore } from "../reputation/store.ts";
 import { UsageError } from "../util/errors.ts";
 import { defineCommand } from "./command.ts";
+import { formatTable } from "./table.ts";
 
 /** One provider and model as `infernet reputation` shows it. */
 export interface ReputationRow {
@@ -132,13 +133,7 @@ export function formatReputation(rows: ReputationRow[], bans: Ban[], now = Date.
         `${r.ban.copiesBefore === undefined ? "" : `, caught in copy ${r.ban.copiesBefore}`} (${r.ban.reason})`
       : "-",
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i]!))
-      .join("  ")
-      .trimEnd();
   const expired = bans.filter((b) => b.until <= now).length;
   const tail = expired ? `\n${expired} earlier ban(s) expired (they lengthen the next one).\n` : "";
-  return `${[line(head), ...table.map(line)].join("\n")}\n${tail}`;
+  return `${formatTable(head, table)}\n${tail}`;
 }

@@ -1,10 +1,12 @@
+import { GatewayAccess } from "../api/access.ts";
 import type { ApiModel, GatewayBackend } from "../api/server.ts";
 import { startGateway } from "../api/server.ts";
 import { catalog, findModel, modelFile } from "../models/catalog.ts";
 import type { PeerRow } from "../node/node.ts";
+import { ApiSpendStore } from "../store/api-spend.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
 import { intFlag } from "./args.ts";
-import { defineCommand } from "./command.ts";
+import { type CliContext, defineCommand } from "./command.ts";
 import { type NetworkAccess, networkAccess } from "./network.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
 
@@ -14,13 +16,15 @@ const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 
 export const serveCommand = defineCommand({
   name: "serve",
-  usage: ["serve [--port 11435] [--host 127.0.0.1] [--bootstrap MULTIADDR]..."],
+  usage: ["serve [--port 11435] [--host 127.0.0.1] [--require-key] [--bootstrap MULTIADDR]..."],
   details: `An OpenAI-compatible HTTP API in front of the network: GET /v1/models, POST /v1/completions and
 POST /v1/chat/completions (stream: true for server-sent events), and Ollama's on the same port:
 POST /api/generate and /api/chat (NDJSON streams), GET /api/tags and /api/version, POST /api/show. Requests run on the network's
 providers through the running node (\`infernet start\`) or a node of its own, with the same provider
 choice and failover as \`infernet run\`; the x-infernet-provider header names the provider.
-It listens on loopback only (API keys for other addresses are not there yet).
+On loopback anyone on this machine may call it (a key that is sent gets its key's limits); on any other
+address, or with --require-key, every request needs an API key (\`infernet api-key create\`) as
+Authorization: Bearer <key>, and it refuses to start without one.
   OPENAI_BASE_URL=http://127.0.0.1:11435/v1 any-openai-app`,
   options: {
     port: {
@@ -28,28 +32,44 @@ It listens on loopback only (API keys for other addresses are not there yet).
       value: "N",
       description: `Port to listen on (default ${DEFAULT_API_PORT}; 0 picks a free one)`,
     },
-    host: { type: "string", value: "ADDR", description: "Address to listen on (default 127.0.0.1; loopback only)" },
+    host: {
+      type: "string",
+      value: "ADDR",
+      description: "Address to listen on (default 127.0.0.1; another address needs API keys)",
+    },
+    "require-key": { type: "boolean", description: "Require an API key on loopback too" },
     ...NETWORK_OPTIONS,
   },
   async run(ctx, { values, positionals }) {
     if (positionals.length) throw new UsageError(`serve: unexpected argument "${positionals[0]}"`);
     const port = intFlag("serve", "port", values.port, 0, 65_535) ?? DEFAULT_API_PORT;
     const hostname = values.host ?? "127.0.0.1";
-    if (!LOOPBACK.has(hostname)) {
-      throw new UsageError(`serve: --host ${hostname} is not a loopback address`, {
-        hint: "the API listens on loopback only until API keys exist; put a reverse proxy with auth in front",
-      });
-    }
+    const requireKey = Boolean(values["require-key"]) || !LOOPBACK.has(hostname);
     applyNetworkOptions(ctx, values);
-    await using access = await networkAccess(ctx);
-    if (!access) {
+    // Refused before the network is joined: a listener that would be open to everyone never starts.
+    const access = gatewayAccess(ctx, requireKey);
+    if (requireKey && access.keyCount() === 0) {
+      throw new UsageError(
+        `serve: ${LOOPBACK.has(hostname) ? "--require-key" : `--host ${hostname} (not loopback)`} needs an API key, and there is none`,
+        { hint: "create one with `infernet api-key create`, or listen on 127.0.0.1" },
+      );
+    }
+    await using network = await networkAccess(ctx);
+    if (!network) {
       throw new NoProviderError("not connected to any peer", {
         hint: "start a node (`infernet start`) or give --bootstrap <multiaddr>",
       });
     }
-    const server = startGateway({ hostname, port, backend: gatewayBackend(access) });
+    const server = startGateway({
+      hostname,
+      port,
+      backend: gatewayBackend(network),
+      access,
+      defaultMaxTokens: ctx.config().maxTokens,
+    });
+    const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
     ctx.stdout.write(
-      `${JSON.stringify({ event: "listening", url: `http://${hostname}:${server.port}/v1`, via: access.via })}\n`,
+      `${JSON.stringify({ event: "listening", url: `http://${shown}:${server.port}/v1`, via: network.via, requireKey })}\n`,
     );
     await new Promise<void>((resolve) => {
       if (ctx.signal.aborted) resolve();
@@ -59,6 +79,11 @@ It listens on loopback only (API keys for other addresses are not there yet).
     return 0;
   },
 });
+
+/** Keys and spend for a gateway on this node's home. */
+export function gatewayAccess(ctx: CliContext, requireKey: boolean): GatewayAccess {
+  return new GatewayAccess({ home: ctx.config().home, requireKey, spend: new ApiSpendStore(ctx.store()) });
+}
 
 /** The network as the gateway needs it: catalog text models, who serves them, and runs. */
 export function gatewayBackend(access: Pick<NetworkAccess, "node" | "control" | "run">): GatewayBackend {

@@ -13,7 +13,7 @@ import { type CliContext, defineCommand } from "./command.ts";
 import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
 import { progressReporter } from "./progress.ts";
-import { gatewayBackend } from "./serve.ts";
+import { gatewayAccess, gatewayBackend } from "./serve.ts";
 
 export const startCommand = defineCommand({
   name: "start",
@@ -136,6 +136,8 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
             hostname: "127.0.0.1",
             port: options.apiPort,
             backend: gatewayBackend({ node, run: (model, request, o) => runOnNetwork(node, model, request, o) }),
+            access: gatewayAccess(ctx, false),
+            defaultMaxTokens: config.maxTokens,
           });
     await using _gateway = { [Symbol.asyncDispose]: async () => void (await gateway?.stop(true)) };
     const apiUrl = gateway ? `http://127.0.0.1:${gateway.port}/v1` : undefined;

@@ -2,11 +2,12 @@ import { peerIdFromString } from "@libp2p/peer-id";
 import { ReputationStore } from "../reputation/store.ts";
 import type { FinishReason, InferenceEvent, InferenceRequest, Usage } from "../runtime/engine.ts";
 import { abortReason } from "../util/abort.ts";
-import { errorMessage, InfernetError, NoProviderError } from "../util/errors.ts";
+import { errorMessage, InfernetError, NoProviderError, ProvidersBusyError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { localReputation } from "./local-reputation.ts";
 import type { InfernetNode } from "./node.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+import { RemoteInferenceError } from "./protocols/infer/errors.ts";
 import type { ModelRef } from "./protocols/infer/index.ts";
 import { rankProviders } from "./select.ts";
 
@@ -24,6 +25,13 @@ const log = logger("node:client");
 export const MAX_PROVIDER_ATTEMPTS = 4;
 /** Time allowed to find providers of a model. */
 export const DISCOVERY_TIMEOUT_MS = 10_000;
+/** Providers known from a record this recent are used at once (refreshed in the background). */
+export const PROVIDERS_FRESH_MS = 30_000;
+/**
+ * Longest a request waits for latency probes before ranking: a provider that has not answered by then
+ * ranks as one of unknown latency (a vanished one must not hold up every request for a ping timeout).
+ */
+export const LATENCY_PROBE_WAIT_MS = 1_000;
 
 export interface NetworkRunOptions {
   /** Highest price accepted, satoshis per 1,000 tokens. */
@@ -36,7 +44,9 @@ export interface NetworkRunOptions {
 }
 
 /** The events a caller sees: the engine's, plus which provider is serving. */
-export type NetworkEvent = InferenceEvent | { type: "provider"; peerId: string; attempt: number; resumedAt: number };
+export type NetworkEvent =
+  | InferenceEvent
+  | { type: "provider"; peerId: string; attempt: number; resumedAt: number; satsPer1kTokens: number };
 
 export async function* runOnNetwork(
   node: InfernetNode,
@@ -46,11 +56,12 @@ export async function* runOnNetwork(
 ): AsyncGenerator<NetworkEvent> {
   const deadline = options.deadlineMs ? AbortSignal.timeout(options.deadlineMs) : undefined;
   const signal = anySignal(options.signal, deadline);
-  const found = await node.capability.findProviders(model.sha256, {
-    ...(signal ? { signal } : {}),
-    timeoutMs: DISCOVERY_TIMEOUT_MS,
-  });
+  const lookup = { ...(signal ? { signal } : {}), timeoutMs: DISCOVERY_TIMEOUT_MS };
+  let found = await node.capability.knownProviders(model.sha256, { ...lookup, maxAgeMs: PROVIDERS_FRESH_MS });
+  // Whether `found` came from a lookup this request waited for (once known providers ran out, it does).
+  let looked = false;
   const failures: string[] = [];
+  let busy = 0;
   const tried = new Set<string>();
   const generated: { tokens: number[]; text: string } = { tokens: [], text: "" };
   const usage: Usage = { inputTokens: 0, outputTokens: 0, computeMs: 0, firstOutputMs: 0 };
@@ -59,17 +70,33 @@ export async function* runOnNetwork(
   const priced = { sha256: model.sha256, ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}) };
 
   for (let attempt = 1; attempt <= MAX_PROVIDER_ATTEMPTS; attempt++) {
-    await Promise.all(found.map((r) => node.latencyTo(r.peerId, signal)));
+    await Promise.race([
+      Promise.all(found.map((r) => node.latencyTo(r.peerId, signal))),
+      Bun.sleep(LATENCY_PROBE_WAIT_MS),
+    ]);
     const [choice] = rankProviders(found, {
       ...priced,
       exclude: tried,
       latencyMs: (id) => node.knownLatency(id),
       reputation,
     });
-    if (!choice) break;
+    if (!choice) {
+      if (looked) break;
+      // Every provider known here was tried: ask the DHT, which may know others.
+      looked = true;
+      found = await node.capability.findProviders(model.sha256, lookup);
+      attempt--;
+      continue;
+    }
     tried.add(choice.peerId);
     options.onProvider?.(choice, attempt);
-    yield { type: "provider", peerId: choice.peerId, attempt, resumedAt: generated.tokens.length };
+    yield {
+      type: "provider",
+      peerId: choice.peerId,
+      attempt,
+      resumedAt: generated.tokens.length,
+      satsPer1kTokens: choice.price.satsPer1kTokens,
+    };
 
     const attemptRequest = withResume(request, generated);
     const carried = generated.tokens.length;
@@ -99,6 +126,7 @@ export async function* runOnNetwork(
     } catch (err) {
       if (signal?.aborted) throw abortReason(signal);
       failures.push(`${shortId(choice.peerId)}: ${errorMessage(err)}`);
+      if (err instanceof RemoteInferenceError && err.code === "busy") busy++;
       log.warn("provider failed; trying another", {
         peerId: choice.peerId,
         attempt,
@@ -133,6 +161,11 @@ export async function* runOnNetwork(
         hint: "raise --max-price",
       },
     );
+  }
+  if (busy === failures.length) {
+    throw new ProvidersBusyError(`every provider of ${model.name} is busy (${failures.join("; ")})`, {
+      hint: "try again shortly",
+    });
   }
   throw new NoProviderError(`every provider of ${model.name} failed (${failures.join("; ")})`, {
     hint: "try again, or run it locally with --local",

@@ -45,6 +45,11 @@ export const BOOTSTRAP_CHECK_MS = 5_000;
 export const LATENCY_TTL_MS = 30_000;
 /** Longest wait for one ping. */
 export const PING_TIMEOUT_MS = 3_000;
+/**
+ * A peer that did not answer a ping is not pinged again for this long (a provider that vanished must
+ * not cost every request a ping timeout while its record lives on in the directory).
+ */
+export const UNREACHABLE_RETRY_MS = 10_000;
 
 export interface StartNodeOptions {
   config: Config;
@@ -96,7 +101,8 @@ export class InfernetNode implements AsyncDisposable {
   aggregator: Aggregator | undefined;
   /** False while serving is paused (dashboard `p`): new infer and shard requests are refused, running ones finish. */
   accepting = true;
-  private readonly latency = new Map<string, { ms: number; at: number }>();
+  /** Measured round-trip times; `ms` undefined for a peer that did not answer. */
+  private readonly latency = new Map<string, { ms: number | undefined; at: number }>();
   private readonly pinging = new Map<string, Promise<number | undefined>>();
 
   private constructor(
@@ -361,7 +367,9 @@ export class InfernetNode implements AsyncDisposable {
     const monitored = this.host.getConnections().find((c) => c.remotePeer.toString() === peerId && c.rtt !== undefined);
     if (monitored?.rtt !== undefined) return monitored.rtt;
     const known = this.latency.get(peerId);
-    if (known && Date.now() - known.at < LATENCY_TTL_MS) return known.ms;
+    if (known && Date.now() - known.at < (known.ms === undefined ? UNREACHABLE_RETRY_MS : LATENCY_TTL_MS)) {
+      return known.ms;
+    }
     let pending = this.pinging.get(peerId);
     if (!pending) {
       pending = this.ping(peerId, signal).finally(() => this.pinging.delete(peerId));
@@ -380,6 +388,8 @@ export class InfernetNode implements AsyncDisposable {
       return ms;
     } catch (err) {
       log.debug("ping failed", { peerId, err: errorMessage(err) });
+      // Not for a ping the caller cancelled: that says nothing about the peer.
+      if (!signal?.aborted) this.latency.set(peerId, { ms: undefined, at: Date.now() });
       return undefined;
     }
   }

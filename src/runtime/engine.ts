@@ -21,6 +21,12 @@ export interface LocalModel {
   extras?: Record<string, string>;
 }
 
+/** One earlier message of a chat. */
+export interface ChatTurn {
+  role: "user" | "assistant";
+  content: string;
+}
+
 /** Text generation. Temperature 0 (the default) is greedy decoding and gives identical output everywhere. */
 export interface GenerateRequest {
   kind: "generate";
@@ -29,6 +35,8 @@ export interface GenerateRequest {
   chat?: boolean;
   /** System prompt for chat models. */
   system?: string;
+  /** Earlier turns of a chat, oldest first; `prompt` is the user's next message. Chat only. */
+  history?: ChatTurn[];
   maxTokens?: number;
   /** 0 = greedy. */
   temperature?: number;

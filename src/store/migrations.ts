@@ -259,4 +259,18 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE bans ADD COLUMN copies_before INTEGER;
     `,
   },
+  {
+    version: 6,
+    name: "api: spend per key",
+    sql: `
+      -- What each API key has spent through the gateway, in millisatoshis (a price in sats per 1,000
+      -- tokens is msat per token), and how many generations it ran.
+      CREATE TABLE api_spend (
+        key_id TEXT PRIMARY KEY,
+        spent_msat INTEGER NOT NULL DEFAULT 0 CHECK (spent_msat >= 0),
+        requests INTEGER NOT NULL DEFAULT 0 CHECK (requests >= 0),
+        updated_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];

@@ -43,6 +43,8 @@ export class AbortedError extends InfernetError {}
 
 /** No peer on the network can do what was asked (model not served, price too low, all failed). */
 export class NoProviderError extends InfernetError {}
+/** Every provider tried said it was busy (all slots and queue places taken): worth trying again shortly. */
+export class ProvidersBusyError extends NoProviderError {}
 
 /** A command needs a running node (`infernet start`) and none is running. */
 export class NodeNotRunningError extends InfernetError {}

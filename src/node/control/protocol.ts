@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { InferenceEvent, InferenceRequest, Tensor, TensorType } from "../../runtime/engine.ts";
+import { MAX_HISTORY_TURNS } from "../protocols/infer/messages.ts";
 
 /**
  * The local control API's message shapes (HTTP + JSON over a Unix socket in INFERNET_HOME, mode 0600).
@@ -35,6 +36,10 @@ export const RunBodySchema = z.object({
       system: z
         .string()
         .max(1024 * 1024)
+        .optional(),
+      history: z
+        .array(z.object({ role: z.enum(["user", "assistant"]), content: z.string().max(4 * 1024 * 1024) }))
+        .max(MAX_HISTORY_TURNS)
         .optional(),
       maxTokens: z.number().int().positive().optional(),
       temperature: z.number().min(0).max(10).optional(),
@@ -103,6 +108,6 @@ export function requestFromWire(wire: RunBody["request"]): InferenceRequest {
 export type RunStreamLine =
   | Exclude<InferenceEvent, { type: "tensors" }>
   | { type: "tensors"; outputs: Record<string, WireTensor> }
-  | { type: "provider"; peerId: string; attempt: number; resumedAt: number }
+  | { type: "provider"; peerId: string; attempt: number; resumedAt: number; satsPer1kTokens: number }
   | { type: "error"; name: string; message: string; hint?: string }
   | { type: "heartbeat" };

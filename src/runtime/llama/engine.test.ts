@@ -112,6 +112,22 @@ describe("llama engine (stories260k)", () => {
     expect(chat.text).not.toBe(plain.text);
   });
 
+  test("a chat carries its earlier turns: the model reads them, the same conversation gives the same answer", async () => {
+    await using engine = createLlamaEngine({ threads: 1 });
+    const ask = { kind: "generate" as const, prompt: "And then?", maxTokens: 12, chat: true, system: "Tell stories." };
+    const history = [
+      { role: "user" as const, content: "Once upon a time" },
+      { role: "assistant" as const, content: "there was a little girl named Lily." },
+    ];
+    const alone = await collect(engine.run(stories, ask));
+    const a = await collect(engine.run(stories, { ...ask, history }));
+    const b = await collect(engine.run(stories, { ...ask, history }));
+    expect(b.text).toBe(a.text);
+    // Both earlier messages (about 15 tokens) and their role markers were read.
+    expect(a.done!.usage.inputTokens).toBeGreaterThan(alone.done!.usage.inputTokens + 15);
+    await expect(collect(engine.run(stories, { ...ask, chat: false, history }))).rejects.toThrow(/chat/);
+  });
+
   test("breaking out of the stream stops generation and frees the model for the next request", async () => {
     await using engine = createLlamaEngine({ threads: 1 });
     for await (const e of engine.run(stories, { kind: "generate", prompt: "Once upon a time", maxTokens: 400 })) {

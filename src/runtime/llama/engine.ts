@@ -217,6 +217,10 @@ function validate(request: GenerateRequest): void {
   if (request.maxTokens !== undefined && (!Number.isInteger(request.maxTokens) || request.maxTokens < 1)) {
     throw new InvalidInputError(`max tokens must be a positive whole number, got ${request.maxTokens}`);
   }
+  const historyChars = (request.history ?? []).reduce((n, m) => n + m.content.length, 0);
+  if (request.prompt.length + historyChars > MAX_PROMPT_CHARS) {
+    throw new InvalidInputError(`the conversation is over ${MAX_PROMPT_CHARS} characters`);
+  }
   if (request.resume) {
     const { tokens } = request.resume;
     if (tokens.length > MAX_RESUME_TOKENS || !tokens.every((t) => Number.isInteger(t) && t >= 0)) {
@@ -253,7 +257,11 @@ async function* generate(
   if (resumeTokens.some((t) => t >= vocabulary)) {
     throw new InvalidInputError(`resume tokens: a token id is outside ${model.name}'s vocabulary`);
   }
-  const promptTokens = loaded.model.tokenize(request.prompt, false).length + resumeTokens.length;
+  const history = request.history ?? [];
+  if (history.length && !chat) throw new InvalidInputError("earlier chat turns need a chat prompt (chat: true)");
+  const promptTokens =
+    [request.prompt, ...history.map((m) => m.content)].reduce((n, t) => n + loaded.model.tokenize(t, false).length, 0) +
+    resumeTokens.length;
   const room = loaded.context.contextSize - promptTokens - 1;
   if (room < 1) {
     throw new InvalidInputError(
@@ -314,6 +322,17 @@ async function* generate(
         ...(request.system ? { systemPrompt: request.system } : {}),
       });
       try {
+        if (history.length) {
+          // The system prompt the session made, then the earlier turns as the template renders them.
+          session.setChatHistory([
+            ...session.getChatHistory(),
+            ...history.map((m) =>
+              m.role === "user"
+                ? { type: "user" as const, text: m.content }
+                : { type: "model" as const, response: [m.content] },
+            ),
+          ]);
+        }
         // Chat templates render text, so a chat generation resumes from its text so far.
         const prefix = request.resume?.text ? { responsePrefix: request.resume.text } : {};
         stopReason = (await session.promptWithMeta(request.prompt, { ...sampling, ...prefix })).stopReason;

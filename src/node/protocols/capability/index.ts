@@ -92,6 +92,11 @@ export interface CapabilityService extends Startable {
    */
   findProviders(sha256: string, options?: FindProvidersOptions): Promise<CapabilityRecord[]>;
   /**
+   * The providers this node knows at once when one of their records arrived within `maxAgeMs`, with a
+   * lookup refreshing them in the background; otherwise `findProviders`.
+   */
+  knownProviders(sha256: string, options: FindProvidersOptions & { maxAgeMs: number }): Promise<CapabilityRecord[]>;
+  /**
    * Aggregators with valid, unexpired records, this node excluded, cheapest fee first, then by peer
    * id: the same lookup as `findProviders`, under `aggregatorCid()`. Throws AbortedError when
    * `signal` aborts.
@@ -117,6 +122,8 @@ class DefaultCapabilityService implements CapabilityService {
   private started = false;
   private shutdown = new AbortController();
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
+  /** Background provider lookups in flight, by model sha256 (one at a time each). */
+  private readonly refreshing = new Map<string, Promise<void>>();
   private readonly own: OwnRecord | undefined;
   private lastAnnounceAt = 0;
   private pendingAnnounce: Promise<void> | undefined;
@@ -225,6 +232,29 @@ class DefaultCapabilityService implements CapabilityService {
     if (wait > 0) await new Promise((resolve) => this.later(wait, resolve));
     this.pendingAnnounce = undefined;
     if (this.started) await this.publish();
+  }
+
+  /**
+   * Live providers re-announce every announce interval, so a recent record means the directory is
+   * current. A request then does not wait for a walk of the DHT, which lasts as long as its slowest
+   * peer: a dial timeout when one has vanished.
+   */
+  async knownProviders(
+    sha256: string,
+    options: FindProvidersOptions & { maxAgeMs: number },
+  ): Promise<CapabilityRecord[]> {
+    const self = this.components.peerId.toString();
+    const now = Date.now();
+    const known = this.directory.providersOf(sha256).filter((r) => r.peerId !== self);
+    const fresh = known.some((r) => now - (this.directory.receivedAt(r.peerId) ?? 0) < options.maxAgeMs);
+    if (!fresh) return this.findProviders(sha256, options);
+    if (!this.refreshing.has(sha256)) {
+      const refresh = findRecords(this.lookupInit, modelCid(sha256), "provider", {})
+        .catch(() => {})
+        .finally(() => this.refreshing.delete(sha256));
+      this.refreshing.set(sha256, refresh);
+    }
+    return known;
   }
 
   async findProviders(sha256: string, options: FindProvidersOptions = {}): Promise<CapabilityRecord[]> {

@@ -20,6 +20,8 @@ export const MAX_RESPONSE_FRAME_BYTES = 16 * 1024 ** 2;
 export const MAX_MODEL_NAME_CHARS = 128;
 export const MAX_PROMPT_CHARS = 1_000_000;
 export const MAX_SYSTEM_CHARS = 100_000;
+/** Earlier chat turns a request may carry (their text counts against MAX_PROMPT_CHARS). */
+export const MAX_HISTORY_TURNS = 256;
 /** Largest `maxTokens` (and most carried-over `resume` tokens). */
 export const MAX_TOKENS = 131_072;
 /** Largest token id: llama.cpp token ids are 32-bit signed. */
@@ -77,6 +79,13 @@ const GenerateSchema = z.object({
   prompt: z.string().max(MAX_PROMPT_CHARS),
   chat: z.boolean().optional(),
   system: z.string().max(MAX_SYSTEM_CHARS).optional(),
+  history: z
+    .array(z.object({ role: z.enum(["user", "assistant"]), content: z.string().max(MAX_PROMPT_CHARS) }))
+    .max(MAX_HISTORY_TURNS)
+    .refine((h) => h.reduce((n, m) => n + m.content.length, 0) <= MAX_PROMPT_CHARS, {
+      message: `the history is over ${MAX_PROMPT_CHARS} characters`,
+    })
+    .optional(),
   maxTokens: z.int().min(1).max(MAX_TOKENS).optional(),
   temperature: z.number().min(0).max(MAX_TEMPERATURE).optional(),
   topK: z.int().min(0).max(MAX_TOP_K).optional(),
