@@ -24,10 +24,10 @@ beforeAll(async () => {
   // provider is killed (greedy text is the same on any thread count).
   const slow = { INFERNET_THREADS: "2" };
   const first = await net.start("p1", ["--provider", "--models", "stories260k"], slow);
-  // p2 also serves the API itself (`infernet start --api`).
+  // p2 also serves the API itself (`infernet start --api`), running what it serves on its own engine.
   const second = await net.start(
     "p2",
-    ["--provider", "--models", "stories260k", "--bootstrap", first.quic, "--api", "0"],
+    ["--provider", "--models", "stories260k", "--bootstrap", first.quic, "--api", "0", "--prefer", "local"],
     slow,
   );
   providers = [first, second];
@@ -59,19 +59,24 @@ async function serveGateway(
   void (async () => {
     for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
   })();
+  const { url } = JSON.parse(await firstLine(proc, () => stderr)) as { url: string };
+  return { proc, url: url.replace("//0.0.0.0:", "//127.0.0.1:") };
+}
+
+/** The first line a process prints (`infernet serve` says where it listens). */
+async function firstLine(proc: ReturnType<typeof spawnInfernet>, stderr = () => ""): Promise<string> {
   const reader = proc.stdout.getReader();
   let out = "";
   while (!out.includes("\n")) {
     const { value, done } = await reader.read();
     if (done) {
       await proc.exited;
-      throw new Error(`infernet serve exited: ${stderr}`);
+      throw new Error(`infernet serve exited: ${stderr()}`);
     }
     out += new TextDecoder().decode(value);
   }
   reader.releaseLock();
-  const { url } = JSON.parse(out.slice(0, out.indexOf("\n"))) as { url: string };
-  return { proc, url: url.replace("//0.0.0.0:", "//127.0.0.1:") };
+  return out.slice(0, out.indexOf("\n"));
 }
 
 /** Whether `p` rejects with an API error; the error. */
@@ -245,13 +250,41 @@ describe("OpenAI and Ollama APIs over the network", () => {
     expect(((await bad.json()) as { error: string }).error).toContain("messages");
   });
 
-  test("infernet start --api: the same API on a running node, through its own connections", async () => {
+  test("infernet start --api --prefer local: the API on a running node, its own models on its own engine", async () => {
     const url = (providers[1]!.status as unknown as { api?: string }).api;
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
     const onNode = new OpenAI({ baseURL: url, apiKey: "unused-on-loopback", maxRetries: 0 });
     const expected = await run(["--raw"]);
-    const r = await onNode.completions.create({ model: "stories260k", prompt: PROMPT, max_tokens: MAX_TOKENS });
+    const { data: r, response } = await onNode.completions
+      .create({ model: "stories260k", prompt: PROMPT, max_tokens: MAX_TOKENS })
+      .withResponse();
     expect(r.choices[0]?.text).toBe(expected.text);
+    expect(response.headers.get("x-infernet-provider")).toBe(providers[1]!.status.peerId);
+  });
+
+  test("infernet serve --prefer local with no network: the models downloaded here, run here", async () => {
+    const at = net.home("offline");
+    expect((await infernet(["pull", "stories260k"], { home: at })).code).toBe(0);
+    const proc = spawnInfernet(["serve", "--port", "0", "--prefer", "local"], { home: at });
+    gateways.push(proc);
+    const line = await firstLine(proc);
+    const { url, via } = JSON.parse(line) as { url: string; via: string };
+    expect(via).toBe("none");
+    const offline = new OpenAI({ baseURL: url, apiKey: "unused-on-loopback", maxRetries: 0 });
+    const listed = (await offline.models.list()).data as unknown as {
+      id: string;
+      local?: boolean;
+      providers: number;
+    }[];
+    expect(listed).toEqual([expect.objectContaining({ id: "stories260k", local: true, providers: 0 })]);
+    const expected = await run(["--raw"]);
+    const { data: r, response } = await offline.completions
+      .create({ model: "stories260k", prompt: PROMPT, max_tokens: MAX_TOKENS })
+      .withResponse();
+    expect(r.choices[0]?.text).toBe(expected.text);
+    expect(response.headers.get("x-infernet-provider")).toBe("local");
+    const elsewhere = await fail(offline.completions.create({ model: "tinyllama", prompt: PROMPT }));
+    expect(elsewhere.status).toBe(503);
   });
 
   test("a non-loopback --host is refused with a clear message", async () => {

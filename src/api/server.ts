@@ -55,6 +55,8 @@ export interface ApiModel {
   satsPer1kTokens: number | undefined;
   /** The model file's size in bytes. */
   bytes: number;
+  /** Runs on this machine (`--prefer local`). */
+  local?: boolean;
 }
 
 export interface GatewayBackend {
@@ -160,6 +162,7 @@ function modelObject(m: ApiModel) {
     owned_by: "infernet",
     providers: m.providers,
     ...(m.satsPer1kTokens !== undefined ? { sats_per_1k_tokens: m.satsPer1kTokens } : {}),
+    ...(m.local ? { local: true } : {}),
   };
 }
 

@@ -1,9 +1,7 @@
-import type { Config } from "../config/index.ts";
-import { cacheStatus, ensureFile } from "../models/cache.ts";
+import { ensureFile, isDownloaded } from "../models/cache.ts";
 import { type CatalogEntry, findModel, modelFile } from "../models/catalog.ts";
 import { looksLikePath, type ResolvedModel, resolveLocalModel } from "../models/local.ts";
 import type { Engine, GenerateRequest, RuntimeName } from "../runtime/engine.ts";
-import type { Store } from "../store/db.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
 import { intFlag, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
@@ -148,10 +146,6 @@ async function generateRequest(values: RunValues, promptWords: string[]): Promis
     ...(topP !== undefined ? { topP } : {}),
     ...(values.stop?.length ? { stop: values.stop } : {}),
   };
-}
-
-function isDownloaded(config: Config, store: Store, entry: CatalogEntry): boolean {
-  return entry.files.every((f) => cacheStatus(config, store, entry, f) === "verified");
 }
 
 /**

@@ -6,14 +6,14 @@ import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
-import { ConfigError, UsageError } from "../util/errors.ts";
+import { ConfigError, RuntimeError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
 import { intFlag, numberFlag } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
 import { progressReporter } from "./progress.ts";
-import { gatewayAccess, gatewayBackend } from "./serve.ts";
+import { gatewayAccess, gatewayBackend, type LocalRuns, preferFlag } from "./serve.ts";
 
 export const startCommand = defineCommand({
   name: "start",
@@ -51,6 +51,11 @@ Examples:
       value: "PORT",
       description: "Also serve the OpenAI/Ollama-compatible API on 127.0.0.1:PORT (see `infernet serve`)",
     },
+    prefer: {
+      type: "string",
+      value: "WHERE",
+      description: "With --api, local: run the models this node serves on it; network (default): on providers",
+    },
     json: { type: "boolean", description: "Print the node's status as one JSON line once it is up (headless)" },
     "no-dash": { type: "boolean", description: "Run headless even on a terminal: log to stderr, stop with Ctrl-C" },
     ...NETWORK_OPTIONS,
@@ -74,9 +79,11 @@ Examples:
       });
     }
     const api = intFlag("start", "api", values.api, 0, 65_535);
+    if (values.prefer !== undefined && api === undefined) throw new UsageError("start: --prefer needs --api");
+    const prefer = preferFlag("start", values.prefer);
     return runNode(ctx, {
       models: names,
-      ...(api !== undefined ? { apiPort: api } : {}),
+      ...(api !== undefined ? { apiPort: api, apiPrefer: prefer } : {}),
       ...(values.aggregator ? { aggregator: { feePercent } } : {}),
       json: Boolean(values.json),
       dashboard: !values["no-dash"] && !values.json && onTerminal(ctx),
@@ -94,6 +101,8 @@ export interface RunNodeOptions {
   dashboard: boolean;
   /** Serve the HTTP API on 127.0.0.1 at this port (0: any free one). */
   apiPort?: number;
+  /** Whether the API runs the models this node serves on it (default: on the network). */
+  apiPrefer?: "local" | "network";
 }
 
 /** Runs a node in the foreground (with the dashboard, or headless) until it is told to stop; the exit code. */
@@ -135,7 +144,10 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
         : startGateway({
             hostname: "127.0.0.1",
             port: options.apiPort,
-            backend: gatewayBackend({ node, run: (model, request, o) => runOnNetwork(node, model, request, o) }),
+            backend: gatewayBackend(
+              { node, run: (model, request, o) => runOnNetwork(node, model, request, o) },
+              options.apiPrefer === "local" ? servedHere(node) : undefined,
+            ),
             access: gatewayAccess(ctx, false),
             defaultMaxTokens: config.maxTokens,
           });
@@ -167,4 +179,20 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
     await node.stop();
   }
   return 0;
+}
+
+/** The text models this node serves, run on its own engine (`--api --prefer local`). */
+function servedHere(node: InfernetNode): LocalRuns {
+  return {
+    self: node.peerId,
+    model: async (sha256) => {
+      const m = node.serving.find((s) => s.sha256 === sha256);
+      return m?.runtime === "llama" ? m : undefined;
+    },
+    engine: async () => {
+      const engine = node.engines?.llama;
+      if (!engine) throw new RuntimeError("this node has no llama.cpp engine yet");
+      return engine;
+    },
+  };
 }

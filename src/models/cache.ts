@@ -39,6 +39,11 @@ export function cacheStatus(
   return verifiedRecord(store, path)?.sha256 === file.sha256 ? "verified" : "unverified";
 }
 
+/** Whether every file of a catalog model is here and verified (so it runs without a download). */
+export function isDownloaded(config: Config, store: Store, entry: CatalogEntry): boolean {
+  return entry.files.every((f) => cacheStatus(config, store, entry, f) === "verified");
+}
+
 /**
  * True when the cached file is there and has the catalog's sha256: from the store when the file is
  * unchanged, otherwise by hashing it. A file with the wrong content is deleted, so it gets downloaded again.

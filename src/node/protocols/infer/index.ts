@@ -4,6 +4,7 @@ import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName 
 import type { WorkView } from "../../work-log.ts";
 import { ProtocolLifecycle } from "../lifecycle.ts";
 import { atLeastZero, positive } from "../settings.ts";
+import { RemoteInferenceError } from "./errors.ts";
 import { InferProvider } from "./provider.ts";
 import { callRemote } from "./requester.ts";
 
@@ -23,6 +24,12 @@ export const DEFAULT_CLIENT_DEADLINE_MS = DEFAULT_REQUEST_TIMEOUT_MS;
 /** Inference streams open at once on one connection, each way (each holds at most one request frame). */
 export const MAX_INBOUND_STREAMS = 32;
 export const MAX_OUTBOUND_STREAMS = 32;
+/**
+ * Requests this node keeps in flight to one provider. Beyond it a call is "busy" at once, without a
+ * stream: kept under the stream limits with a margin (a provider counts a stream a little longer than
+ * its client does), so a burst never meets libp2p's stream reset instead of the provider's own "busy".
+ */
+export const MAX_CALLS_PER_PEER = 24;
 
 export { RemoteInferenceError } from "./errors.ts";
 export { REMOTE_ERROR_CODES, type RemoteErrorCode } from "./messages.ts";
@@ -140,16 +147,36 @@ class DefaultInferService implements InferService {
     options: InferOptions = {},
   ): AsyncIterable<InferenceEvent> {
     if (this.life.stopped) return refuse(this.life.stoppedError());
-    return callRemote({
-      connectionManager: this.components.connectionManager,
-      protocol: INFER_PROTOCOL,
-      peer,
-      model,
-      request,
-      deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
-      signal: options.signal,
-      inFlight: this.life.calls,
-    });
+    return this.counted(peer.toString(), () =>
+      callRemote({
+        connectionManager: this.components.connectionManager,
+        protocol: INFER_PROTOCOL,
+        peer,
+        model,
+        request,
+        deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
+        signal: options.signal,
+        inFlight: this.life.calls,
+      }),
+    );
+  }
+
+  /** Calls in flight by peer id (see MAX_CALLS_PER_PEER). */
+  private readonly perPeer = new Map<string, number>();
+
+  private async *counted(peer: string, call: () => AsyncIterable<InferenceEvent>): AsyncGenerator<InferenceEvent> {
+    const n = this.perPeer.get(peer) ?? 0;
+    if (n >= MAX_CALLS_PER_PEER) {
+      throw new RemoteInferenceError("busy", peer, `${peer} already has ${n} requests from this node in flight`);
+    }
+    this.perPeer.set(peer, n + 1);
+    try {
+      yield* call();
+    } finally {
+      const left = (this.perPeer.get(peer) ?? 1) - 1;
+      if (left > 0) this.perPeer.set(peer, left);
+      else this.perPeer.delete(peer);
+    }
   }
 
   load(): InferLoad {
