@@ -43,31 +43,6 @@ export const BUSY_WAIT_MS = 30_000;
 /** Pause between tries while providers are busy (each pause jittered by up to half again). */
 export const BUSY_RETRY_MS = 250;
 
-/**
- * The run, tried again while every provider is busy and nothing was generated yet: a burst of requests
- * waits for slots instead of failing at once. Provider events of the tries pass through.
- */
-async function* patient(
-  run: () => AsyncIterable<NetworkEvent>,
-  signal: AbortSignal,
-  waitMs = BUSY_WAIT_MS,
-): AsyncGenerator<NetworkEvent> {
-  const giveUp = performance.now() + waitMs;
-  for (;;) {
-    let generated = false;
-    try {
-      for await (const e of run()) {
-        if (e.type !== "provider") generated = true;
-        yield e;
-      }
-      return;
-    } catch (err) {
-      if (!(err instanceof ProvidersBusyError) || generated || signal.aborted || performance.now() > giveUp) throw err;
-    }
-    await Bun.sleep(BUSY_RETRY_MS * (1 + Math.random() / 2));
-  }
-}
-
 export async function startGeneration(
   run: Runner,
   model: { id: string; sha256: string },
@@ -78,11 +53,13 @@ export async function startGeneration(
   const deadline = AbortSignal.timeout(GENERATION_DEADLINE_MS);
   const stopper = new AbortController();
   const runSignal = AbortSignal.any([signal, deadline, stopper.signal]);
-  const source = patient(
+  const events = metered(
     () => run({ name: model.id, sha256: model.sha256 }, { kind: "generate", ...request }, runSignal),
+    ticket,
+    request.maxTokens,
     runSignal,
+    deadline,
   );
-  const events = metered(source, ticket, request.maxTokens, deadline);
   let first = await events.next();
   let provider: string | undefined;
   while (!first.done && first.value.type === "provider") {
@@ -104,26 +81,39 @@ export async function startGeneration(
 /**
  * The run's events, with the key's accounting, priced as the job reports price work (tokens generated
  * at the provider's price): each provider's price reserves `maxTokens` of it, the tokens generated are
- * charged (those that came, when it ends early), and the ticket is released however it ends. A
- * deadline that passes is a 504.
+ * charged (those that came, when it ends early), and the ticket is released however it ends. While
+ * every provider is busy and nothing was generated yet, the run is tried again (a burst of requests
+ * waits for slots instead of failing at once). A deadline that passes is a 504. One generator for all
+ * of it: each layer of async iteration costs every token a little.
  */
 async function* metered(
-  events: AsyncIterable<NetworkEvent>,
+  run: () => AsyncIterable<NetworkEvent>,
   ticket: Ticket,
   maxTokens: number,
+  signal: AbortSignal,
   deadline: AbortSignal,
 ): AsyncGenerator<NetworkEvent> {
   let received = 0;
   let finished = false;
+  const giveUp = performance.now() + BUSY_WAIT_MS;
   try {
-    for await (const e of events) {
-      if (e.type === "provider") ticket.priced(e.satsPer1kTokens, maxTokens);
-      else if (e.type === "token") received += e.tokens.length;
-      else if (e.type === "done") {
-        ticket.charge(e.usage.outputTokens);
-        finished = true;
+    for (;;) {
+      try {
+        for await (const e of run()) {
+          if (e.type === "provider") ticket.priced(e.satsPer1kTokens, maxTokens);
+          else if (e.type === "token") received += e.tokens.length;
+          else if (e.type === "done") {
+            ticket.charge(e.usage.outputTokens);
+            finished = true;
+          }
+          yield e;
+        }
+        return;
+      } catch (err) {
+        const busy = err instanceof ProvidersBusyError && received === 0 && !signal.aborted;
+        if (!busy || performance.now() > giveUp) throw err;
       }
-      yield e;
+      await Bun.sleep(BUSY_RETRY_MS * (1 + Math.random() / 2));
     }
   } catch (err) {
     if (deadline.aborted) {
@@ -247,7 +237,9 @@ export function streamBody(
         clearTimeout(stall);
         try {
           while (next.size > 0) {
-            const { index, result } = await Promise.race(next.values());
+            // One choice (the usual case) needs no race: its next event is the next frame.
+            const { index, result } =
+              next.size === 1 ? await next.values().next().value! : await Promise.race(next.values());
             if (result.done) {
               next.delete(index);
               continue;

@@ -191,11 +191,15 @@ export function gatewayBackend(
       }
       return out;
     },
-    async *run(model, request, signal) {
-      const here = await local?.model(model.sha256, signal);
-      if (local && here) yield* runHere(local, here, request, signal);
-      else if (access) yield* access.run(model, request, { signal });
-      else throw new NoProviderError(`${model.name} is not downloaded here, and this gateway has no network`);
+    run(model, request, signal) {
+      // The network's events as they come (no generator in between) unless this machine may run it.
+      if (!local && access) return access.run(model, request, { signal });
+      return (async function* () {
+        const here = await local?.model(model.sha256, signal);
+        if (local && here) yield* runHere(local, here, request, signal);
+        else if (access) yield* access.run(model, request, { signal });
+        else throw new NoProviderError(`${model.name} is not downloaded here, and this gateway has no network`);
+      })();
     },
   };
 }

@@ -127,12 +127,16 @@ export async function* runOnNetwork(
       if (signal?.aborted) throw abortReason(signal);
       failures.push(`${shortId(choice.peerId)}: ${errorMessage(err)}`);
       if (err instanceof RemoteInferenceError && err.code === "busy") busy++;
-      log.warn("provider failed; trying another", {
-        peerId: choice.peerId,
-        attempt,
-        tokensSoFar: generated.tokens.length,
-        err: errorMessage(err),
-      });
+      // A busy provider is normal under load (and retried): not worth a warning each time.
+      (err instanceof RemoteInferenceError && err.code === "busy" ? log.debug : log.warn)(
+        "provider failed; trying another",
+        {
+          peerId: choice.peerId,
+          attempt,
+          tokensSoFar: generated.tokens.length,
+          err: errorMessage(err),
+        },
+      );
       if (request.kind === "generate" && remainingTokens(request, generated) === 0) {
         yield {
           type: "done",
