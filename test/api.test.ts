@@ -331,6 +331,37 @@ describe("OpenAI and Ollama APIs over the network", () => {
     expect(texts).toEqual([expected.text, expected.text, expected.text]);
   });
 
+  test("embeddings: the provider's vectors, exactly the engine's, through OpenAI's client and Ollama's route", async () => {
+    const texts = ["Once upon a time", "The cat sat on the mat"];
+    await using engine = createLlamaEngine({ threads: 1 });
+    let want: number[][] = [];
+    for await (const e of engine.run(
+      { name: "stories260k", runtime: "llama", path: STORIES_GGUF, sha256: STORIES_SHA256 },
+      { kind: "embed", inputs: texts },
+    )) {
+      if (e.type === "tensors") {
+        const t = e.outputs.embeddings!;
+        const width = t.dims[1]!;
+        want = texts.map((_, i) => Array.from((t.data as Float32Array).subarray(i * width, (i + 1) * width)));
+      }
+    }
+    expect(want[0]?.length).toBe(64);
+    // The client asks for base64 by default and decodes it.
+    const { data: r, response } = await client.embeddings.create({ model: "stories260k", input: texts }).withResponse();
+    expect(r.data.map((d) => d.embedding)).toEqual(want);
+    expect(r.usage.prompt_tokens).toBeGreaterThan(texts.length);
+    expect(providers.map((p) => p.status.peerId)).toContain(response.headers.get("x-infernet-provider") ?? "none");
+    const floats = await client.embeddings.create({ model: "stories260k", input: texts[0]!, encoding_format: "float" });
+    expect(floats.data[0]?.embedding).toEqual(want[0]!);
+    const wrongWidth = await fail(client.embeddings.create({ model: "stories260k", input: "x", dimensions: 8 }));
+    expect([wrongWidth.status, wrongWidth.param]).toEqual([400, "dimensions"]);
+    const base = client.baseURL.replace(/\/v1$/, "");
+    const ollama = (await (
+      await fetch(`${base}/api/embed`, { method: "POST", body: JSON.stringify({ model: "stories260k", input: texts }) })
+    ).json()) as { embeddings: number[][] };
+    expect(ollama.embeddings).toEqual(want);
+  });
+
   test("a client that goes away mid-stream cancels the generation on the provider", async () => {
     const controller = new AbortController();
     const { data: stream, response } = await client.completions

@@ -26,7 +26,7 @@ const framing: Framing = {
 /** A runner whose generation `seed` yields `count` tokens, one every `everyMs`, and says when it stopped. */
 function scripted(count: number, everyMs: number, log: string[]): Runner {
   return async function* (_model, request, signal): AsyncGenerator<NetworkEvent> {
-    const name = `seed${request.seed ?? 0}`;
+    const name = `seed${request.kind === "generate" ? (request.seed ?? 0) : 0}`;
     yield { type: "provider", peerId: `p-${name}`, attempt: 1, resumedAt: 0, satsPer1kTokens: 10 };
     try {
       for (let i = 0; i < count; i++) {
@@ -130,7 +130,7 @@ test("one choice that cannot start stops the others and gives every ticket back"
   const log: string[] = [];
   const good = scripted(10_000, 1, log);
   const runner: Runner = (m, request, signal) => {
-    if (request.seed === 8) throw new Error("no provider");
+    if (request.kind === "generate" && request.seed === 8) throw new Error("no provider");
     return good(m, request, signal);
   };
   const tickets = [s.access.admit(key), s.access.admit(key)];

@@ -1,5 +1,5 @@
 import type { NetworkEvent } from "../node/client.ts";
-import type { GenerateRequest } from "../runtime/engine.ts";
+import type { GenerateRequest, InferenceRequest, Usage } from "../runtime/engine.ts";
 import { errorMessage, ProvidersBusyError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import type { Ticket } from "./access.ts";
@@ -27,7 +27,7 @@ export interface Generation {
 
 export type Runner = (
   model: { name: string; sha256: string },
-  request: GenerateRequest,
+  request: InferenceRequest,
   signal: AbortSignal,
 ) => AsyncIterable<NetworkEvent>;
 
@@ -80,18 +80,19 @@ export async function startGeneration(
 
 /**
  * The run's events, with the key's accounting, priced as the job reports price work (tokens generated
- * at the provider's price): each provider's price reserves `maxTokens` of it, the tokens generated are
- * charged (those that came, when it ends early), and the ticket is released however it ends. While
+ * at the provider's price; what `billed` says for other work): each provider's price reserves
+ * `maxTokens` of it, the tokens generated are charged (those that came, when it ends early), and the ticket is released however it ends. While
  * every provider is busy and nothing was generated yet, the run is tried again (a burst of requests
  * waits for slots instead of failing at once). A deadline that passes is a 504. One generator for all
  * of it: each layer of async iteration costs every token a little.
  */
-async function* metered(
+export async function* metered(
   run: () => AsyncIterable<NetworkEvent>,
   ticket: Ticket,
   maxTokens: number,
   signal: AbortSignal,
   deadline: AbortSignal,
+  billed: (usage: Usage) => number = (usage) => usage.outputTokens,
 ): AsyncGenerator<NetworkEvent> {
   let received = 0;
   let finished = false;
@@ -103,7 +104,7 @@ async function* metered(
           if (e.type === "provider") ticket.priced(e.satsPer1kTokens, maxTokens);
           else if (e.type === "token") received += e.tokens.length;
           else if (e.type === "done") {
-            ticket.charge(e.usage.outputTokens);
+            ticket.charge(billed(e.usage));
             finished = true;
           }
           yield e;

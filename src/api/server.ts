@@ -4,6 +4,14 @@ import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
 import type { GatewayAccess, Ticket } from "./access.ts";
 import {
+  type Embedded,
+  embeddingsRequest,
+  embedTexts,
+  encodeVector,
+  ollamaEmbedBody,
+  ollamaEmbeddingsBody,
+} from "./embeddings.ts";
+import {
   collect,
   type Done,
   type Generation,
@@ -123,6 +131,18 @@ async function launch(
   return startGenerations(o.backend.run, model, bounded, req.signal, tickets);
 }
 
+/** The catalog text model a request names, or 404. */
+function knownModel(o: Routed, name: string): { id: string; sha256: string } {
+  const model = o.backend.model(name);
+  if (!model) throw new ApiError(404, `unknown model ${name}`, "not_found_error", "model", "model_not_found");
+  return model;
+}
+
+/** Admits and runs one embedding request. */
+function embed(req: Request, o: Routed, model: { id: string; sha256: string }, texts: string[]): Promise<Embedded> {
+  return embedTexts(o.backend.run, model, texts, req.signal, o.access.admit(o.key));
+}
+
 async function route(req: Request, o: Routed): Promise<Response> {
   const { backend } = o;
   const path = new URL(req.url).pathname.replace(/\/+$/, "");
@@ -150,6 +170,35 @@ async function route(req: Request, o: Routed): Promise<Response> {
   if (req.method === "POST" && path === "/v1/chat/completions") {
     const body = parseBody(chatRequest, await readJson(req));
     return generate(req, o, body, chatToGenerate(body), "chat");
+  }
+  if (req.method === "POST" && path === "/v1/embeddings") {
+    const body = parseBody(embeddingsRequest, await readJson(req));
+    const model = knownModel(o, body.model);
+    const texts = typeof body.input === "string" ? [body.input] : body.input;
+    const done = await embed(req, o, model, texts);
+    const width = done.vectors[0]?.length ?? 0;
+    if (body.dimensions && body.dimensions !== width) {
+      throw new ApiError(
+        400,
+        `dimensions: ${model.id} gives ${width}-dimensional vectors`,
+        "invalid_request_error",
+        "dimensions",
+      );
+    }
+    return json(
+      {
+        object: "list",
+        data: done.vectors.map((v, index) => ({
+          object: "embedding",
+          index,
+          embedding: encodeVector(v, body.encoding_format),
+        })),
+        model: model.id,
+        usage: { prompt_tokens: done.usage.inputTokens, total_tokens: done.usage.inputTokens },
+      },
+      200,
+      done.headers,
+    );
   }
   throw new ApiError(404, `no route ${req.method} ${path}`, "not_found_error");
 }
@@ -295,7 +344,32 @@ async function ollamaRoute(req: Request, o: Routed): Promise<Response> {
     const found = (await backend.models(req.signal)).find((m) => m.id === name);
     if (!found) throw new ApiError(404, `model '${name}' not found`, "not_found_error");
     const { details } = ollamaModel(found);
-    return json({ details, model_info: { "infernet.providers": found.providers }, capabilities: ["completion"] });
+    return json({
+      details,
+      model_info: { "infernet.providers": found.providers },
+      capabilities: ["completion", "embedding"],
+    });
+  }
+  if (req.method === "POST" && path === "/api/embed") {
+    const body = parseBody(ollamaEmbedBody, await readJson(req));
+    const started = performance.now();
+    const model = knownModel(o, body.model);
+    const done = await embed(req, o, model, typeof body.input === "string" ? [body.input] : body.input);
+    return json(
+      {
+        model: model.id,
+        embeddings: done.vectors.map((v) => Array.from(v)),
+        total_duration: Math.round((performance.now() - started) * 1e6),
+        prompt_eval_count: done.usage.inputTokens,
+      },
+      200,
+      done.headers,
+    );
+  }
+  if (req.method === "POST" && path === "/api/embeddings") {
+    const body = parseBody(ollamaEmbeddingsBody, await readJson(req));
+    const done = await embed(req, o, knownModel(o, body.model), [body.prompt]);
+    return json({ embedding: Array.from(done.vectors[0] ?? []) }, 200, done.headers);
   }
   if (req.method === "POST" && (path === "/api/generate" || path === "/api/chat")) {
     const chat = path === "/api/chat";

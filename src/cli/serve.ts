@@ -7,7 +7,7 @@ import { resolveLocalModel } from "../models/local.ts";
 import { type NetworkEvent, PROVIDERS_FRESH_MS } from "../node/client.ts";
 import { configuredLlamaEngine } from "../node/engines.ts";
 import type { PeerRow } from "../node/node.ts";
-import type { Engine, GenerateRequest, LocalModel } from "../runtime/engine.ts";
+import type { Engine, InferenceRequest, LocalModel } from "../runtime/engine.ts";
 import { ApiSpendStore } from "../store/api-spend.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
 import { intFlag } from "./args.ts";
@@ -25,8 +25,9 @@ export const serveCommand = defineCommand({
     "serve [--port 11435] [--host 127.0.0.1] [--require-key] [--prefer local|network] [--bootstrap MULTIADDR]...",
   ],
   details: `An OpenAI-compatible HTTP API in front of the network: GET /v1/models, POST /v1/completions and
-POST /v1/chat/completions (stream: true for server-sent events), and Ollama's on the same port:
-POST /api/generate and /api/chat (NDJSON streams), GET /api/tags and /api/version, POST /api/show. Requests run on the network's
+POST /v1/chat/completions (stream: true for server-sent events), POST /v1/embeddings, and Ollama's on the
+same port: POST /api/generate and /api/chat (NDJSON streams), /api/embed, GET /api/tags and /api/version,
+POST /api/show. Requests run on the network's
 providers through the running node (\`infernet start\`) or a node of its own, with the same provider
 choice and failover as \`infernet run\`; the x-infernet-provider header names the provider.
 With --prefer local, a model downloaded here runs on this machine (the header says "local"), others
@@ -122,7 +123,7 @@ export function preferFlag(command: string, raw: string | undefined): "local" | 
 async function* runHere(
   local: LocalRuns,
   model: LocalModel,
-  request: GenerateRequest,
+  request: InferenceRequest,
   signal: AbortSignal,
 ): AsyncGenerator<NetworkEvent> {
   yield { type: "provider", peerId: local.self, attempt: 1, resumedAt: 0, satsPer1kTokens: 0 };

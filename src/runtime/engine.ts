@@ -74,7 +74,16 @@ export interface TensorRequest {
   outputs?: string[];
 }
 
-export type InferenceRequest = GenerateRequest | TensorRequest;
+/**
+ * Embeddings of texts (llama.cpp's embedding context): one `tensors` event whose `embeddings` output
+ * is float32 [inputs, dimensions], then `done` with the tokens read as input and the vectors as output.
+ */
+export interface EmbedRequest {
+  kind: "embed";
+  inputs: string[];
+}
+
+export type InferenceRequest = GenerateRequest | TensorRequest | EmbedRequest;
 
 export interface Usage {
   /** Prompt tokens (llama) or input records (onnx). */

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { InferenceEvent, InferenceRequest, Tensor, TensorType } from "../../runtime/engine.ts";
-import { MAX_HISTORY_TURNS } from "../protocols/infer/messages.ts";
+import { MAX_EMBED_INPUTS, MAX_HISTORY_TURNS } from "../protocols/infer/messages.ts";
 
 /**
  * The local control API's message shapes (HTTP + JSON over a Unix socket in INFERNET_HOME, mode 0600).
@@ -49,6 +49,18 @@ export const RunBodySchema = z.object({
       stop: z.array(z.string().min(1).max(256)).max(16).optional(),
     }),
     z.object({
+      kind: z.literal("embed"),
+      inputs: z
+        .array(
+          z
+            .string()
+            .min(1)
+            .max(4 * 1024 * 1024),
+        )
+        .min(1)
+        .max(MAX_EMBED_INPUTS),
+    }),
+    z.object({
       kind: z.literal("tensor"),
       inputs: z.record(z.string().max(256), WireTensorSchema),
       outputs: z.array(z.string().max(256)).max(64).optional(),
@@ -88,6 +100,7 @@ export function requestToWire(request: InferenceRequest): RunBody["request"] {
     const { resume: _resume, ...rest } = request;
     return rest;
   }
+  if (request.kind === "embed") return request;
   return {
     kind: "tensor",
     inputs: Object.fromEntries(Object.entries(request.inputs).map(([k, t]) => [k, tensorToWire(t)])),
@@ -96,7 +109,7 @@ export function requestToWire(request: InferenceRequest): RunBody["request"] {
 }
 
 export function requestFromWire(wire: RunBody["request"]): InferenceRequest {
-  if (wire.kind === "generate") return wire;
+  if (wire.kind !== "tensor") return wire;
   return {
     kind: "tensor",
     inputs: Object.fromEntries(Object.entries(wire.inputs).map(([k, t]) => [k, tensorFromWire(t)])),

@@ -128,6 +128,29 @@ describe("llama engine (stories260k)", () => {
     await expect(collect(engine.run(stories, { ...ask, chat: false, history }))).rejects.toThrow(/chat/);
   });
 
+  test("embeddings: one vector per input, the model's width, the same text the same vector", async () => {
+    await using engine = createLlamaEngine({ threads: 1 });
+    const events = [];
+    for await (const e of engine.run(stories, {
+      kind: "embed",
+      inputs: ["Once upon a time", "The cat sat", "Once upon a time"],
+    })) {
+      events.push(e);
+    }
+    const [tensors, done] = events;
+    if (tensors?.type !== "tensors" || done?.type !== "done") throw new Error("expected tensors then done");
+    const e = tensors.outputs.embeddings!;
+    expect(e.type).toBe("float32");
+    // stories260k's embedding length is 64.
+    expect(e.dims).toEqual([3, 64]);
+    const row = (i: number) => Array.from(e.data.subarray(i * 64, (i + 1) * 64) as Float32Array);
+    expect(row(2)).toEqual(row(0));
+    expect(row(1)).not.toEqual(row(0));
+    expect(done.usage).toMatchObject({ outputTokens: 3 });
+    expect(done.usage.inputTokens).toBeGreaterThan(6);
+    await expect(collect(engine.run(stories, { kind: "embed", inputs: [" "] }))).rejects.toThrow(/some text/);
+  });
+
   test("breaking out of the stream stops generation and frees the model for the next request", async () => {
     await using engine = createLlamaEngine({ threads: 1 });
     for await (const e of engine.run(stories, { kind: "generate", prompt: "Once upon a time", maxTokens: 400 })) {

@@ -1,11 +1,12 @@
 import { stat } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
-import type { Llama, LlamaContext, LlamaModel, Token } from "node-llama-cpp";
+import type { Llama, LlamaContext, LlamaEmbeddingContext, LlamaModel, Token } from "node-llama-cpp";
 import type { GpuChoice } from "../../config/index.ts";
 import { abortReason } from "../../util/abort.ts";
 import { errorMessage, IntegrityError, InvalidInputError, RuntimeError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import type {
+  EmbedRequest,
   Engine,
   FinishReason,
   GenerateRequest,
@@ -51,6 +52,8 @@ interface Loaded {
   model: LlamaModel;
   context: LlamaContext;
   threads: number;
+  /** Made on the first embedding request, kept while the model is loaded. */
+  embedding?: Promise<LlamaEmbeddingContext>;
 }
 
 export interface LlamaEngine extends Engine {
@@ -123,6 +126,7 @@ export function createLlamaEngine(options: LlamaEngineOptions = {}): LlamaEngine
       }
     },
     async unload(loaded) {
+      await (await loaded.embedding?.catch(() => undefined))?.dispose();
       await loaded.context.dispose();
       await loaded.model.dispose();
     },
@@ -149,12 +153,17 @@ export function createLlamaEngine(options: LlamaEngineOptions = {}): LlamaEngine
       request: InferenceRequest,
       runOptions: RunOptions = {},
     ): AsyncGenerator<InferenceEvent> {
-      if (request.kind !== "generate") {
+      if (request.kind === "tensor") {
         throw new InvalidInputError(`${model.name} generates text; it does not take tensor input`);
       }
-      validate(request);
       const started = performance.now();
       const { signal } = runOptions;
+      if (request.kind === "embed") {
+        using lease = await acquire(model, signal);
+        yield* embed(lease.value, model, request, started, signal);
+        return;
+      }
+      validate(request);
       try {
         using lease = await acquire(model, signal);
         yield* generate(lease.value, model, request, { started, defaultMaxTokens, ...(signal ? { signal } : {}) });
@@ -377,5 +386,51 @@ async function* generate(
       computeMs: performance.now() - computeStart,
       firstOutputMs,
     },
+  };
+}
+
+/**
+ * Embeddings of each input in turn, on the model's embedding context (llama.cpp pools the last layer
+ * as the model's metadata says): one float32 [inputs, dimensions] tensor named `embeddings`.
+ */
+async function* embed(
+  loaded: Loaded,
+  model: LocalModel,
+  request: EmbedRequest,
+  started: number,
+  signal?: AbortSignal,
+): AsyncGenerator<InferenceEvent> {
+  if (request.inputs.length === 0 || request.inputs.some((t) => t.trim() === "")) {
+    throw new InvalidInputError("every input to embed must hold some text");
+  }
+  loaded.embedding ??= loaded.model.createEmbeddingContext({
+    contextSize: Math.min(loaded.context.contextSize, loaded.model.trainContextSize),
+    threads: loaded.threads,
+  });
+  const context = await loaded.embedding;
+  const computeStart = performance.now();
+  const dimensions = loaded.model.embeddingVectorSize;
+  const data = new Float32Array(request.inputs.length * dimensions);
+  let inputTokens = 0;
+  for (const [i, text] of request.inputs.entries()) {
+    if (signal?.aborted) throw abortReason(signal);
+    const length = context.calculateInputLength(text);
+    if (length > loaded.context.contextSize) {
+      throw new InvalidInputError(
+        `input ${i} is ${length} tokens; ${model.name} embeds at most ${loaded.context.contextSize} at once`,
+      );
+    }
+    inputTokens += length;
+    data.set((await context.getEmbeddingFor(text)).vector, i * dimensions);
+  }
+  const computeMs = performance.now() - computeStart;
+  yield {
+    type: "tensors",
+    outputs: { embeddings: { type: "float32", dims: [request.inputs.length, dimensions], data } },
+  };
+  yield {
+    type: "done",
+    finishReason: "stop",
+    usage: { inputTokens, outputTokens: request.inputs.length, computeMs, firstOutputMs: performance.now() - started },
   };
 }

@@ -95,6 +95,20 @@ const GenerateSchema = z.object({
   resume: z.object({ tokens: tokenIds.max(MAX_TOKENS), text: z.string().max(MAX_RESUME_TEXT_CHARS) }).optional(),
 });
 
+/** Texts one embedding request may carry (their characters count against MAX_PROMPT_CHARS). */
+export const MAX_EMBED_INPUTS = 256;
+
+const EmbedSchema = z.object({
+  kind: z.literal("embed"),
+  inputs: z
+    .array(z.string().min(1).max(MAX_PROMPT_CHARS))
+    .min(1)
+    .max(MAX_EMBED_INPUTS)
+    .refine((xs) => xs.reduce((n, x) => n + x.length, 0) <= MAX_PROMPT_CHARS, {
+      message: `the inputs are over ${MAX_PROMPT_CHARS} characters`,
+    }),
+});
+
 const TensorRequestSchema = z.object({
   kind: z.literal("tensor"),
   inputs: TensorMapSchema,
@@ -110,7 +124,7 @@ export const RequestMessageSchema = z.object({
   v,
   type: z.literal("request"),
   model: ModelRefSchema,
-  request: z.discriminatedUnion("kind", [GenerateSchema, TensorRequestSchema]),
+  request: z.discriminatedUnion("kind", [GenerateSchema, TensorRequestSchema, EmbedSchema]),
   /** The client's remaining budget; the provider stops at min(this, its own cap). */
   deadlineMs: z.int().min(1).max(MAX_DEADLINE_MS).optional(),
 });
@@ -193,13 +207,13 @@ export function requestMessage(
   deadlineMs: number | undefined,
 ): RequestMessage {
   const body: RequestMessage["request"] =
-    request.kind === "generate"
-      ? { ...request }
-      : {
+    request.kind === "tensor"
+      ? {
           kind: "tensor",
           inputs: tensorsToWire(request.inputs),
           ...(request.outputs ? { outputs: request.outputs } : {}),
-        };
+        }
+      : { ...request };
   return {
     v: WIRE_VERSION,
     type: "request",
@@ -221,7 +235,7 @@ export function checkRequest(message: RequestMessage): void {
 
 export function requestFromWire(message: RequestMessage): InferenceRequest {
   const r = message.request;
-  if (r.kind === "generate") return r;
+  if (r.kind !== "tensor") return r;
   return { kind: "tensor", inputs: tensorsFromWire(r.inputs), ...(r.outputs ? { outputs: r.outputs } : {}) };
 }
 

@@ -99,7 +99,7 @@ export class InferProvider {
         model: model.name,
         peer,
         unit: generate ? "tokens" : "records",
-        total: generate ? request.maxTokens : 1,
+        total: generate ? request.maxTokens : request.kind === "embed" ? request.inputs.length : 1,
       });
       entry = progress;
       // The slot is free (and the request counted) once the engine is done, before `done` is written:
