@@ -101,6 +101,17 @@ test("bad fields are a 400 naming the field", () => {
   expect(err({ model: "m", prompt: "x", n: 0 }).param).toBe("n");
   expect(err({ model: "m", prompt: "x", stop: ["a", "b", "c", "d", "e"] }).param).toBe("stop");
   expect(err(null).status).toBe(400);
+  // Asked for and not available: said, not silently left out.
+  expect(err({ model: "m", prompt: "x", logprobs: 2 })).toMatchObject({ status: 400, param: "logprobs" });
+  expect(err({ model: "m", prompt: "x", logprobs: 2 }).message).toContain("not supported");
+  expect(parseBody(completionRequest, { model: "m", prompt: "x", logprobs: null, tools: [] }).prompt).toBe("x");
+  expect(() =>
+    parseBody(chatRequest, {
+      model: "m",
+      messages: [{ role: "user", content: "x" }],
+      tools: [{ type: "function", function: { name: "f" } }],
+    }),
+  ).toThrow(/tools are not supported/);
 });
 
 test("events are server-sent JSON lines, ending in [DONE]", () => {

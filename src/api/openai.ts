@@ -67,8 +67,28 @@ const common = {
   user: z.string().max(256).nullish(),
 };
 
+/**
+ * Fields this gateway cannot honour yet. Asking for them is a 400 that says so, not a silent answer
+ * without them: node-llama-cpp's completion API reports no per-token probabilities, and no catalog model
+ * served here has a chat template with function calling that could be tested.
+ */
+const unsupported = (what: string) =>
+  z
+    .unknown()
+    .optional()
+    .refine((v) => v === undefined || v === null || v === false || v === 0 || (Array.isArray(v) && v.length === 0), {
+      message: `${what} are not supported by this gateway yet`,
+    });
+const notYet = {
+  logprobs: unsupported("logprobs"),
+  top_logprobs: unsupported("logprobs"),
+  tools: unsupported("tools"),
+  functions: unsupported("tools"),
+};
+
 export const completionRequest = z.object({
   ...common,
+  ...notYet,
   prompt: z.string().max(MAX_PROMPT_CHARS),
 });
 
@@ -89,6 +109,7 @@ const message = z.object({
 
 export const chatRequest = z.object({
   ...common,
+  ...notYet,
   messages: z.array(message).min(1).max(MAX_CHAT_MESSAGES),
   max_completion_tokens: z.number().int().min(1).max(MAX_COMPLETION_TOKENS).nullish(),
 });
