@@ -290,9 +290,18 @@ async function generate(
       choices,
       ...extra,
     });
+  // A token's chunk differs from the last only in its text: the rest is serialised once.
+  const head = JSON.stringify({
+    id,
+    object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
+    created,
+    model: model.id,
+  }).slice(0, -1);
+  const tokenChunk = (index: number, text: string) =>
+    `data: ${head},"choices":[${JSON.stringify(choice(index, text, null))}]}\n\n`;
   const finished: Done[] = [];
   const body = streamBody(gs, {
-    token: (text, index) => [chunk([choice(index, text, null)])],
+    token: (text, index) => [tokenChunk(index, text)],
     done: (event, index) => {
       finished.push(event);
       const finish = finishReason(event.finishReason);
