@@ -49,11 +49,14 @@ export async function embedTexts(
   const worst = texts.reduce((n, t) => n + Buffer.byteLength(t) + 1, 0);
   const events = metered(
     () => run({ name: model.id, sha256: model.sha256 }, { kind: "embed", inputs: texts }, runSignal),
-    ticket,
-    worst,
-    runSignal,
-    deadline,
-    (usage) => usage.inputTokens,
+    {
+      ticket,
+      maxUnits: worst,
+      signal: runSignal,
+      deadline,
+      billed: (usage) => usage.inputTokens,
+      model: model.sha256,
+    },
   );
   let provider: string | undefined;
   let vectors: Float32Array[] | undefined;

@@ -4,6 +4,7 @@ import { errorMessage, ProvidersBusyError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import type { Ticket } from "./access.ts";
 import { ApiError } from "./openai.ts";
+import { slotQueue } from "./slot-queue.ts";
 
 /**
  * One generation behind an HTTP response, whichever dialect (OpenAI SSE, Ollama NDJSON) frames it:
@@ -40,8 +41,13 @@ export const GENERATION_DEADLINE_MS = 10 * 60_000;
 export const SLOW_READER_MS = 30_000;
 /** Longest a request waits, retrying, while every provider says it is busy (then 503 with Retry-After). */
 export const BUSY_WAIT_MS = 30_000;
-/** Pause between tries while providers are busy (each pause jittered by up to half again). */
+/**
+ * While providers are busy a request tries again when one of this gateway's generations of the model
+ * ends (see slot-queue.ts), or after this pause, doubled each time up to BUSY_MAX_RETRY_MS (each
+ * jittered by up to half again).
+ */
 export const BUSY_RETRY_MS = 250;
+export const BUSY_MAX_RETRY_MS = 2_000;
 
 export async function startGeneration(
   run: Runner,
@@ -55,10 +61,7 @@ export async function startGeneration(
   const runSignal = AbortSignal.any([signal, deadline, stopper.signal]);
   const events = metered(
     () => run({ name: model.id, sha256: model.sha256 }, { kind: "generate", ...request }, runSignal),
-    ticket,
-    request.maxTokens,
-    runSignal,
-    deadline,
+    { ticket, maxUnits: request.maxTokens, signal: runSignal, deadline, model: model.sha256 },
   );
   let first = await events.next();
   let provider: string | undefined;
@@ -86,24 +89,38 @@ export async function startGeneration(
  * waits for slots instead of failing at once). A deadline that passes is a 504. One generator for all
  * of it: each layer of async iteration costs every token a little.
  */
-export async function* metered(
-  run: () => AsyncIterable<NetworkEvent>,
-  ticket: Ticket,
-  maxTokens: number,
-  signal: AbortSignal,
-  deadline: AbortSignal,
-  billed: (usage: Usage) => number = (usage) => usage.outputTokens,
-): AsyncGenerator<NetworkEvent> {
+export interface Metering {
+  ticket: Ticket;
+  /** The most work units (generated tokens, unless `billed` says otherwise) it may be charged for. */
+  maxUnits: number;
+  signal: AbortSignal;
+  deadline: AbortSignal;
+  /** Units charged for a finished run (default: tokens generated). */
+  billed?: (usage: Usage) => number;
+  /** The model's sha256: where it waits while every provider is busy. */
+  model: string;
+}
+
+export async function* metered(run: () => AsyncIterable<NetworkEvent>, m: Metering): AsyncGenerator<NetworkEvent> {
+  const { ticket, signal, deadline } = m;
+  const billed = m.billed ?? ((usage: Usage) => usage.outputTokens);
   let received = 0;
   let finished = false;
-  const giveUp = performance.now() + BUSY_WAIT_MS;
+  let served = false;
+  const since = performance.now();
+  const giveUp = since + BUSY_WAIT_MS;
+  let backoff = BUSY_RETRY_MS;
   try {
     for (;;) {
       try {
         for await (const e of run()) {
-          if (e.type === "provider") ticket.priced(e.satsPer1kTokens, maxTokens);
-          else if (e.type === "token") received += e.tokens.length;
-          else if (e.type === "done") {
+          if (e.type === "provider") ticket.priced(e.satsPer1kTokens, m.maxUnits);
+          else {
+            // A provider took it: when it ends, its slot frees up for a waiter.
+            served = true;
+            if (e.type === "token") received += e.tokens.length;
+          }
+          if (e.type === "done") {
             ticket.charge(billed(e.usage));
             finished = true;
           }
@@ -114,7 +131,8 @@ export async function* metered(
         const busy = err instanceof ProvidersBusyError && received === 0 && !signal.aborted;
         if (!busy || performance.now() > giveUp) throw err;
       }
-      await Bun.sleep(BUSY_RETRY_MS * (1 + Math.random() / 2));
+      await slotQueue.wait(m.model, since, backoff * (1 + Math.random() / 2), signal);
+      backoff = Math.min(backoff * 2, BUSY_MAX_RETRY_MS);
     }
   } catch (err) {
     if (deadline.aborted) {
@@ -130,6 +148,7 @@ export async function* metered(
   } finally {
     if (!finished) ticket.charge(received);
     ticket[Symbol.dispose]();
+    if (served) slotQueue.freed(m.model);
   }
 }
 
