@@ -362,6 +362,50 @@ describe("OpenAI and Ollama APIs over the network", () => {
     expect(ollama.embeddings).toEqual(want);
   });
 
+  test("logprobs: each generated token's, from the provider, as the local engine reads them; streamed too", async () => {
+    await using engine = createLlamaEngine({ threads: 1 });
+    const local: { text: string; logprob: number }[] = [];
+    for await (const e of engine.run(
+      { name: "stories260k", runtime: "llama", path: STORIES_GGUF, sha256: STORIES_SHA256 },
+      { kind: "generate", prompt: PROMPT, chat: true, maxTokens: MAX_TOKENS, logprobs: 2 },
+    )) {
+      if (e.type === "logprobs") local.push(...e.tokens);
+    }
+    const r = await client.chat.completions.create({
+      model: "stories260k",
+      messages: [{ role: "user", content: PROMPT }],
+      max_tokens: MAX_TOKENS,
+      logprobs: true,
+      top_logprobs: 2,
+    });
+    const content = r.choices[0]?.logprobs?.content ?? [];
+    expect(content).toHaveLength(MAX_TOKENS);
+    expect(content.map((c) => c.token).join("")).toBe(r.choices[0]?.message.content ?? "none");
+    expect(content.map((c) => c.token)).toEqual(local.map((t) => t.text));
+    for (const [i, c] of content.entries()) {
+      expect(c.logprob).toBeCloseTo(local[i]!.logprob, 4);
+      expect(c.top_logprobs).toHaveLength(2);
+      // Greedy: the token is the likeliest.
+      expect(c.top_logprobs[0]?.logprob).toBe(c.logprob);
+      expect(Buffer.from(c.bytes ?? []).toString()).toBe(c.token);
+    }
+    const stream = await client.completions.create({
+      model: "stories260k",
+      prompt: PROMPT,
+      max_tokens: MAX_TOKENS,
+      logprobs: 1,
+      stream: true,
+    });
+    let text = "";
+    const tokens: string[] = [];
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.text ?? "";
+      tokens.push(...(chunk.choices[0]?.logprobs?.tokens ?? []));
+    }
+    expect(tokens.join("")).toBe(text);
+    expect(tokens).toHaveLength(MAX_TOKENS);
+  });
+
   test("a client that goes away mid-stream cancels the generation on the provider", async () => {
     const controller = new AbortController();
     const { data: stream, response } = await client.completions

@@ -187,21 +187,27 @@ export function providerHeaders(gs: readonly Generation[]): Record<string, strin
   return ids.length ? { [PROVIDER_HEADER]: ids.join(",") } : {};
 }
 
-/** The whole text and the final event. */
-export async function collect(g: Generation): Promise<{ text: string; done: Done }> {
+export type Logprobs = Extract<NetworkEvent, { type: "logprobs" }>["tokens"];
+
+/** The whole text, the final event, and the log-probabilities when they were asked for. */
+export async function collect(g: Generation): Promise<{ text: string; done: Done; logprobs?: Logprobs }> {
   let text = "";
   let done: Done | undefined;
+  let logprobs: Logprobs | undefined;
   for (let e = g.first; !e.done; e = await g.events.next()) {
     if (e.value.type === "token") text += e.value.text;
+    else if (e.value.type === "logprobs") logprobs = e.value.tokens;
     else if (e.value.type === "done") done = e.value;
   }
   if (!done) throw new ApiError(502, "the generation ended without a result", "server_error");
-  return { text, done };
+  return { text, done, ...(logprobs ? { logprobs } : {}) };
 }
 
 export interface Framing {
   /** Frames for a piece of choice `index`'s text. */
   token(text: string, index: number): string[];
+  /** Frames for choice `index`'s log-probabilities (they come after its last token). */
+  logprobs?(tokens: Logprobs, index: number): string[];
   /** Frames for the end of choice `index`. */
   done(event: Done, index: number): string[];
   /** Frames after the last event (OpenAI's `[DONE]`). */
@@ -268,6 +274,7 @@ export function streamBody(
             const event = result.value;
             const sent =
               (event.type === "token" && event.text !== "" && send(controller, framing.token(event.text, index))) ||
+              (event.type === "logprobs" && send(controller, framing.logprobs?.(event.tokens, index) ?? [])) ||
               (event.type === "done" && send(controller, framing.done(event, index)));
             if (sent) {
               waitForReader(controller);

@@ -102,9 +102,15 @@ test("bad fields are a 400 naming the field", () => {
   expect(err({ model: "m", prompt: "x", stop: ["a", "b", "c", "d", "e"] }).param).toBe("stop");
   expect(err(null).status).toBe(400);
   // Asked for and not available: said, not silently left out.
-  expect(err({ model: "m", prompt: "x", logprobs: 2 })).toMatchObject({ status: 400, param: "logprobs" });
-  expect(err({ model: "m", prompt: "x", logprobs: 2 }).message).toContain("not supported");
+  expect(err({ model: "m", prompt: "x", logprobs: 6 })).toMatchObject({ status: 400, param: "logprobs" });
+  expect(completionToGenerate(parseBody(completionRequest, { model: "m", prompt: "x", logprobs: 2 })).logprobs).toBe(2);
   expect(parseBody(completionRequest, { model: "m", prompt: "x", logprobs: null, tools: [] }).prompt).toBe("x");
+  const chat = (extra: object) =>
+    chatToGenerate(parseBody(chatRequest, { model: "m", messages: [{ role: "user", content: "x" }], ...extra }));
+  expect(chat({ logprobs: true, top_logprobs: 4 }).logprobs).toBe(4);
+  expect(chat({ logprobs: true }).logprobs).toBe(0);
+  expect(chat({ logprobs: false }).logprobs).toBeUndefined();
+  expect(() => chat({ top_logprobs: 4 })).toThrow(/needs logprobs/);
   expect(() =>
     parseBody(chatRequest, {
       model: "m",

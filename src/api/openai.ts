@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { GenerateRequest } from "../runtime/engine.ts";
+import { type GenerateRequest, MAX_TOP_LOGPROBS, type TokenLogprob } from "../runtime/engine.ts";
 
 /**
  * The OpenAI wire format this gateway speaks: requests parsed and bounded here, responses and
@@ -69,8 +69,8 @@ const common = {
 
 /**
  * Fields this gateway cannot honour yet. Asking for them is a 400 that says so, not a silent answer
- * without them: node-llama-cpp's completion API reports no per-token probabilities, and no catalog model
- * served here has a chat template with function calling that could be tested.
+ * without them: no catalog model served here has a chat template with function calling that could be
+ * tested.
  */
 const unsupported = (what: string) =>
   z
@@ -80,16 +80,18 @@ const unsupported = (what: string) =>
       message: `${what} are not supported by this gateway yet`,
     });
 const notYet = {
-  logprobs: unsupported("logprobs"),
-  top_logprobs: unsupported("logprobs"),
   tools: unsupported("tools"),
   functions: unsupported("tools"),
 };
+
+/** Alternatives per token a completion may ask for (`logprobs`, OpenAI's legacy limit). */
+export const MAX_COMPLETION_LOGPROBS = 5;
 
 export const completionRequest = z.object({
   ...common,
   ...notYet,
   prompt: z.string().max(MAX_PROMPT_CHARS),
+  logprobs: z.number().int().min(0).max(MAX_COMPLETION_LOGPROBS).nullish(),
 });
 
 /** A message's text: a string, or text parts (images and audio are not something these models read). */
@@ -110,6 +112,8 @@ const message = z.object({
 export const chatRequest = z.object({
   ...common,
   ...notYet,
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   messages: z.array(message).min(1).max(MAX_CHAT_MESSAGES),
   max_completion_tokens: z.number().int().min(1).max(MAX_COMPLETION_TOKENS).nullish(),
 });
@@ -142,6 +146,7 @@ export function completionToGenerate(r: CompletionRequest): Omit<GenerateRequest
     prompt: r.prompt,
     chat: false,
     ...sampling(r),
+    ...(r.logprobs !== undefined && r.logprobs !== null ? { logprobs: r.logprobs } : {}),
     ...(r.max_tokens ? { maxTokens: r.max_tokens } : {}),
   };
 }
@@ -154,7 +159,15 @@ export function completionToGenerate(r: CompletionRequest): Omit<GenerateRequest
  */
 export function chatToGenerate(r: ChatRequest): Omit<GenerateRequest, "kind"> {
   const maxTokens = r.max_completion_tokens ?? r.max_tokens;
-  return { ...chatTurns(r.messages), ...sampling(r), ...(maxTokens ? { maxTokens } : {}) };
+  if (!r.logprobs && r.top_logprobs) {
+    throw new ApiError(400, "top_logprobs needs logprobs: true", "invalid_request_error", "top_logprobs");
+  }
+  return {
+    ...chatTurns(r.messages),
+    ...sampling(r),
+    ...(maxTokens ? { maxTokens } : {}),
+    ...(r.logprobs ? { logprobs: r.top_logprobs ?? 0 } : {}),
+  };
 }
 
 /** System text, earlier turns and the last user message, as the engine takes a chat (shared with Ollama's). */
@@ -200,4 +213,38 @@ export function finishReason(reason: "stop" | "length" | "aborted"): "stop" | "l
 /** One server-sent event carrying a JSON chunk, or the closing `[DONE]`. */
 export function sse(data: unknown): string {
   return `data: ${data === "[DONE]" ? "[DONE]" : JSON.stringify(data)}\n\n`;
+}
+
+/** UTF-8 bytes of a token's text, as OpenAI's chat logprobs give them. */
+function bytesOf(text: string): number[] {
+  return Array.from(Buffer.from(text, "utf8"));
+}
+
+/** Log-probabilities as a chat choice carries them. */
+export function chatLogprobs(tokens: readonly TokenLogprob[]) {
+  return {
+    content: tokens.map((t) => ({
+      token: t.text,
+      logprob: t.logprob,
+      bytes: bytesOf(t.text),
+      top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: bytesOf(a.text) })),
+    })),
+    refusal: null,
+  };
+}
+
+/** Log-probabilities as a (legacy) completion choice carries them; `offset` is where the text starts. */
+export function completionLogprobs(tokens: readonly TokenLogprob[], offset = 0) {
+  const textOffset: number[] = [];
+  let at = offset;
+  for (const t of tokens) {
+    textOffset.push(at);
+    at += t.text.length;
+  }
+  return {
+    tokens: tokens.map((t) => t.text),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((a) => [a.text, a.logprob]))),
+    text_offset: textOffset,
+  };
 }

@@ -15,6 +15,7 @@ import {
   collect,
   type Done,
   type Generation,
+  type Logprobs,
   providerHeaders,
   type Runner,
   startGenerations,
@@ -34,8 +35,10 @@ import {
 } from "./ollama.ts";
 import {
   ApiError,
+  chatLogprobs,
   chatRequest,
   chatToGenerate,
+  completionLogprobs,
   completionRequest,
   completionToGenerate,
   finishReason,
@@ -251,14 +254,15 @@ async function generate(
   const created = Math.floor(Date.now() / 1000);
   const gs = await launch(req, o, model, request, asked.n ?? 1);
   const headers = providerHeaders(gs);
-  const choice = (index: number, text: string | undefined, finish: "stop" | "length" | null) =>
+  const choice = (index: number, text: string | undefined, finish: "stop" | "length" | null, logprobs?: Logprobs) =>
     kind === "chat"
       ? {
           index,
           [stream ? "delta" : "message"]: text === undefined ? {} : { role: "assistant", content: text },
+          logprobs: logprobs ? chatLogprobs(logprobs) : null,
           finish_reason: finish,
         }
-      : { index, text: text ?? "", logprobs: null, finish_reason: finish };
+      : { index, text: text ?? "", logprobs: logprobs ? completionLogprobs(logprobs) : null, finish_reason: finish };
 
   if (!stream) {
     const results = await Promise.all(gs.map(collect));
@@ -273,7 +277,7 @@ async function generate(
         object: kind === "chat" ? "chat.completion" : "text_completion",
         created,
         model: model.id,
-        choices: results.map((r, i) => choice(i, r.text, finishReason(r.done.finishReason))),
+        choices: results.map((r, i) => choice(i, r.text, finishReason(r.done.finishReason), r.logprobs)),
         usage,
       },
       200,
@@ -302,6 +306,8 @@ async function generate(
   const finished: Done[] = [];
   const body = streamBody(gs, {
     token: (text, index) => [tokenChunk(index, text)],
+    // Streamed, a choice's log-probabilities come in one chunk after its text (clients concatenate them).
+    logprobs: (tokens, index) => [chunk([choice(index, kind === "chat" ? undefined : "", null, tokens)])],
     done: (event, index) => {
       finished.push(event);
       const finish = finishReason(event.finishReason);

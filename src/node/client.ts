@@ -113,6 +113,8 @@ export async function* runOnNetwork(
         } else if (event.type === "tensors") {
           if (usage.firstOutputMs === 0) usage.firstOutputMs = performance.now() - started;
           yield event;
+        } else if (event.type === "logprobs") {
+          yield event;
         } else {
           yield {
             type: "done",

@@ -47,6 +47,11 @@ export interface GenerateRequest {
   /** Generation stops before any of these strings; they are not part of the output. */
   stop?: string[];
   /**
+   * Also report each generated token's log-probability and this many likeliest alternatives (0 to
+   * MAX_TOP_LOGPROBS): one `logprobs` event after the last token.
+   */
+  logprobs?: number;
+  /**
    * Continue a generation another runtime started: the tokens (and their text) it already produced.
    * The model reads prompt + these tokens and generates what follows, so greedy output is the same as
    * an uninterrupted run. `maxTokens` counts new tokens only.
@@ -98,10 +103,23 @@ export interface Usage {
 
 export type FinishReason = "stop" | "length" | "aborted";
 
+/** Most alternatives a generation may report per token (`logprobs`; OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** A token's natural log-probability given everything before it, and its likeliest alternatives. */
+export interface TokenLogprob {
+  token: number;
+  text: string;
+  logprob: number;
+  top: { token: number; text: string; logprob: number }[];
+}
+
 export type InferenceEvent =
   /** Text and the token ids it decodes from (ids let another runtime resume exactly here). */
   | { type: "token"; text: string; tokens: number[] }
   | { type: "tensors"; outputs: Record<string, Tensor> }
+  /** Every generated token's log-probability (resumed ones included), when the request asked. */
+  | { type: "logprobs"; tokens: TokenLogprob[] }
   | { type: "done"; usage: Usage; finishReason: FinishReason };
 
 export interface RunOptions {

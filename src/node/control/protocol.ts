@@ -1,5 +1,11 @@
 import { z } from "zod";
-import type { InferenceEvent, InferenceRequest, Tensor, TensorType } from "../../runtime/engine.ts";
+import {
+  type InferenceEvent,
+  type InferenceRequest,
+  MAX_TOP_LOGPROBS,
+  type Tensor,
+  type TensorType,
+} from "../../runtime/engine.ts";
 import { MAX_EMBED_INPUTS, MAX_HISTORY_TURNS } from "../protocols/infer/messages.ts";
 
 /**
@@ -47,6 +53,7 @@ export const RunBodySchema = z.object({
       topP: z.number().min(0).max(1).optional(),
       seed: z.number().int().nonnegative().optional(),
       stop: z.array(z.string().min(1).max(256)).max(16).optional(),
+      logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     }),
     z.object({
       kind: z.literal("embed"),

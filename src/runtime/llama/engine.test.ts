@@ -151,6 +151,36 @@ describe("llama engine (stories260k)", () => {
     await expect(collect(engine.run(stories, { kind: "embed", inputs: [" "] }))).rejects.toThrow(/some text/);
   });
 
+  test("logprobs: one per generated token, in order, its text the output's; greedy tokens are the likeliest", async () => {
+    await using engine = createLlamaEngine({ threads: 1 });
+    for (const chat of [false, true]) {
+      let text = "";
+      let ids: number[] = [];
+      let logprobs: Extract<InferenceEvent, { type: "logprobs" }> | undefined;
+      for await (const e of engine.run(stories, {
+        kind: "generate",
+        prompt: "Once upon a time",
+        maxTokens: 24,
+        chat,
+        logprobs: 3,
+      })) {
+        if (e.type === "token") {
+          text += e.text;
+          ids = ids.concat(e.tokens);
+        } else if (e.type === "logprobs") logprobs = e;
+      }
+      expect(logprobs?.tokens.map((t) => t.token)).toEqual(ids);
+      expect(logprobs!.tokens.map((t) => t.text).join("")).toBe(text);
+      for (const t of logprobs!.tokens) {
+        expect(t.top).toHaveLength(3);
+        expect(t.top[0]!.token).toBe(t.token);
+        expect(t.logprob).toBe(t.top[0]!.logprob);
+        expect(t.logprob).toBeLessThanOrEqual(0);
+        expect(t.top[1]!.logprob).toBeLessThanOrEqual(t.top[0]!.logprob);
+      }
+    }
+  });
+
   test("breaking out of the stream stops generation and frees the model for the next request", async () => {
     await using engine = createLlamaEngine({ threads: 1 });
     for await (const e of engine.run(stories, { kind: "generate", prompt: "Once upon a time", maxTokens: 400 })) {

@@ -16,6 +16,7 @@ import type {
   RunOptions,
 } from "../engine.ts";
 import { type CalibrationStore, calibrateThreads } from "./calibrate.ts";
+import { tokenLogprobs } from "./logprobs.ts";
 import { backendOf, llamaInstance } from "./native.ts";
 import { type Lease, ModelPool } from "./pool.ts";
 import { type CompletionScore, type ScoreRequest, scoreCompletion } from "./score.ts";
@@ -361,8 +362,12 @@ async function* generate(
     (err) => queue.fail(err),
   );
 
+  const generatedTokens: number[] = [...resumeTokens];
   try {
-    for await (const chunk of queue.drain()) yield { type: "token", ...chunk };
+    for await (const chunk of queue.drain()) {
+      generatedTokens.push(...chunk.tokens);
+      yield { type: "token", ...chunk };
+    }
   } catch (cause) {
     throw new RuntimeError(`generation failed on ${model.name}: ${errorMessage(cause)}`, { cause });
   } finally {
@@ -374,6 +379,11 @@ async function* generate(
   }
   if (ctx.signal?.aborted) throw abortReason(ctx.signal);
 
+  if (request.logprobs !== undefined) {
+    // Read after the generation, on the same context: every token the caller received, resumed ones too.
+    const tokens = await tokenLogprobs(loaded, request, chat, generatedTokens, request.logprobs, ctx.signal);
+    yield { type: "logprobs", tokens };
+  }
   const finishReason: FinishReason =
     stopReason === "maxTokens" ? "length" : stopReason === "abort" ? "aborted" : "stop";
   yield {

@@ -7,7 +7,7 @@ import type {
 } from "node-llama-cpp";
 import { InvalidInputError, RuntimeError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
-import type { LocalModel } from "../engine.ts";
+import type { GenerateRequest, LocalModel } from "../engine.ts";
 
 /**
  * Re-scoring of a completion another runtime generated: the prompt and the returned text go through
@@ -27,6 +27,8 @@ export interface ScoreRequest {
   chat?: boolean;
   /** System prompt for chat models. */
   system?: string;
+  /** Earlier turns of a chat (see GenerateRequest). */
+  history?: GenerateRequest["history"];
   /** The request's token limit (default: the engine's, capped by the context as generation caps it). */
   maxTokens?: number;
   /** 0 (default) = greedy: scored against the model's likeliest tokens; above 0, against the sampler's support. */
@@ -244,7 +246,11 @@ interface PromptInput {
 }
 
 /** The prompt's tokens exactly as generation feeds them (engine.ts: LlamaCompletion or LlamaChatSession). */
-async function promptInput(sequence: LlamaContextSequence, request: ScoreRequest, chat: boolean): Promise<PromptInput> {
+export async function promptInput(
+  sequence: LlamaContextSequence,
+  request: Pick<ScoreRequest, "prompt" | "system" | "history">,
+  chat: boolean,
+): Promise<PromptInput> {
   const model = sequence.model;
   if (!chat) {
     // LlamaCompletion (node-llama-cpp 3.21.1, utils/tokenizerUtils.js resolveBeginningTokenToPrepend):
@@ -264,6 +270,11 @@ async function promptInput(sequence: LlamaContextSequence, request: ScoreRequest
     const state = session.chatWrapper.generateContextState({
       chatHistory: [
         ...session.getChatHistory(),
+        ...(request.history ?? []).map((m) =>
+          m.role === "user"
+            ? { type: "user" as const, text: m.content }
+            : { type: "model" as const, response: [m.content] },
+        ),
         { type: "user", text: request.prompt },
         { type: "model", response: [] },
       ],
@@ -446,7 +457,7 @@ function outputReadings(model: LlamaModel, output: string): Reading[] {
   return same ? [bare] : [bare, spaced];
 }
 
-function logprobOf(p: number | undefined): number {
+export function logprobOf(p: number | undefined): number {
   return p === undefined || p <= 0 ? LOGPROB_FLOOR : Math.max(LOGPROB_FLOOR, Math.log(p));
 }
 

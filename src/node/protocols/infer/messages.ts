@@ -1,5 +1,11 @@
 import { z } from "zod";
-import type { InferenceEvent, InferenceRequest, Tensor, TensorType } from "../../../runtime/engine.ts";
+import {
+  type InferenceEvent,
+  type InferenceRequest,
+  MAX_TOP_LOGPROBS,
+  type Tensor,
+  type TensorType,
+} from "../../../runtime/engine.ts";
 import { ARRAY_OF, elementCount, TENSOR_TYPES } from "../../../runtime/onnx/tensors.ts";
 import { InvalidInputError } from "../../../util/errors.ts";
 import { ErrorMessageSchema, WIRE_VERSION } from "../../wire.ts";
@@ -28,6 +34,8 @@ export const MAX_TOKENS = 131_072;
 export const MAX_TOKEN_ID = 2 ** 31 - 1;
 /** Characters of carried-over text in `resume`. */
 export const MAX_RESUME_TEXT_CHARS = 2_000_000;
+/** Characters of one token's text in a `logprobs` frame. */
+export const MAX_LOGPROB_TEXT_CHARS = 256;
 export const MAX_STOP_STRINGS = 16;
 export const MAX_STOP_STRING_CHARS = 256;
 export const MAX_TOP_K = 1_000_000;
@@ -92,6 +100,7 @@ const GenerateSchema = z.object({
   topP: z.number().min(0).max(1).optional(),
   seed: z.int().min(0).optional(),
   stop: z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS).optional(),
+  logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
   resume: z.object({ tokens: tokenIds.max(MAX_TOKENS), text: z.string().max(MAX_RESUME_TEXT_CHARS) }).optional(),
 });
 
@@ -139,6 +148,18 @@ const TokenMessageSchema = z.object({
 
 const TensorsMessageSchema = z.object({ v, type: z.literal("tensors"), outputs: TensorMapSchema });
 
+const logprob = z.number().min(-1e6).max(0);
+const candidate = z.object({
+  token: z.int().min(0).max(MAX_TOKEN_ID),
+  text: z.string().max(MAX_LOGPROB_TEXT_CHARS),
+  logprob,
+});
+const LogprobsMessageSchema = z.object({
+  v,
+  type: z.literal("logprobs"),
+  tokens: z.array(candidate.extend({ top: z.array(candidate).max(MAX_TOP_LOGPROBS) })).max(MAX_TOKENS),
+});
+
 const DoneMessageSchema = z.object({
   v,
   type: z.literal("done"),
@@ -154,6 +175,7 @@ const DoneMessageSchema = z.object({
 export const ResponseMessageSchema = z.discriminatedUnion("type", [
   TokenMessageSchema,
   TensorsMessageSchema,
+  LogprobsMessageSchema,
   DoneMessageSchema,
   ErrorMessageSchema,
 ]);
@@ -247,6 +269,8 @@ export function eventMessage(event: InferenceEvent): EventMessage {
       return { v: WIRE_VERSION, type: "token", text: event.text, tokens: event.tokens };
     case "tensors":
       return { v: WIRE_VERSION, type: "tensors", outputs: tensorsToWire(event.outputs) };
+    case "logprobs":
+      return { v: WIRE_VERSION, type: "logprobs", tokens: event.tokens };
     case "done":
       return { v: WIRE_VERSION, type: "done", usage: event.usage, finishReason: event.finishReason };
   }
@@ -258,6 +282,8 @@ export function eventFromWire(message: EventMessage): InferenceEvent {
       return { type: "token", text: message.text, tokens: message.tokens };
     case "tensors":
       return { type: "tensors", outputs: tensorsFromWire(message.outputs) };
+    case "logprobs":
+      return { type: "logprobs", tokens: message.tokens };
     case "done":
       return { type: "done", usage: message.usage, finishReason: message.finishReason };
   }

@@ -93,7 +93,9 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
           `${peer} answered ${reply.code}: ${reply.message}`,
         );
       }
-      if (reply.type !== "done" && reply.type !== expected) {
+      const logprobs =
+        reply.type === "logprobs" && call.request.kind === "generate" && call.request.logprobs !== undefined;
+      if (reply.type !== "done" && reply.type !== expected && !logprobs) {
         throw new RemoteInferenceError(
           "protocol",
           peer,
