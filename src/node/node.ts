@@ -284,7 +284,9 @@ export class InfernetNode implements AsyncDisposable {
       void Promise.allSettled(lost.map((p) => this.host.dial(multiaddr(p.addr), { signal })))
         .then((results) => {
           for (const [i, r] of results.entries()) {
-            if (r.status === "fulfilled") log.info("bootstrap peer reconnected", { addr: lost[i]?.addr });
+            if (r.status !== "fulfilled") continue;
+            log.info("bootstrap peer reconnected", { addr: lost[i]?.addr });
+            this.capability.bootstrapReconnected();
           }
         })
         .finally(() => {

@@ -102,6 +102,11 @@ export interface CapabilityService extends Startable {
    * `signal` aborts.
    */
   findAggregators(options?: FindProvidersOptions): Promise<CapabilityRecord[]>;
+  /**
+   * A bootstrap peer came back (restarted, its DHT empty): provide every key again and announce, so
+   * it can answer "who serves this model" at once rather than after the next reprovide. Never throws.
+   */
+  bootstrapReconnected(): void;
   /** Re-announce now (after load or models changed); calls closer than MIN_ANNOUNCE_GAP_MS are coalesced. Never throws. */
   announce(): Promise<void>;
   /** This node's current record, while it is a provider or an aggregator. */
@@ -217,6 +222,12 @@ class DefaultCapabilityService implements CapabilityService {
 
   current(): CapabilityRecord | undefined {
     return this.own?.current?.record;
+  }
+
+  bootstrapReconnected(): void {
+    if (!this.started) return;
+    void this.provide(true);
+    void this.announce();
   }
 
   announce(): Promise<void> {
