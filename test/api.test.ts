@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Ollama } from "ollama";
 import OpenAI from "openai";
 import { createLlamaEngine } from "../src/runtime/llama/engine.ts";
 import { infernet, spawnInfernet } from "./helpers/cli.ts";
@@ -248,6 +249,36 @@ describe("OpenAI and Ollama APIs over the network", () => {
     const bad = await post("/api/chat", { model: "stories260k", messages: "hello" });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: string }).error).toContain("messages");
+  });
+
+  test("the official ollama client: chat streamed, generate, embed and list, with infernet run's text", async () => {
+    const ollama = new Ollama({ host: client.baseURL.replace(/\/v1$/, "") });
+    const expected = await run(["--chat"]);
+    const parts = await ollama.chat({
+      model: "stories260k",
+      messages: [{ role: "user", content: PROMPT }],
+      stream: true,
+      options: { num_predict: MAX_TOKENS },
+    });
+    let text = "";
+    let last: { done: boolean; eval_count: number } | undefined;
+    for await (const part of parts) {
+      text += part.message.content;
+      last = part;
+    }
+    expect(text).toBe(expected.text);
+    expect(last).toMatchObject({ done: true, eval_count: MAX_TOKENS });
+    const raw = await run(["--raw"]);
+    const generated = await ollama.generate({
+      model: "stories260k",
+      prompt: PROMPT,
+      raw: true,
+      options: { num_predict: MAX_TOKENS },
+    });
+    expect(generated.response).toBe(raw.text);
+    const embedded = await ollama.embed({ model: "stories260k", input: ["Once upon a time"] });
+    expect(embedded.embeddings[0]).toHaveLength(64);
+    expect((await ollama.list()).models.map((m) => m.name)).toContain("stories260k");
   });
 
   test("infernet start --api --prefer local: the API on a running node, its own models on its own engine", async () => {
