@@ -437,6 +437,84 @@ describe("OpenAI and Ollama APIs over the network", () => {
     expect(tokens).toHaveLength(MAX_TOKENS);
   });
 
+  test("structured output and forced tool calls: the provider generates under the JSON schema's grammar", async () => {
+    const schema = {
+      type: "object",
+      properties: { mood: { enum: ["happy", "sad"] }, hungry: { type: "boolean" } },
+      required: ["mood", "hungry"],
+    };
+    const valid = (text: string | null | undefined) => {
+      const v = JSON.parse(text ?? "null") as { mood: string; hungry: boolean };
+      expect(["happy", "sad"]).toContain(v.mood);
+      expect(typeof v.hungry).toBe("boolean");
+    };
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "How is Lily today?" }];
+    const structured = await client.chat.completions.create({
+      model: "stories260k",
+      messages,
+      max_tokens: 64,
+      response_format: { type: "json_schema", json_schema: { name: "mood", schema } },
+    });
+    valid(structured.choices[0]?.message.content);
+    expect(structured.choices[0]?.finish_reason).toBe("stop");
+
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: "function", function: { name: "set_mood", description: "Record Lily's mood", parameters: schema } },
+    ];
+    const called = await client.chat.completions.create({
+      model: "stories260k",
+      messages,
+      max_tokens: 64,
+      tools,
+      tool_choice: { type: "function", function: { name: "set_mood" } },
+    });
+    const choice = called.choices[0]!;
+    expect(choice.finish_reason).toBe("tool_calls");
+    expect(choice.message.content).toBeNull();
+    const call = choice.message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(call.function.name).toBe("set_mood");
+    expect(call.id).toMatch(/^call_/);
+    valid(call.function.arguments);
+
+    // Streamed: the call's id and name first, then its arguments in pieces.
+    const stream = await client.chat.completions.create({
+      model: "stories260k",
+      messages,
+      max_tokens: 64,
+      tools,
+      tool_choice: "required",
+      stream: true,
+    });
+    let args = "";
+    let name: string | undefined;
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      const delta = chunk.choices[0]?.delta;
+      name ??= delta?.tool_calls?.[0]?.function?.name;
+      args += delta?.tool_calls?.[0]?.function?.arguments ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect([name, finish]).toEqual(["set_mood", "tool_calls"]);
+    expect(args).toBe(call.function.arguments);
+    const auto = await fail(client.chat.completions.create({ model: "stories260k", messages, tools }));
+    expect([auto.status, auto.param]).toEqual([400, "tool_choice"]);
+
+    const base = client.baseURL.replace(/\/v1$/, "");
+    const ollama = (await (
+      await fetch(`${base}/api/chat`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "stories260k",
+          messages,
+          format: schema,
+          stream: false,
+          options: { num_predict: 64 },
+        }),
+      })
+    ).json()) as { message: { content: string } };
+    valid(ollama.message.content);
+  });
+
   test("a client that goes away mid-stream cancels the generation on the provider", async () => {
     const controller = new AbortController();
     const { data: stream, response } = await client.completions

@@ -26,12 +26,21 @@ const options = z
   .loose()
   .optional();
 
+/** Ollama's `format`: "json", or a JSON schema; the output is constrained to it (GenerateRequest.format). */
+const format = z.union([z.literal("json"), z.record(z.string(), z.unknown())]).optional();
+
+function formatOf(f: z.infer<typeof format>): Pick<GenerateRequest, "format"> {
+  if (f === undefined) return {};
+  return { format: f === "json" ? { type: "json_object" } : { type: "json_schema", schema: f } };
+}
+
 export const generateBody = z.object({
   model: z.string().min(1),
   prompt: z.string().max(MAX_PROMPT_CHARS),
   system: z.string().max(MAX_PROMPT_CHARS).optional(),
   raw: z.boolean().optional(),
   stream: z.boolean().optional(),
+  format,
   options,
 });
 
@@ -42,6 +51,7 @@ export const chatBody = z.object({
     .min(1)
     .max(MAX_CHAT_MESSAGES),
   stream: z.boolean().optional(),
+  format,
   options,
 });
 
@@ -69,12 +79,13 @@ export function ollamaGenerate(b: OllamaGenerate): Omit<GenerateRequest, "kind">
     ...(b.raw ? { chat: false } : {}),
     ...(b.system !== undefined ? { system: b.system } : {}),
     ...sampling(b.options),
+    ...formatOf(b.format),
   };
 }
 
 /** /api/chat: as /v1/chat/completions, system messages and the turns through the chat template. */
 export function ollamaChat(b: OllamaChat): Omit<GenerateRequest, "kind"> {
-  return { ...chatTurns(b.messages), ...sampling(b.options) };
+  return { ...chatTurns(b.messages), ...sampling(b.options), ...formatOf(b.format) };
 }
 
 /** The counters Ollama puts in a final frame (durations in nanoseconds). */

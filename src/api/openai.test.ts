@@ -5,6 +5,7 @@ import {
   chatToGenerate,
   completionRequest,
   completionToGenerate,
+  forcedTool,
   MAX_CHOICES,
   MAX_COMPLETION_TOKENS,
   parseBody,
@@ -111,13 +112,37 @@ test("bad fields are a 400 naming the field", () => {
   expect(chat({ logprobs: true }).logprobs).toBe(0);
   expect(chat({ logprobs: false }).logprobs).toBeUndefined();
   expect(() => chat({ top_logprobs: 4 })).toThrow(/needs logprobs/);
-  expect(() =>
-    parseBody(chatRequest, {
-      model: "m",
-      messages: [{ role: "user", content: "x" }],
-      tools: [{ type: "function", function: { name: "f" } }],
-    }),
-  ).toThrow(/tools are not supported/);
+  // The model choosing whether to call is not supported: refused, not ignored.
+  expect(() => chat({ tools: [{ type: "function", function: { name: "f" } }] })).toThrow(
+    /name the function in tool_choice/,
+  );
+  expect(() => chat({ tool_choice: { type: "function", function: { name: "f" } } })).toThrow(/no tools were given/);
+  expect(() => chat({ functions: [{ name: "f" }] })).toThrow(/not supported/);
+  const weather = {
+    type: "function",
+    function: { name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
+  };
+  const forced = parseBody(chatRequest, {
+    model: "m",
+    messages: [{ role: "user", content: "x" }],
+    tools: [weather],
+    tool_choice: { type: "function", function: { name: "weather" } },
+  });
+  expect(forcedTool(forced)?.name).toBe("weather");
+  expect(chatToGenerate(forced).format).toEqual({ type: "json_schema", schema: weather.function.parameters });
+  const none = parseBody(chatRequest, {
+    model: "m",
+    messages: [{ role: "user", content: "x" }],
+    tools: [weather],
+    tool_choice: "none",
+  });
+  expect(chatToGenerate(none).format).toBeUndefined();
+  const structured = parseBody(chatRequest, {
+    model: "m",
+    messages: [{ role: "user", content: "x" }],
+    response_format: { type: "json_schema", json_schema: { name: "s", schema: { type: "object" } } },
+  });
+  expect(chatToGenerate(structured).format).toEqual({ type: "json_schema", schema: { type: "object" } });
 });
 
 test("events are server-sent JSON lines, ending in [DONE]", () => {

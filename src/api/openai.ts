@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { type GenerateRequest, MAX_TOP_LOGPROBS, type TokenLogprob } from "../runtime/engine.ts";
+import { type GenerateRequest, MAX_TOP_LOGPROBS, type OutputFormat, type TokenLogprob } from "../runtime/engine.ts";
 
 /**
  * The OpenAI wire format this gateway speaks: requests parsed and bounded here, responses and
@@ -68,9 +68,8 @@ const common = {
 };
 
 /**
- * Fields this gateway cannot honour yet. Asking for them is a 400 that says so, not a silent answer
- * without them: no catalog model served here has a chat template with function calling that could be
- * tested.
+ * Fields this gateway cannot honour. Asking for them is a 400 that says so, not a silent answer
+ * without them.
  */
 const unsupported = (what: string) =>
   z
@@ -80,9 +79,40 @@ const unsupported = (what: string) =>
       message: `${what} are not supported by this gateway yet`,
     });
 const notYet = {
-  tools: unsupported("tools"),
-  functions: unsupported("tools"),
+  functions: unsupported("functions (use tools)"),
 };
+
+/** Functions one chat request may offer. */
+export const MAX_TOOLS = 128;
+
+const tool = z.object({
+  type: z.literal("function"),
+  function: z.object({
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "a function name is 1 to 64 letters, digits, _ or -"),
+    description: z.string().max(4_096).optional(),
+    parameters: z.record(z.string(), z.unknown()).optional(),
+    strict: z.boolean().nullish(),
+  }),
+});
+
+const toolChoice = z.union([
+  z.enum(["none", "auto", "required"]),
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string() }) }),
+]);
+
+const responseFormat = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }),
+  z.object({ type: z.literal("json_object") }),
+  z.object({
+    type: z.literal("json_schema"),
+    json_schema: z.object({
+      name: z.string().max(64),
+      schema: z.record(z.string(), z.unknown()).optional(),
+      strict: z.boolean().nullish(),
+      description: z.string().max(4_096).optional(),
+    }),
+  }),
+]);
 
 /** Alternatives per token a completion may ask for (`logprobs`, OpenAI's legacy limit). */
 export const MAX_COMPLETION_LOGPROBS = 5;
@@ -112,6 +142,10 @@ const message = z.object({
 export const chatRequest = z.object({
   ...common,
   ...notYet,
+  tools: z.array(tool).max(MAX_TOOLS).nullish(),
+  tool_choice: toolChoice.nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
+  response_format: responseFormat.nullish(),
   logprobs: z.boolean().nullish(),
   top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   messages: z.array(message).min(1).max(MAX_CHAT_MESSAGES),
@@ -162,12 +196,70 @@ export function chatToGenerate(r: ChatRequest): Omit<GenerateRequest, "kind"> {
   if (!r.logprobs && r.top_logprobs) {
     throw new ApiError(400, "top_logprobs needs logprobs: true", "invalid_request_error", "top_logprobs");
   }
+  const called = forcedTool(r);
+  const format = called ? toolFormat(called) : outputFormat(r);
   return {
     ...chatTurns(r.messages),
     ...sampling(r),
     ...(maxTokens ? { maxTokens } : {}),
     ...(r.logprobs ? { logprobs: r.top_logprobs ?? 0 } : {}),
+    ...(format ? { format } : {}),
   };
+}
+
+type Tool = z.infer<typeof tool>["function"];
+
+/**
+ * The function a chat must call, if it names one (`tool_choice` a function, or "required" with one
+ * tool): the model then writes its arguments under the grammar of their JSON schema, which any model
+ * can. Letting the model choose (`auto`) needs a chat template with function calling, which no catalog
+ * model served here has to test against: refused, never ignored.
+ */
+export function forcedTool(r: ChatRequest): Tool | undefined {
+  const tools = r.tools ?? [];
+  const choice = r.tool_choice;
+  if (tools.length === 0) {
+    if (choice && choice !== "none" && choice !== "auto") {
+      throw new ApiError(
+        400,
+        "tool_choice names a function but no tools were given",
+        "invalid_request_error",
+        "tool_choice",
+      );
+    }
+    return undefined;
+  }
+  if (choice === "none") return undefined;
+  if (choice === "required" && tools.length === 1) return tools[0]!.function;
+  if (typeof choice === "object" && choice !== null) {
+    const named = tools.find((t) => t.function.name === choice.function.name);
+    if (!named) {
+      throw new ApiError(
+        400,
+        `tool_choice: no tool named ${choice.function.name}`,
+        "invalid_request_error",
+        "tool_choice",
+      );
+    }
+    return named.function;
+  }
+  throw new ApiError(
+    400,
+    "tools: letting the model choose whether to call (tool_choice auto, or required with several tools) is not supported yet; name the function in tool_choice",
+    "invalid_request_error",
+    "tool_choice",
+  );
+}
+
+function toolFormat(t: Tool): OutputFormat {
+  return { type: "json_schema", schema: t.parameters ?? { type: "object", properties: {} } };
+}
+
+function outputFormat(r: ChatRequest): OutputFormat | undefined {
+  const f = r.response_format;
+  if (!f || f.type === "text") return undefined;
+  if (f.type === "json_object") return { type: "json_object" };
+  return f.json_schema.schema ? { type: "json_schema", schema: f.json_schema.schema } : { type: "json_object" };
 }
 
 /** System text, earlier turns and the last user message, as the engine takes a chat (shared with Ollama's). */

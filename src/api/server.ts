@@ -11,6 +11,7 @@ import {
   completionRequest,
   completionToGenerate,
   finishReason,
+  forcedTool,
   MAX_BODY_BYTES,
   parseBody,
   sse,
@@ -85,7 +86,7 @@ async function route(req: Request, o: Routed): Promise<Response> {
   }
   if (req.method === "POST" && path === "/v1/chat/completions") {
     const body = parseBody(chatRequest, await readJson(req));
-    return generate(req, o, body, chatToGenerate(body), "chat");
+    return generate(req, o, body, chatToGenerate(body), "chat", forcedTool(body)?.name);
   }
   if (req.method === "POST" && path === "/v1/embeddings") {
     const body = parseBody(embeddingsRequest, await readJson(req));
@@ -145,6 +146,8 @@ async function generate(
   asked: ResponseOptions,
   request: Omit<GenerateRequest, "kind">,
   kind: "text" | "chat",
+  /** The function the chat must call: its text is the call's arguments (see forcedTool). */
+  tool?: string,
 ): Promise<Response> {
   const name = asked.model;
   const stream = asked.stream;
@@ -157,13 +160,26 @@ async function generate(
   const created = Math.floor(Date.now() / 1000);
   const gs = await launch(req, o, model, request, asked.n ?? 1);
   const headers = providerHeaders(gs);
+  const callIds = gs.map(() => `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`);
+  const calling = new Set<number>();
+  /** A chat message or delta: the text, or for a forced tool the call (streamed: its id and name first). */
+  const message = (index: number, text: string | undefined) => {
+    if (text === undefined) return {};
+    if (!tool) return { role: "assistant", content: text };
+    const call = { id: callIds[index], type: "function", function: { name: tool, arguments: text } };
+    if (!stream) return { role: "assistant", content: null, tool_calls: [call] };
+    if (calling.has(index)) return { tool_calls: [{ index: 0, function: { arguments: text } }] };
+    calling.add(index);
+    return { role: "assistant", tool_calls: [{ index: 0, ...call }] };
+  };
+  const reasonOf = (reason: "stop" | "length" | null) => (tool && reason === "stop" ? "tool_calls" : reason);
   const choice = (index: number, text: string | undefined, finish: "stop" | "length" | null, logprobs?: Logprobs) =>
     kind === "chat"
       ? {
           index,
-          [stream ? "delta" : "message"]: text === undefined ? {} : { role: "assistant", content: text },
+          [stream ? "delta" : "message"]: message(index, text),
           logprobs: logprobs ? chatLogprobs(logprobs) : null,
-          finish_reason: finish,
+          finish_reason: reasonOf(finish),
         }
       : { index, text: text ?? "", logprobs: logprobs ? completionLogprobs(logprobs) : null, finish_reason: finish };
 
@@ -214,7 +230,7 @@ async function generate(
     done: (event, index) => {
       finished.push(event);
       const finish = finishReason(event.finishReason);
-      const fin = kind === "chat" ? { index, delta: {}, finish_reason: finish } : choice(index, "", finish);
+      const fin = kind === "chat" ? { index, delta: {}, finish_reason: reasonOf(finish) } : choice(index, "", finish);
       if (finished.length < gs.length || !includeUsage) return [chunk([fin])];
       const usage = usageOf(
         finished[0]?.usage.inputTokens ?? 0,

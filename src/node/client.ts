@@ -127,6 +127,8 @@ export async function* runOnNetwork(
       throw new InfernetError("the stream ended without a result");
     } catch (err) {
       if (signal?.aborted) throw abortReason(signal);
+      // A generation constrained to JSON cannot be continued elsewhere (the grammar starts afresh).
+      if (request.kind === "generate" && request.format && generated.tokens.length > 0) throw err;
       failures.push(`${shortId(choice.peerId)}: ${errorMessage(err)}`);
       if (err instanceof RemoteInferenceError && err.code === "busy") busy++;
       // A busy provider is normal under load (and retried): not worth a warning each time.

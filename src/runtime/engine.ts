@@ -21,6 +21,12 @@ export interface LocalModel {
   extras?: Record<string, string>;
 }
 
+/** A constraint on generated text (see GenerateRequest.format). */
+export type OutputFormat = { type: "json_object" } | { type: "json_schema"; schema: Record<string, unknown> };
+
+/** Largest JSON schema a request may carry, in characters of its JSON. */
+export const MAX_SCHEMA_CHARS = 16_384;
+
 /** One earlier message of a chat. */
 export interface ChatTurn {
   role: "user" | "assistant";
@@ -46,6 +52,11 @@ export interface GenerateRequest {
   seed?: number;
   /** Generation stops before any of these strings; they are not part of the output. */
   stop?: string[];
+  /**
+   * Constrain the output to JSON (any object) or to a JSON schema (node-llama-cpp's grammar for it,
+   * GBNF under llama.cpp's sampler): the text is then always such JSON unless `maxTokens` cuts it.
+   */
+  format?: OutputFormat;
   /**
    * Also report each generated token's log-probability and this many likeliest alternatives (0 to
    * MAX_TOP_LOGPROBS): one `logprobs` event after the last token.

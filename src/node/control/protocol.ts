@@ -6,7 +6,7 @@ import {
   type Tensor,
   type TensorType,
 } from "../../runtime/engine.ts";
-import { MAX_EMBED_INPUTS, MAX_HISTORY_TURNS } from "../protocols/infer/messages.ts";
+import { MAX_EMBED_INPUTS, MAX_HISTORY_TURNS, OutputFormatSchema } from "../protocols/infer/messages.ts";
 
 /**
  * The local control API's message shapes (HTTP + JSON over a Unix socket in INFERNET_HOME, mode 0600).
@@ -54,6 +54,7 @@ export const RunBodySchema = z.object({
       seed: z.number().int().nonnegative().optional(),
       stop: z.array(z.string().min(1).max(256)).max(16).optional(),
       logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
+      format: OutputFormatSchema.optional(),
     }),
     z.object({
       kind: z.literal("embed"),

@@ -181,6 +181,39 @@ describe("llama engine (stories260k)", () => {
     }
   });
 
+  test("format: output constrained to a JSON schema parses and follows it; a schema it cannot use is refused", async () => {
+    await using engine = createLlamaEngine({ threads: 1 });
+    const schema = { type: "object", properties: { mood: { enum: ["happy", "sad"] } }, required: ["mood"] };
+    const r = await collect(
+      engine.run(stories, {
+        kind: "generate",
+        prompt: "Once upon a time",
+        maxTokens: 32,
+        format: { type: "json_schema", schema },
+      }),
+    );
+    expect(["happy", "sad"]).toContain((JSON.parse(r.text) as { mood: string }).mood);
+    await expect(
+      collect(
+        engine.run(stories, {
+          kind: "generate",
+          prompt: "x",
+          format: { type: "json_schema", schema: { oneOf: 3 } },
+        }),
+      ),
+    ).rejects.toThrow(/JSON schema cannot be used/);
+    await expect(
+      collect(
+        engine.run(stories, {
+          kind: "generate",
+          prompt: "x",
+          format: { type: "json_object" },
+          resume: { tokens: [1], text: "{" },
+        }),
+      ),
+    ).rejects.toThrow(/cannot be resumed/);
+  });
+
   test("breaking out of the stream stops generation and frees the model for the next request", async () => {
     await using engine = createLlamaEngine({ threads: 1 });
     for await (const e of engine.run(stories, { kind: "generate", prompt: "Once upon a time", maxTokens: 400 })) {

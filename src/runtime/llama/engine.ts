@@ -1,19 +1,21 @@
 import { stat } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
-import type { Llama, LlamaContext, LlamaEmbeddingContext, LlamaModel, Token } from "node-llama-cpp";
+import type { Llama, LlamaContext, LlamaEmbeddingContext, LlamaGrammar, LlamaModel, Token } from "node-llama-cpp";
 import type { GpuChoice } from "../../config/index.ts";
 import { abortReason } from "../../util/abort.ts";
 import { errorMessage, IntegrityError, InvalidInputError, RuntimeError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
-import type {
-  EmbedRequest,
-  Engine,
-  FinishReason,
-  GenerateRequest,
-  InferenceEvent,
-  InferenceRequest,
-  LocalModel,
-  RunOptions,
+import {
+  type EmbedRequest,
+  type Engine,
+  type FinishReason,
+  type GenerateRequest,
+  type InferenceEvent,
+  type InferenceRequest,
+  type LocalModel,
+  MAX_SCHEMA_CHARS,
+  type OutputFormat,
+  type RunOptions,
 } from "../engine.ts";
 import { type CalibrationStore, calibrateThreads } from "./calibrate.ts";
 import { tokenLogprobs } from "./logprobs.ts";
@@ -280,6 +282,11 @@ async function* generate(
     );
   }
   const maxTokens = Math.min(request.maxTokens ?? ctx.defaultMaxTokens, room);
+  if (request.format && request.resume) {
+    // A grammar starts at the start of the output: it cannot pick up another runtime's half.
+    throw new InvalidInputError("a generation constrained to JSON cannot be resumed");
+  }
+  const grammar = request.format ? await grammarFor(loaded.model, request.format) : undefined;
 
   const stopper = new AbortController();
   const signal = ctx.signal ? AbortSignal.any([ctx.signal, stopper.signal]) : stopper.signal;
@@ -300,6 +307,7 @@ async function* generate(
     ...(request.topP !== undefined ? { topP: request.topP } : {}),
     ...(request.seed !== undefined ? { seed: request.seed } : {}),
     ...(request.stop?.length ? { customStopTriggers: request.stop } : {}),
+    ...(grammar ? { grammar } : {}),
     signal,
     stopOnAbortSignal: true,
     onTextChunk: (chunk: string) => {
@@ -443,4 +451,20 @@ async function* embed(
     finishReason: "stop",
     usage: { inputTokens, outputTokens: request.inputs.length, computeMs, firstOutputMs: performance.now() - started },
   };
+}
+
+/** The grammar for an output format; a schema node-llama-cpp cannot turn into one is the caller's error. */
+async function grammarFor(model: LlamaModel, format: OutputFormat): Promise<LlamaGrammar> {
+  if (JSON.stringify(format).length > MAX_SCHEMA_CHARS) {
+    throw new InvalidInputError(`the JSON schema is over ${MAX_SCHEMA_CHARS} characters`);
+  }
+  try {
+    if (format.type === "json_object") return await model.llama.getGrammarFor("json");
+    return await model.llama.createGrammarForJsonSchema(format.schema as never);
+  } catch (cause) {
+    throw new InvalidInputError(`the JSON schema cannot be used: ${errorMessage(cause)}`, {
+      hint: "node-llama-cpp supports a subset of JSON Schema (types, properties, required, enum, const, items, anyOf)",
+      cause,
+    });
+  }
 }

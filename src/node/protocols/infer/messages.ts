@@ -2,6 +2,7 @@ import { z } from "zod";
 import {
   type InferenceEvent,
   type InferenceRequest,
+  MAX_SCHEMA_CHARS,
   MAX_TOP_LOGPROBS,
   type Tensor,
   type TensorType,
@@ -82,6 +83,14 @@ const TensorMapSchema = z
   .record(z.string().min(1).max(MAX_TENSOR_NAME_CHARS), TensorSchema)
   .refine((m) => Object.keys(m).length <= MAX_TENSORS, { message: `at most ${MAX_TENSORS} tensors` });
 
+/** An output format (see GenerateRequest.format), its schema bounded by MAX_SCHEMA_CHARS. */
+export const OutputFormatSchema = z
+  .discriminatedUnion("type", [
+    z.object({ type: z.literal("json_object") }),
+    z.object({ type: z.literal("json_schema"), schema: z.record(z.string(), z.unknown()) }),
+  ])
+  .refine((f) => JSON.stringify(f).length <= MAX_SCHEMA_CHARS, { message: `over ${MAX_SCHEMA_CHARS} characters` });
+
 const GenerateSchema = z.object({
   kind: z.literal("generate"),
   prompt: z.string().max(MAX_PROMPT_CHARS),
@@ -101,6 +110,7 @@ const GenerateSchema = z.object({
   seed: z.int().min(0).optional(),
   stop: z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS).optional(),
   logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
+  format: OutputFormatSchema.optional(),
   resume: z.object({ tokens: tokenIds.max(MAX_TOKENS), text: z.string().max(MAX_RESUME_TEXT_CHARS) }).optional(),
 });
 
