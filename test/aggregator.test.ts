@@ -228,7 +228,7 @@ test("a provider killed (SIGKILL) mid-job: the job completes right; the report s
   // Another shard size than the restart test's job, so another job.
   await using submit = watchedSubmit([...mnistJob(KILL_SHARD_SIZE - 50), "--output", output, ...network()], home);
   await submit.until("a verified shard", (e) => (e.job?.shardsVerified ?? 0) >= 1);
-  const victim = await busyProvider();
+  const victim = await frozenBusyProvider();
   await net.kill(victim);
   const r = await submit.done();
   expect(r.stderr).not.toContain("infernet:");
@@ -252,6 +252,24 @@ async function busyProvider(): Promise<NodeProcess> {
     if (busy) return busy;
   }
   throw new Error(`no provider had a copy in flight within ${BUSY_WAIT_MS} ms`);
+}
+
+/**
+ * A provider stopped (SIGSTOP) while the aggregator still counts copies in flight on it: its copies
+ * cannot finish between the look and the kill (a copy of 200 images takes milliseconds, a status
+ * query hundreds). One that finished them all before it froze is let go on (SIGCONT) and another looked for.
+ */
+async function frozenBusyProvider(): Promise<NodeProcess> {
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  while (Date.now() < deadline) {
+    const candidate = await busyProvider();
+    candidate.proc.kill("SIGSTOP");
+    const r = await infernet(["status", "--json"], { home: aggregator.home });
+    const inFlight = (JSON.parse(r.stdout) as NodeStatus).aggregator?.inFlight ?? {};
+    if ((inFlight[candidate.status.peerId] ?? 0) > 0) return candidate;
+    candidate.proc.kill("SIGCONT");
+  }
+  throw new Error(`no provider stayed busy within ${BUSY_WAIT_MS} ms`);
 }
 
 /** A UDP port on 127.0.0.1 that nothing listens on (bound, then let go). */
