@@ -35,8 +35,11 @@ export type Runner = (
 /** Longest a generation may run through the gateway, all failovers included (then 504). */
 export const GENERATION_DEADLINE_MS = 10 * 60_000;
 /**
- * Longest a streaming client may leave the response unread while the generation has more to send;
- * then the generation is cancelled, so a slow or stalled reader cannot hold a provider.
+ * Longest a response's consumer may leave the next frame untaken while the generation has more to
+ * send; then the generation is cancelled, so a stalled reader cannot hold a provider. Measured under
+ * Bun.serve (1.4): the server keeps taking frames from the stream whether or not the client reads
+ * (it buffers them), so there a stalled client does not stall the generation at all: it runs to its
+ * end and the unread frames (at most max_tokens of them) wait in the gateway until the client goes.
  */
 export const SLOW_READER_MS = 30_000;
 /** Longest a request waits, retrying, while every provider says it is busy (then 503 with Retry-After). */
