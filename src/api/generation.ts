@@ -84,14 +84,7 @@ export async function startGeneration(
   };
 }
 
-/**
- * The run's events, with the key's accounting, priced as the job reports price work (tokens generated
- * at the provider's price; what `billed` says for other work): each provider's price reserves
- * `maxTokens` of it, the tokens generated are charged (those that came, when it ends early), and the ticket is released however it ends. While
- * every provider is busy and nothing was generated yet, the run is tried again (a burst of requests
- * waits for slots instead of failing at once). A deadline that passes is a 504. One generator for all
- * of it: each layer of async iteration costs every token a little.
- */
+/** How `metered` accounts for one run. */
 export interface Metering {
   ticket: Ticket;
   /** The most work units (generated tokens, unless `billed` says otherwise) it may be charged for. */
@@ -104,6 +97,15 @@ export interface Metering {
   model: string;
 }
 
+/**
+ * The run's events, with the key's accounting, priced as the job reports price work (tokens generated
+ * at the provider's price; what `billed` says for other work): each provider's price reserves
+ * `maxUnits` of it, what was generated is charged (the tokens that came, when it ends early), and the
+ * ticket is released however it ends. While every provider is busy and nothing was generated yet, the
+ * run waits in the model's slot queue and is tried again (a burst of requests waits for slots instead
+ * of failing at once). A deadline that passes is a 504. One generator for all of it: each layer of
+ * async iteration costs every token a little.
+ */
 export async function* metered(run: () => AsyncIterable<NetworkEvent>, m: Metering): AsyncGenerator<NetworkEvent> {
   const { ticket, signal, deadline } = m;
   const billed = m.billed ?? ((usage: Usage) => usage.outputTokens);
