@@ -152,10 +152,7 @@ async function generate(
   const name = asked.model;
   const stream = asked.stream;
   const includeUsage = asked.stream_options?.include_usage;
-  const model = o.backend.model(name);
-  if (!model) {
-    throw new ApiError(404, `unknown model ${name}`, "not_found_error", "model", "model_not_found");
-  }
+  const model = knownModel(o, name);
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
   const gs = await launch(req, o, model, request, asked.n ?? 1);

@@ -130,17 +130,15 @@ export async function* runOnNetwork(
       // A generation constrained to JSON cannot be continued elsewhere (the grammar starts afresh).
       if (request.kind === "generate" && request.format && generated.tokens.length > 0) throw err;
       failures.push(`${shortId(choice.peerId)}: ${errorMessage(err)}`);
-      if (err instanceof RemoteInferenceError && err.code === "busy") busy++;
+      const wasBusy = err instanceof RemoteInferenceError && err.code === "busy";
+      if (wasBusy) busy++;
       // A busy provider is normal under load (and retried): not worth a warning each time.
-      (err instanceof RemoteInferenceError && err.code === "busy" ? log.debug : log.warn)(
-        "provider failed; trying another",
-        {
-          peerId: choice.peerId,
-          attempt,
-          tokensSoFar: generated.tokens.length,
-          err: errorMessage(err),
-        },
-      );
+      (wasBusy ? log.debug : log.warn)("provider failed; trying another", {
+        peerId: choice.peerId,
+        attempt,
+        tokensSoFar: generated.tokens.length,
+        err: errorMessage(err),
+      });
       if (request.kind === "generate" && remainingTokens(request, generated) === 0) {
         yield {
           type: "done",

@@ -21,7 +21,7 @@ import { type CalibrationStore, calibrateThreads } from "./calibrate.ts";
 import { tokenLogprobs } from "./logprobs.ts";
 import { backendOf, llamaInstance } from "./native.ts";
 import { type Lease, ModelPool } from "./pool.ts";
-import { type CompletionScore, type ScoreRequest, scoreCompletion } from "./score.ts";
+import { type CompletionScore, chatHistoryItems, type ScoreRequest, scoreCompletion } from "./score.ts";
 import { ChunkQueue } from "./stream.ts";
 
 const log = logger("runtime:llama");
@@ -342,14 +342,7 @@ async function* generate(
       try {
         if (history.length) {
           // The system prompt the session made, then the earlier turns as the template renders them.
-          session.setChatHistory([
-            ...session.getChatHistory(),
-            ...history.map((m) =>
-              m.role === "user"
-                ? { type: "user" as const, text: m.content }
-                : { type: "model" as const, response: [m.content] },
-            ),
-          ]);
+          session.setChatHistory([...session.getChatHistory(), ...chatHistoryItems(history)]);
         }
         // Chat templates render text, so a chat generation resumes from its text so far.
         const prefix = request.resume?.text ? { responsePrefix: request.resume.text } : {};

@@ -1,4 +1,5 @@
 import type {
+  ChatHistoryItem,
   ControlledEvaluateInputItem,
   LlamaContext,
   LlamaContextSequence,
@@ -245,6 +246,13 @@ interface PromptInput {
   endTokens: Set<Token>;
 }
 
+/** Earlier chat turns as node-llama-cpp's chat history holds them (generation and replay alike). */
+export function chatHistoryItems(history: NonNullable<GenerateRequest["history"]>): ChatHistoryItem[] {
+  return history.map((m) =>
+    m.role === "user" ? { type: "user", text: m.content } : { type: "model", response: [m.content] },
+  );
+}
+
 /** The prompt's tokens exactly as generation feeds them (engine.ts: LlamaCompletion or LlamaChatSession). */
 export async function promptInput(
   sequence: LlamaContextSequence,
@@ -270,11 +278,7 @@ export async function promptInput(
     const state = session.chatWrapper.generateContextState({
       chatHistory: [
         ...session.getChatHistory(),
-        ...(request.history ?? []).map((m) =>
-          m.role === "user"
-            ? { type: "user" as const, text: m.content }
-            : { type: "model" as const, response: [m.content] },
-        ),
+        ...chatHistoryItems(request.history ?? []),
         { type: "user", text: request.prompt },
         { type: "model", response: [] },
       ],

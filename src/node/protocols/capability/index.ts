@@ -127,8 +127,8 @@ class DefaultCapabilityService implements CapabilityService {
   private started = false;
   private shutdown = new AbortController();
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
-  /** Background provider lookups in flight, by model sha256 (one at a time each). */
-  private readonly refreshing = new Map<string, Promise<void>>();
+  /** Models (sha256) with a background provider lookup in flight (one at a time each). */
+  private readonly refreshing = new Set<string>();
   private readonly own: OwnRecord | undefined;
   private lastAnnounceAt = 0;
   private pendingAnnounce: Promise<void> | undefined;
@@ -260,10 +260,10 @@ class DefaultCapabilityService implements CapabilityService {
     const fresh = known.some((r) => now - (this.directory.receivedAt(r.peerId) ?? 0) < options.maxAgeMs);
     if (!fresh) return this.findProviders(sha256, options);
     if (!this.refreshing.has(sha256)) {
-      const refresh = findRecords(this.lookupInit, modelCid(sha256), "provider", {})
+      this.refreshing.add(sha256);
+      void findRecords(this.lookupInit, modelCid(sha256), "provider", {})
         .catch(() => {})
         .finally(() => this.refreshing.delete(sha256));
-      this.refreshing.set(sha256, refresh);
     }
     return known;
   }
