@@ -273,4 +273,45 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 7,
+    name: "payments: the ledger",
+    sql: `
+      -- Double-entry accounts (payments/ledger.ts): id is kind:owner. Only money beyond this node
+      -- (outside:<rail>) may be negative; every other balance is held at or above zero here too.
+      CREATE TABLE ledger_accounts (
+        id           TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        balance_msat INTEGER NOT NULL DEFAULT 0 CHECK (kind = 'outside' OR balance_msat >= 0),
+        updated_at   INTEGER NOT NULL
+      );
+      -- One movement of money, once: idem is what it is for ("release:<shard>", "refund:<job>").
+      CREATE TABLE ledger_txns (
+        id            INTEGER PRIMARY KEY,
+        idem          TEXT NOT NULL UNIQUE,
+        reason        TEXT NOT NULL,
+        job_id        TEXT,
+        shard_id      INTEGER,
+        assignment_id TEXT,
+        penalty_id    INTEGER,
+        reference     TEXT,
+        created_at    INTEGER NOT NULL
+      );
+      CREATE INDEX ledger_txns_job ON ledger_txns (job_id);
+      -- A transaction's entries sum to zero.
+      CREATE TABLE ledger_entries (
+        txn_id     INTEGER NOT NULL REFERENCES ledger_txns (id),
+        account    TEXT NOT NULL REFERENCES ledger_accounts (id),
+        delta_msat INTEGER NOT NULL CHECK (delta_msat != 0)
+      );
+      CREATE INDEX ledger_entries_txn ON ledger_entries (txn_id);
+      CREATE INDEX ledger_entries_account ON ledger_entries (account);
+      -- A copy's price as an integer: msat per 1,000 work units (sats per 1,000 units times 1,000),
+      -- so what it earns is exact: floor(units * price / 1000).
+      ALTER TABLE assignments ADD COLUMN price_msat_per_1k INTEGER;
+      -- The quote a job's client locked in escrow, and where the payments stand.
+      ALTER TABLE aggregator_jobs ADD COLUMN escrow_msat INTEGER;
+    `,
+  },
 ];
