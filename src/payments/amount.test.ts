@@ -3,10 +3,10 @@ import { add, formatMsat, MAX_MSAT, msat, sats, scale, sub, toSatsFloor } from "
 
 describe("msat amounts", () => {
   test("whole, non-negative amounts up to 21 million bitcoin are accepted from bigint, number and text", () => {
-    expect(msat(0)).toBe(0n);
-    expect(msat(1_234n)).toBe(1_234n);
-    expect(msat("2100000000000000000")).toBe(MAX_MSAT);
-    expect(sats(3)).toBe(3_000n);
+    expect<bigint>(msat(0)).toBe(0n);
+    expect<bigint>(msat(1_234n)).toBe(1_234n);
+    expect<bigint>(msat("2100000000000000000")).toBe(MAX_MSAT);
+    expect<bigint>(sats(3)).toBe(3_000n);
   });
 
   test.each([
@@ -23,18 +23,18 @@ describe("msat amounts", () => {
   });
 
   test("arithmetic cannot overflow or go negative", () => {
-    expect(add(msat(1), msat(2), msat(3))).toBe(6n);
+    expect<bigint>(add(msat(1), msat(2), msat(3))).toBe(6n);
     expect(() => add(MAX_MSAT as ReturnType<typeof msat>, msat(1))).toThrow(/21 million/);
-    expect(sub(msat(5), msat(5))).toBe(0n);
+    expect<bigint>(sub(msat(5), msat(5))).toBe(0n);
     expect(() => sub(msat(5), msat(6), "balance")).toThrow(/balance: 6 msat is more than 5 msat/);
   });
 
   test("scaling rounds the way it is told, exactly, beyond 2^53", () => {
     const big = msat(9_007_199_254_740_993n);
-    expect(scale(big, 1n, 100n, "down")).toBe(90_071_992_547_409n);
-    expect(scale(big, 1n, 100n, "up")).toBe(90_071_992_547_410n);
-    expect(scale(msat(1), 150n, 10_000n, "up")).toBe(1n);
-    expect(scale(msat(1), 150n, 10_000n, "down")).toBe(0n);
+    expect<bigint>(scale(big, 1n, 100n, "down")).toBe(90_071_992_547_409n);
+    expect<bigint>(scale(big, 1n, 100n, "up")).toBe(90_071_992_547_410n);
+    expect<bigint>(scale(msat(1), 150n, 10_000n, "up")).toBe(1n);
+    expect<bigint>(scale(msat(1), 150n, 10_000n, "down")).toBe(0n);
   });
 
   test("sats and formatting", () => {
