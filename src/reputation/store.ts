@@ -179,13 +179,20 @@ export class ReputationStore {
     return new Set(rows.map((r) => r.provider));
   }
 
-  penalize(provider: string, jobId: string | undefined, kind: string, amountMsat: number, evidenceId?: string): void {
-    this.db
+  /** Records a penalty owed; returns its id (the payments ledger applies it once, by that id). */
+  penalize(provider: string, jobId: string | undefined, kind: string, amountMsat: number, evidenceId?: string): number {
+    const { lastInsertRowid } = this.db
       .query(
         `INSERT INTO penalties (provider, job_id, kind, amount_msat, evidence_id, created_at)
          VALUES (?, ?, ?, ?, ?, ?)`,
       )
       .run(provider, jobId ?? null, kind, Math.ceil(amountMsat), evidenceId ?? null, this.now());
+    return Number(lastInsertRowid);
+  }
+
+  /** The penalty was applied: the provider's bond and earnings were forfeited in the ledger. */
+  applied(penaltyId: number): void {
+    this.db.query("UPDATE penalties SET applied_at = ? WHERE id = ? AND applied_at IS NULL").run(this.now(), penaltyId);
   }
 
   penalties(provider?: string): Penalty[] {

@@ -14,6 +14,7 @@ import type { AggregatorApi, JobEvent, JobSummary, JobUploadHeader, OutputInfo, 
 import { Coordinator, type CoordinatorInit } from "./coordinator.ts";
 import { mergeJob } from "./merge-job.ts";
 import type { AggregatorNetwork } from "./network.ts";
+import { AggregatorPayments } from "./payments.ts";
 import { clientRefusal, providerBudget } from "./plan-job.ts";
 import { AggregatorStore } from "./store.ts";
 
@@ -34,17 +35,26 @@ export const WATCH_POLL_MS = 1_000;
 
 const SHARD_CODES: Readonly<Record<string, number>> = Object.fromEntries(SHARD_STATES.map((s, i) => [s, i]));
 
-export interface AggregatorInit extends Omit<CoordinatorInit, "network" | "store" | "db" | "onChange" | "onVerified"> {
+export interface AggregatorInit
+  extends Omit<CoordinatorInit, "network" | "store" | "db" | "onChange" | "onVerified" | "payments"> {
   network: AggregatorNetwork;
   store: Store;
   /** INFERNET_HOME: outputs go under `jobs/<id>/`. */
   home: string;
   feePercent: number;
+  /**
+   * Take payment: a job is accepted only when its client's credit here covers its quote, which is
+   * locked in escrow with the job, released per verified copy and refunded when the job ends
+   * (payments.ts). Without it jobs run unpaid and the books stay empty.
+   */
+  escrow?: boolean;
 }
 
 export class Aggregator implements AggregatorApi {
   readonly feePercent: number;
   readonly store: AggregatorStore;
+  /** The books, when this aggregator takes payment. */
+  readonly payments: AggregatorPayments | undefined;
   private readonly coordinator: Coordinator;
   private readonly waiters = new Map<string, Set<() => void>>();
   private readonly merging = new Map<string, Promise<void>>();
@@ -55,10 +65,12 @@ export class Aggregator implements AggregatorApi {
     this.feePercent = init.feePercent;
     this.now = init.now ?? Date.now;
     this.store = new AggregatorStore(init.store, this.now);
+    this.payments = init.escrow ? new AggregatorPayments(init.store, this.store, this.now) : undefined;
     this.coordinator = new Coordinator({
       ...init,
       store: this.store,
       db: init.store,
+      ...(this.payments ? { payments: this.payments } : {}),
       onChange: (jobId) => this.touch(jobId),
       onVerified: (jobId) => this.merge(jobId),
     });
@@ -67,6 +79,8 @@ export class Aggregator implements AggregatorApi {
   start(): void {
     const dropped = this.store.discardStaleUploads(true);
     if (dropped > 0) log.info("unfinished uploads dropped", { shards: dropped });
+    // Books that do not add up stop the aggregator before it moves any more money.
+    this.payments?.check();
     this.coordinator.recover();
     for (const jobId of this.store.unmergedJobs()) this.merge(jobId);
     this.coordinator.start();
@@ -120,6 +134,7 @@ export class Aggregator implements AggregatorApi {
     } catch (err) {
       throw clientRefusal(err as Error, spec.maxPriceMsat, this.feePercent);
     }
+    this.payments?.checkCredit(client, spec);
 
     const uploadId = crypto.randomUUID();
     try {
@@ -148,7 +163,9 @@ export class Aggregator implements AggregatorApi {
       }
       throwIfAborted(signal);
       if (next !== plan.shardCount) throw new InvalidInputError(`${next} of ${plan.shardCount} shards arrived`);
-      const result = this.store.commit(uploadId, spec, plan, header.kind, client, this.feePercent);
+      const result = this.store.commit(uploadId, spec, plan, header.kind, client, this.feePercent, (jobId) =>
+        this.payments?.lock(jobId, client, spec),
+      );
       if (result.created) log.info("job accepted", { job: result.jobId, client, shards: plan.shardCount });
       this.coordinator.kick();
       return result;

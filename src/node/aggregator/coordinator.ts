@@ -17,6 +17,7 @@ import { BATCH_SHARD_MS, batches, MAX_BATCH_SHARDS, single } from "./batches.ts"
 import type { CanarySupply } from "./canary-supply.ts";
 import { Intake } from "./intake.ts";
 import type { AggregatorNetwork } from "./network.ts";
+import type { AggregatorPayments } from "./payments.ts";
 import { clientRefusal, planJob } from "./plan-job.ts";
 import { ReturnedCopies } from "./returned-copies.ts";
 import type { AggregatorStore } from "./store.ts";
@@ -79,6 +80,8 @@ export interface CoordinatorInit {
   onChange: (jobId: string) => void;
   /** Every shard of a job is verified: merge it. */
   onVerified: (jobId: string) => void;
+  /** The books, when this aggregator takes payment (escrow, releases, refunds, forfeits). */
+  payments?: AggregatorPayments;
 }
 
 /** One stream to a provider, carrying one shard or a batch of tiny ones. */
@@ -124,8 +127,9 @@ export class Coordinator {
       now: this.now,
       ...(init.privateKey ? { privateKey: init.privateKey } : {}),
       ...(init.network.reference ? { reference: init.network.reference } : {}),
+      ...(init.payments ? { payments: init.payments } : {}),
     });
-    this.returned = new ReturnedCopies(init.store, init.db.db, this.trust, init.onVerified);
+    this.returned = new ReturnedCopies(init.store, init.db.db, this.trust, init.onVerified, init.payments);
     this.intake = new Intake({
       trust: this.trust,
       returned: this.returned,
@@ -216,6 +220,8 @@ export class Coordinator {
         jobs.failJob(job.id, "its deadline passed");
         touched.add(job.id);
       }
+      // Escrow left in jobs that ended (verified, failed, past their deadline) goes back to clients.
+      this.init.payments?.refundEnded();
       this.watchCalls(now, touched);
     }
 

@@ -1,6 +1,7 @@
 import type { AssignmentRecord, JobRecord } from "../../jobs/rows.ts";
 import type { Verification } from "../../jobs/verify/verdict.ts";
 import type { Store } from "../../store/db.ts";
+import type { AggregatorPayments } from "./payments.ts";
 import { settleShard } from "./settle.ts";
 import type { AggregatorStore, CopyUsage } from "./store.ts";
 import type { Trust } from "./trust.ts";
@@ -33,6 +34,8 @@ export class ReturnedCopies {
     private readonly trust: Trust,
     /** Every shard of this job is verified now. */
     private readonly onVerified: (jobId: string) => void,
+    /** The books, when this aggregator takes payment: a verified shard pays its copies. */
+    private readonly payments?: AggregatorPayments,
   ) {}
 
   add(copy: ReturnedCopy): Promise<void> {
@@ -65,6 +68,7 @@ export class ReturnedCopies {
                 );
                 this.trust.settled(copy.job, settled, this.canaries);
                 if (settled.outcome === "verified") {
+                  this.payments?.release(copy.job.id, settled.accepted);
                   for (const c of [...settled.accepted, ...settled.outvoted.map((o) => o.copy)])
                     this.canaries.delete(c.id);
                 }

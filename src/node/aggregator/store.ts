@@ -5,6 +5,7 @@ import { JobStore } from "../../jobs/job-store.ts";
 import type { ShardPayload, ShardPlan } from "../../jobs/records.ts";
 import { canonicalJson } from "../../jobs/rows.ts";
 import { type JobSpec, parseJobSpec, shardRanges } from "../../jobs/spec.ts";
+import { copyPrice, priceMsatPer1k } from "../../payments/escrow.ts";
 import type { Store } from "../../store/db.ts";
 import type { OutputInfo, SubmitResult } from "./api.ts";
 
@@ -97,6 +98,8 @@ export class AggregatorStore {
     kind: ShardPayload["kind"],
     client: string,
     feePercent: number,
+    /** Runs in the job's creating transaction (the escrow lock): a throw creates nothing. */
+    onCreate: (jobId: string) => void = () => {},
   ): SubmitResult {
     return this.db
       .transaction((): SubmitResult => {
@@ -123,6 +126,7 @@ export class AggregatorStore {
           throw new Error(`upload ${uploadId} holds ${moved.changes} of ${plan.shardCount} shards`);
         }
         this.discardUpload(uploadId);
+        onCreate(job.id);
         return { jobId: job.id, created: true };
       })
       .immediate();
@@ -160,9 +164,20 @@ export class AggregatorStore {
     return row.payload;
   }
 
-  /** The provider's price for this copy, msat per work unit (= sats per 1,000 units). */
-  setPrice(assignmentId: string, unitPriceMsat: number): void {
-    this.db.query("UPDATE assignments SET unit_price_msat = ? WHERE id = ?").run(unitPriceMsat, assignmentId);
+  /** The provider's price for this copy, sats per 1,000 work units (= msat per unit), as it announced it. */
+  setPrice(assignmentId: string, satsPer1k: number): void {
+    this.db
+      .query("UPDATE assignments SET unit_price_msat = ?, price_msat_per_1k = ? WHERE id = ?")
+      .run(satsPer1k, priceMsatPer1k(satsPer1k), assignmentId);
+  }
+
+  /** The copy's price as the ledger pays it: whole msat per 1,000 units (0 when none was set). */
+  copyPriceMsatPer1k(assignmentId: string): bigint {
+    const row = this.db
+      .query<{ p: bigint | null }, [string]>("SELECT price_msat_per_1k AS p FROM assignments WHERE id = ?")
+      .safeIntegers(true)
+      .get(assignmentId);
+    return row?.p ?? 0n;
   }
 
   /** Stores a returned copy's result and what it cost, in one transaction; see `JobStore.recordResult`. */
@@ -191,34 +206,47 @@ export class AggregatorStore {
     return kind === "prompts" ? (row.output_tokens ?? 0) : row.record_count;
   }
 
-  /** Provider payments for a job's verified copies (units x price at lease time), by provider. */
-  costs(jobId: string, kind: ShardPayload["kind"]): Map<string, number> {
+  /**
+   * What a job's verified copies earn, by provider, and the fee on them: each copy its units at its
+   * price (payments/escrow.ts `copyPrice`) with the fee rounded up per copy, exactly as the escrow
+   * releases them, so a report and the ledger never disagree.
+   */
+  costs(
+    jobId: string,
+    kind: ShardPayload["kind"],
+    feePercent: number,
+  ): { byProvider: Map<string, bigint>; fee: bigint } {
     const rows = this.db
-      .query<{ provider: string; units: number; price: number | null }, [string]>(
+      .query<{ provider: string; units: number; price: bigint | null }, [string]>(
         `SELECT a.provider, ${kind === "prompts" ? "coalesce(a.output_tokens, 0)" : "s.record_count"} AS units,
-                a.unit_price_msat AS price
+                a.price_msat_per_1k AS price
          FROM assignments a JOIN shards s ON s.id = a.shard_id WHERE a.job_id = ? AND a.state = 'verified'`,
       )
+      .safeIntegers(true)
       .all(jobId);
-    const out = new Map<string, number>();
-    for (const r of rows) out.set(r.provider, (out.get(r.provider) ?? 0) + r.units * (r.price ?? 0));
-    return out;
+    const byProvider = new Map<string, bigint>();
+    let fee = 0n;
+    for (const r of rows) {
+      const price = copyPrice(Number(r.units), r.price ?? 0n);
+      byProvider.set(r.provider, (byProvider.get(r.provider) ?? 0n) + price);
+      fee += BigInt(feeMsat(Number(price), feePercent));
+    }
+    return { byProvider, fee };
   }
 
   /** The job's report with what it cost: the providers' verified copies at their prices, plus the fee. */
   report(jobId: string): JobReport {
     const meta = this.meta(jobId);
-    const byProvider = this.costs(jobId, meta.kind);
-    const providersMsat = Math.ceil([...byProvider.values()].reduce((a, b) => a + b, 0));
-    const fee = feeMsat(providersMsat, meta.feePercent);
+    const { byProvider, fee } = this.costs(jobId, meta.kind, meta.feePercent);
+    const providersMsat = [...byProvider.values()].reduce((a, b) => a + b, 0n);
     return {
       ...this.jobs.report(jobId),
       cost: {
-        providersMsat,
-        feeMsat: fee,
-        totalMsat: providersMsat + fee,
+        providersMsat: Number(providersMsat),
+        feeMsat: Number(fee),
+        totalMsat: Number(providersMsat + fee),
         feePercent: meta.feePercent,
-        byProvider: Object.fromEntries([...byProvider].map(([p, msat]) => [p, Math.ceil(msat)])),
+        byProvider: Object.fromEntries([...byProvider].map(([p, msat]) => [p, Number(msat)])),
       },
     };
   }

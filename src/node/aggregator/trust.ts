@@ -18,6 +18,7 @@ import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { BENCH_MODEL } from "../serving.ts";
 import { decode } from "../wire.ts";
 import { CanarySupply } from "./canary-supply.ts";
+import type { AggregatorPayments } from "./payments.ts";
 import { resultFromBytes } from "./results.ts";
 import type { Decision, Outvoted, Settlement } from "./settle.ts";
 import type { AggregatorStore } from "./store.ts";
@@ -50,6 +51,8 @@ export interface TrustInit {
   ) => Promise<ShardResult | undefined>;
   random?: () => number;
   now?: () => number;
+  /** The books, when this aggregator takes payment: a conviction claws back and forfeits. */
+  payments?: AggregatorPayments;
 }
 
 /** A copy's result after its canaries came out, or why it is refused. */
@@ -250,13 +253,17 @@ export class Trust {
           .query<{ p: number | null }, [string]>("SELECT unit_price_msat AS p FROM assignments WHERE id = ?")
           .get(a.id)?.p;
         const units = jobs.shard(a.shardId).count;
-        this.reputation.penalize(
+        const penalty = this.reputation.penalize(
           a.provider,
           job.id,
           `fault:${fault.kind}`,
           units * (price ?? 0) * FAULT_PENALTY_MULTIPLIER,
         );
         jobs.disown(a.provider, `its provider was banned: ${reason}`, settling ? a.id : undefined);
+        if (this.init.payments) {
+          this.init.payments.convicted(a.provider, penalty, job.id);
+          this.reputation.applied(penalty);
+        }
         return given;
       })
       .immediate();

@@ -1,5 +1,6 @@
 import { IdempotencyConflictError, JobNotFoundError } from "../../../jobs/errors.ts";
 import { DeadlineTooShortError, ModelNotServedError, PriceTooLowError } from "../../../jobs/feasibility.ts";
+import { InsufficientFundsError } from "../../../payments/ledger.ts";
 import { abortReason } from "../../../util/abort.ts";
 import { errorMessage, InfernetError, InvalidInputError, NoProviderError, TimeoutError } from "../../../util/errors.ts";
 import { clip, errorFrame, ProtocolError } from "../../wire.ts";
@@ -60,6 +61,12 @@ function classify(err: unknown): { code: JobErrorCode; extra?: Partial<JobErrorF
     return { code: "deadline-too-short", extra: whole("expectedFinishMs", err.expectedFinishMs) };
   }
   if (err instanceof ModelNotServedError) return { code: "model-not-served" };
+  if (err instanceof InsufficientFundsError) {
+    return {
+      code: "insufficient-funds",
+      extra: { neededMsatText: err.neededMsat.toString(), balanceMsatText: err.balanceMsat.toString() },
+    };
+  }
   if (err instanceof NoProviderError) return { code: "no-provider" };
   if (err instanceof TimeoutError) return { code: "timeout" };
   return { code: "internal" };
@@ -90,6 +97,14 @@ export function fromErrorFrame(frame: JobErrorFrame, peer: string): Error {
       return new PriceTooLowError(message, frame.neededMsat ?? Number.NaN, options);
     case "deadline-too-short":
       return new DeadlineTooShortError(message, frame.expectedFinishMs ?? Number.NaN, options);
+    case "insufficient-funds":
+      return new InsufficientFundsError(
+        message,
+        "credit",
+        BigInt(frame.neededMsatText ?? 0),
+        BigInt(frame.balanceMsatText ?? 0),
+        options,
+      );
     default:
       return new RemoteJobError(code, peer, message, options);
   }

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { DeadlineTooShortError, ModelNotServedError, PriceTooLowError } from "../../../jobs/feasibility.ts";
 import { planShards, type Shard, type ShardPayload, shardRange } from "../../../jobs/records.ts";
 import type { JobSpec } from "../../../jobs/spec.ts";
+import { InsufficientFundsError } from "../../../payments/ledger.ts";
 import type { JobUploadHeader } from "../../aggregator/api.ts";
 import { eventually } from "../infer/test-engines.ts";
 import { connect, type TestHost, testHost } from "../infer/test-hosts.ts";
@@ -160,6 +161,7 @@ describe("submit", () => {
       new PriceTooLowError("too cheap", 123_456, { hint: "raise maxPriceMsat to at least 123456" }),
       new DeadlineTooShortError("too soon", 1_900_000_000_000, { hint: "set a later deadline" }),
       new ModelNotServedError("nobody serves it", { hint: "choose another model" }),
+      new InsufficientFundsError("short", "client:x", 10_000_000n, 9_999_999n, { hint: "pay the aggregator more" }),
     ];
     try {
       for (const refusal of refusals) {
@@ -170,6 +172,9 @@ describe("submit", () => {
         expect(err).toMatchObject({ name: refusal.name, hint: refusal.hint });
         expect((err as Error).message).toContain(refusal.message);
         if (refusal instanceof PriceTooLowError) expect((err as PriceTooLowError).neededMsat).toBe(123_456);
+        if (refusal instanceof InsufficientFundsError) {
+          expect(err).toMatchObject({ neededMsat: 10_000_000n, balanceMsat: 9_999_999n });
+        }
         if (refusal instanceof DeadlineTooShortError) {
           expect((err as DeadlineTooShortError).expectedFinishMs).toBe(1_900_000_000_000);
         }

@@ -59,6 +59,7 @@ export const JOB_ERROR_CODES = [
   "model-not-served",
   "price-too-low",
   "deadline-too-short",
+  "insufficient-funds",
   "no-provider",
   "too-large",
   "internal",
@@ -119,6 +120,15 @@ export const JobErrorSchema = ErrorMessageSchema.extend({
   neededMsat: count.optional(),
   /** With `deadline-too-short`: when the job would finish, Unix ms. */
   expectedFinishMs: count.optional(),
+  /** With `insufficient-funds`: the quote, and the client's credit at the aggregator, msat (decimal). */
+  neededMsatText: z
+    .string()
+    .regex(/^\d{1,19}$/)
+    .optional(),
+  balanceMsatText: z
+    .string()
+    .regex(/^\d{1,19}$/)
+    .optional(),
 });
 export type JobErrorFrame = z.infer<typeof JobErrorSchema>;
 

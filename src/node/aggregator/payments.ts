@@ -1,0 +1,111 @@
+import type { AssignmentRecord } from "../../jobs/rows.ts";
+import type { JobSpec } from "../../jobs/spec.ts";
+import { type Msat, msat } from "../../payments/amount.ts";
+import { copyPrice, Escrow, type PaidCopy } from "../../payments/escrow.ts";
+import { Ledger, LedgerInvariantError } from "../../payments/ledger.ts";
+import type { Store } from "../../store/db.ts";
+import { logger } from "../../util/logger.ts";
+import type { AggregatorStore } from "./store.ts";
+
+/**
+ * Where the aggregator's job life meets its books (payments/escrow.ts): the quote locked in the
+ * transaction that creates the job, each verified copy paid in the transaction that verifies its
+ * shard, a convicted provider's releases clawed back and its bond and earnings forfeited in the
+ * transaction that convicts it, and every ended job's escrow refunded (on every tick, so a crash
+ * between a job's end and its refund only delays the refund). Nothing here runs outside a SQLite
+ * transaction that also changes the job, so money and job state never disagree.
+ */
+const log = logger("aggregator:payments");
+
+export class AggregatorPayments {
+  readonly ledger: Ledger;
+  readonly escrow: Escrow;
+
+  constructor(
+    private readonly db: Store,
+    private readonly store: AggregatorStore,
+    now: () => number = Date.now,
+  ) {
+    this.ledger = new Ledger(db, now);
+    this.escrow = new Escrow(this.ledger);
+  }
+
+  /** What a job locks: the client's maximum price, which the planner keeps every copy it pays within. */
+  quote(spec: JobSpec): Msat {
+    return msat(spec.maxPriceMsat, "maxPriceMsat");
+  }
+
+  /** Before an upload: InsufficientFundsError when the client's credit cannot cover the quote. */
+  checkCredit(client: string, spec: JobSpec): void {
+    this.escrow.checkCredit(client, this.quote(spec));
+  }
+
+  /** In the job's creating transaction. */
+  lock(jobId: string, client: string, spec: JobSpec): void {
+    const amount = this.quote(spec);
+    this.escrow.lock(jobId, client, amount);
+    this.db.db.query("UPDATE aggregator_jobs SET escrow_msat = ? WHERE job_id = ?").run(amount, jobId);
+  }
+
+  /** In the transaction that verified the shard: pays its accepted copies. */
+  release(jobId: string, accepted: readonly AssignmentRecord[]): void {
+    const meta = this.store.meta(jobId);
+    const copies: PaidCopy[] = accepted.map((a) => ({
+      assignmentId: a.id,
+      provider: a.provider,
+      shardId: a.shardId,
+      amount: copyPrice(this.store.copyUnits(a.id, meta.kind), this.store.copyPriceMsatPer1k(a.id)),
+    }));
+    this.escrow.release(jobId, copies, meta.feePercent);
+  }
+
+  /**
+   * In the transaction that convicted `provider`: what it was released for copies of jobs still
+   * running goes back to their escrow, then its bond and remaining earnings are forfeited.
+   */
+  convicted(provider: string, penaltyId: number, jobId: string): Msat {
+    const running = this.db.db
+      .query<{ id: string; job_id: string }, [string]>(
+        `SELECT a.id, a.job_id FROM assignments a JOIN jobs j ON j.id = a.job_id
+         WHERE a.provider = ? AND j.state NOT IN ('verified', 'failed')`,
+      )
+      .all(provider);
+    for (const a of running) this.escrow.clawBack(a.job_id, a.id);
+    const forfeited = this.escrow.forfeit(provider, penaltyId, jobId);
+    if (forfeited > 0n) log.warn("bond and earnings forfeited", { provider, msat: forfeited.toString() });
+    return forfeited;
+  }
+
+  /** Refunds what is left in the escrow of every job that ended; returns how many were refunded. */
+  refundEnded(): number {
+    const ended = this.db.db
+      .query<{ id: string; state: string; client: string }, []>(
+        `SELECT j.id, j.state, m.client_peer AS client FROM ledger_accounts l
+         JOIN jobs j ON j.id = l.owner JOIN aggregator_jobs m ON m.job_id = j.id
+         WHERE l.kind = 'escrow' AND l.balance_msat > 0 AND j.state IN ('verified', 'failed')`,
+      )
+      .all();
+    for (const j of ended) {
+      this.db.db.transaction(() => this.escrow.refund(j.id, j.client, `job ${j.state}`)).immediate();
+    }
+    return ended.length;
+  }
+
+  /**
+   * The books (ledger.ts's invariants; an escrow never below zero means no job pays out more than
+   * it locked) and what the aggregator promised on top: every copy paid is verified, or was failed
+   * afterwards and clawed back.
+   */
+  check(): void {
+    this.ledger.check();
+    const unearned = this.db.db
+      .query<{ id: string; state: string }, []>(
+        `SELECT a.id, a.state FROM ledger_txns t JOIN assignments a ON a.id = t.assignment_id
+         WHERE t.reason = 'release' AND a.state != 'verified'
+           AND NOT EXISTS (SELECT 1 FROM ledger_txns c WHERE c.idem = 'clawback:' || a.id)
+         LIMIT 1`,
+      )
+      .get();
+    if (unearned) throw new LedgerInvariantError(`copy ${unearned.id} was paid but is ${unearned.state}`);
+  }
+}
