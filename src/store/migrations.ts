@@ -314,4 +314,45 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE aggregator_jobs ADD COLUMN escrow_msat INTEGER;
     `,
   },
+  {
+    version: 8,
+    name: "payments: channels",
+    sql: `
+      -- Payment channels (payments/channel): one row per channel this node pays into (payer) or is
+      -- paid through (payee). id is the funding outpoint "txid:vout". Public keys only: private keys
+      -- stay with the wallet. Amounts are INTEGER sats or msat.
+      CREATE TABLE channels (
+        id             TEXT PRIMARY KEY,
+        role           TEXT NOT NULL CHECK (role IN ('payer', 'payee')),
+        peer           TEXT NOT NULL,
+        network        TEXT NOT NULL,
+        funding_txid   TEXT NOT NULL,
+        funding_vout   INTEGER NOT NULL CHECK (funding_vout >= 0),
+        capacity_sats  INTEGER NOT NULL CHECK (capacity_sats > 0),
+        fee_sats       INTEGER NOT NULL CHECK (fee_sats >= 0),
+        payer_key      BLOB NOT NULL,
+        payee_key      BLOB NOT NULL,
+        refund_height  INTEGER NOT NULL,
+        -- The raw funding transaction, where this node has it.
+        funding_tx     BLOB,
+        -- The latest state both sides hold: the payee accepted it (payee) or acknowledged it (payer);
+        -- its unsigned commitment and the payer's signature on it (empty at sequence 0).
+        sequence       INTEGER NOT NULL DEFAULT 0 CHECK (sequence >= 0),
+        paid_msat      INTEGER NOT NULL DEFAULT 0 CHECK (paid_msat >= 0),
+        commitment_tx  BLOB NOT NULL DEFAULT x'',
+        payer_sig      BLOB NOT NULL DEFAULT x'',
+        -- Payer side: the newest update signed and sent, not yet acknowledged (the payee may hold it).
+        pending_sequence  INTEGER,
+        pending_paid_msat INTEGER CHECK (pending_paid_msat >= 0),
+        pending_tx        BLOB,
+        pending_sig       BLOB,
+        status         TEXT NOT NULL CHECK (status IN ('open', 'closing', 'closed')),
+        -- The fully signed close (cooperative or the payee's unilateral one) once made.
+        close_tx       BLOB,
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
+      );
+      CREATE INDEX channels_peer ON channels (peer, role, status);
+    `,
+  },
 ];
