@@ -79,6 +79,31 @@ export class FakeLedger {
     return found;
   }
 
+  /** Esplora's chain_stats and mempool_stats of an address (funded/spent output counts and sums, tx count). */
+  stats(script: Uint8Array) {
+    const hex = Buffer.from(script).toString("hex");
+    const empty = () => ({ funded_txo_count: 0, funded_txo_sum: 0, spent_txo_count: 0, spent_txo_sum: 0, tx_count: 0 });
+    const chain_stats = empty();
+    const mempool_stats = empty();
+    const txids = { chain: new Set<string>(), mempool: new Set<string>() };
+    for (const [key, out] of this.outputs) {
+      if (Buffer.from(out.script).toString("hex") !== hex) continue;
+      const funded = out.height === undefined ? mempool_stats : chain_stats;
+      funded.funded_txo_count++;
+      funded.funded_txo_sum += Number(out.value);
+      (out.height === undefined ? txids.mempool : txids.chain).add(key.split(":")[0] as string);
+      if (!out.spentBy) continue;
+      const spentInBlock = this.txs.get(out.spentBy.txid)?.height !== undefined;
+      const spent = spentInBlock ? chain_stats : mempool_stats;
+      spent.spent_txo_count++;
+      spent.spent_txo_sum += Number(out.value);
+      (spentInBlock ? txids.chain : txids.mempool).add(out.spentBy.txid);
+    }
+    chain_stats.tx_count = txids.chain.size;
+    mempool_stats.tx_count = txids.mempool.size;
+    return { chain_stats, mempool_stats };
+  }
+
   /** Checks and records a client's transaction as a node's mempool would, or throws a LedgerRejection. */
   accept(hex: string): string {
     let tx: Transaction;
@@ -210,6 +235,17 @@ export function fakeEsplora(ledger = new FakeLedger()): FakeEsplora {
             .unspent(spk)
             .map((u) => ({ txid: u.txid, vout: u.vout, status: status(u.height), value: Number(u.value) })),
         );
+      }
+      m = /^\/address\/([^/]+)$/.exec(path);
+      if (req.method === "GET" && m) {
+        const addr = decodeURIComponent(m[1] as string);
+        let spk: Uint8Array;
+        try {
+          spk = ledger.scriptOf(addr);
+        } catch {
+          return text("Invalid Bitcoin address", 400);
+        }
+        return json({ address: addr, ...ledger.stats(spk) });
       }
       m = /^\/tx\/([0-9a-f]{64})\/(hex|status)$/.exec(path);
       if (req.method === "GET" && m) {

@@ -74,6 +74,12 @@ export interface Chain {
   feeRate(targetBlocks: number, signal?: AbortSignal): Promise<SatPerKvb>;
   /** Unspent outputs paying any of `targets`, confirmed or (where the backend sees it) in the mempool. */
   utxos(targets: readonly UtxoTarget[], signal?: AbortSignal): Promise<Utxo[]>;
+  /**
+   * Whether each target has ever been paid (in a block or the mempool), spent or not. Optional: only
+   * a backend with an address index has it (Esplora; bitcoind without a wallet does not). A wallet
+   * uses it for its gap limit, so addresses whose coins were all spent still count as used.
+   */
+  wasUsed?(targets: readonly UtxoTarget[], signal?: AbortSignal): Promise<boolean[]>;
   /** A transaction by id; undefined when the backend does not know it. */
   transaction(txid: string, signal?: AbortSignal): Promise<ChainTransaction | undefined>;
   /** Sends a signed raw transaction; returns its txid. */

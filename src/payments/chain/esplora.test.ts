@@ -56,6 +56,8 @@ test("tip height, UTXOs by address and by script, confirmations and spends", asy
   const spend = signedSpend(a.key, { ...confirmed, value: 50_000n }, b.script, 49_000n);
   expect(await chain.broadcast(spend.toHex())).toBe(spend.getId());
   expect(await chain.isSpent(confirmed)).toBe(true);
+  // Spent out or not, a paid address stays used; one never paid is not.
+  expect(await chain.wasUsed([a.address, p2wpkh().address, b.script])).toEqual([true, false, true]);
   expect((await chain.utxos([b.address]))[0]?.value).toBe(49_000n);
 
   const again = await rejected(chain.broadcast(spend.toHex()));

@@ -60,6 +60,9 @@ const UtxoList = z
 
 const Outspend = z.object({ spent: z.boolean() });
 
+const TxoStats = z.object({ funded_txo_count: z.number().int().nonnegative() });
+const AddressStats = z.object({ chain_stats: TxoStats, mempool_stats: TxoStats });
+
 /** Confirmation target (blocks, as a string key) -> sat/vB. */
 const FeeEstimates = z.record(z.string().regex(/^\d{1,4}$/), z.number().nonnegative());
 
@@ -99,30 +102,29 @@ export class EsploraChain implements Chain {
   }
 
   async utxos(targets: readonly UtxoTarget[], signal?: AbortSignal): Promise<Utxo[]> {
-    const jobs = targets.map((t) => ({
-      address: targetAddress(t, this.network),
-      script: targetScript(t, this.network),
-    }));
-    const out: Utxo[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < jobs.length) {
-        const job = jobs[next++] as (typeof jobs)[number];
-        const path = `/address/${encodeURIComponent(job.address)}/utxo`;
-        const text = await this.#ok(path, MAX_UTXO_ANSWER_BYTES, signal);
-        for (const u of parseJson(text, UtxoList, `Esplora ${path}`, ChainError)) {
-          out.push({
-            txid: u.txid,
-            vout: u.vout,
-            value: BigInt(u.value),
-            script: job.script,
-            height: u.status.confirmed ? u.status.block_height : undefined,
-          });
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(ESPLORA_CONCURRENCY, jobs.length) }, worker));
-    return out;
+    const found = await eachLimited(targets, async (t) => {
+      const script = targetScript(t, this.network);
+      const path = `/address/${encodeURIComponent(targetAddress(t, this.network))}/utxo`;
+      const text = await this.#ok(path, MAX_UTXO_ANSWER_BYTES, signal);
+      return parseJson(text, UtxoList, `Esplora ${path}`, ChainError).map((u) => ({
+        txid: u.txid,
+        vout: u.vout,
+        value: BigInt(u.value),
+        script,
+        height: u.status.confirmed ? u.status.block_height : undefined,
+      }));
+    });
+    return found.flat();
+  }
+
+  /** GET /address/:address: an address was used when any output ever paid it (chain or mempool). */
+  wasUsed(targets: readonly UtxoTarget[], signal?: AbortSignal): Promise<boolean[]> {
+    return eachLimited(targets, async (t) => {
+      const path = `/address/${encodeURIComponent(targetAddress(t, this.network))}`;
+      const text = await this.#ok(path, MAX_SMALL_ANSWER_BYTES, signal);
+      const stats = parseJson(text, AddressStats, `Esplora ${path}`, ChainError);
+      return stats.chain_stats.funded_txo_count + stats.mempool_stats.funded_txo_count > 0;
+    });
   }
 
   async transaction(txid: string, signal?: AbortSignal): Promise<ChainTransaction | undefined> {
@@ -188,6 +190,20 @@ export class EsploraChain implements Chain {
   async #ok(path: string, maxBytes: number, signal: AbortSignal | undefined): Promise<string> {
     return okText(await this.#get(path, maxBytes, signal), path);
   }
+}
+
+/** `f` over `items`, at most ESPLORA_CONCURRENCY at once, results in order. */
+async function eachLimited<T, R>(items: readonly T[], f: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(ESPLORA_CONCURRENCY, items.length) }, worker));
+  return out;
 }
 
 function okText(answer: RemoteResponse, path: string): string {

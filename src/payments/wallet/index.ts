@@ -1,0 +1,3 @@
+export * from "./coin-select.ts";
+export * from "./key.ts";
+export * from "./wallet.ts";
