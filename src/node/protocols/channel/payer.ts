@@ -1,0 +1,392 @@
+import type { PeerId, Stream } from "@libp2p/interface";
+import type { ConnectionManager } from "@libp2p/interface-internal";
+import { peerIdFromString } from "@libp2p/peer-id";
+import type { Transaction } from "bitcoinjs-lib";
+import type { Msat } from "../../../payments/amount.ts";
+import {
+  type ChannelParams,
+  type ChannelUpdate,
+  channelId,
+  PayerChannel,
+  type SignedState,
+} from "../../../payments/channel/channel.ts";
+import {
+  ChannelClosedError,
+  ChannelError,
+  ChannelTimeoutError,
+  RemoteChannelError,
+  UnknownChannelError,
+} from "../../../payments/channel/errors.ts";
+import type { ChannelKeys } from "../../../payments/channel/keys.ts";
+import type { ChannelNetwork } from "../../../payments/channel/script.ts";
+import type { ChannelStore } from "../../../payments/channel/store.ts";
+import { buildFunding, type Utxo } from "../../../payments/channel/transactions.ts";
+import { abortReason } from "../../../util/abort.ts";
+import { AbortedError, errorMessage, TimeoutError } from "../../../util/errors.ts";
+import {
+  abortable,
+  type FrameStream,
+  ProtocolError,
+  readMessage,
+  WIRE_VERSION,
+  wireStream,
+  writeMessage,
+} from "../../wire.ts";
+import {
+  AcceptMessageSchema,
+  ClosedMessageSchema,
+  MAX_FRAME_BYTES,
+  OpenedMessageSchema,
+  remoteCode,
+  StateMessageSchema,
+  wireMsat,
+} from "./messages.ts";
+import { PaySession } from "./session.ts";
+
+/**
+ * The payer side of /infernet/channel/1.0.0. Payments of a channel share one stream (a `PaySession`)
+ * and may be pipelined: each is signed on top of the last one sent and the acks come back in order.
+ * Before an update is sent it is written to SQLite as "pending"; the acknowledged state is written
+ * when the ack arrives. When the payee does not answer in time the caller gets `ChannelTimeoutError`
+ * and the channel is marked unsure: the next operation first asks the payee for its state (`sync`)
+ * and continues from the one it acknowledged.
+ */
+
+/** Updates sent and not yet acknowledged on one channel; a further payment waits for the oldest. */
+export const MAX_UNACKED_UPDATES = 64;
+
+export interface PayerSettings {
+  store: ChannelStore;
+  keys: ChannelKeys;
+  network: ChannelNetwork;
+  connectionManager: Pick<ConnectionManager, "openStream">;
+  /** Calls in flight; the service aborts them all when it stops. */
+  calls: Set<AbortController>;
+}
+
+export interface OpenChannelOptions {
+  capacitySats: bigint;
+  /** Fee of every commitment (default chosen by the service). */
+  feeSats: bigint;
+  /** Block height from which the payer alone can take the funds back. */
+  refundHeight: number;
+  /** P2WPKH coins that fund the channel, with their signers (the wallet's). */
+  utxos: Utxo[];
+  /** Fee of the funding transaction. */
+  fundingFeeSats: bigint;
+  /** Where the funding transaction's change goes. */
+  changeOutput: Uint8Array;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Budget for the call (default: the service's). */
+  deadlineMs?: number;
+}
+
+interface Entry {
+  channel: PayerChannel;
+  peer: PeerId;
+  session: PaySession | undefined;
+  /** A sync is needed before the next update: an earlier one may or may not have reached the payee. */
+  unsure: boolean;
+  /** Updates in flight, oldest first (for MAX_UNACKED_UPDATES). */
+  inFlight: Promise<unknown>[];
+  /** The sync in progress, shared by concurrent payments. */
+  pending: Promise<unknown> | undefined;
+  /** Closing or closed: no more payments. */
+  closed: boolean;
+}
+
+export class ChannelPayer {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly settings: PayerSettings,
+    private readonly protocol: string,
+    private readonly defaultDeadlineMs: number,
+  ) {}
+
+  /** Proposes a channel to `peer`, builds and signs the funding transaction once it accepts; returns it to broadcast. */
+  async open(
+    peer: PeerId,
+    options: OpenChannelOptions,
+    call: CallOptions = {},
+  ): Promise<{ params: ChannelParams; fundingTx: Transaction }> {
+    const { store, keys, network } = this.settings;
+    const signer = keys.newKey();
+    return this.call(peer, call, async (lp, signal) => {
+      const open = {
+        v: WIRE_VERSION,
+        type: "open",
+        network,
+        capacitySats: Number(options.capacitySats),
+        feeSats: Number(options.feeSats),
+        refundHeight: options.refundHeight,
+        payerKey: signer.publicKey,
+      };
+      await writeMessage(lp, open, { signal });
+      const accept = answer(await readMessage(lp, AcceptMessageSchema, { signal }), peer);
+      const terms = { payerKey: signer.publicKey, payeeKey: accept.payeeKey, refundHeight: options.refundHeight };
+      const funding = buildFunding({ ...options, terms, feeSats: options.fundingFeeSats });
+      const params: ChannelParams = {
+        ...terms,
+        id: channelId(funding.txid, funding.vout),
+        network,
+        fundingTxid: funding.txid,
+        fundingVout: funding.vout,
+        capacitySats: options.capacitySats,
+        feeSats: options.feeSats,
+      };
+      // Stored before the payee sees it: whatever happens next, this node can refund it.
+      store.insert({ params, role: "payer", peer: peer.toString(), fundingTx: funding.tx.toBuffer() });
+      try {
+        await writeMessage(
+          lp,
+          { v: WIRE_VERSION, type: "funding", tx: funding.tx.toBuffer(), vout: funding.vout },
+          { signal },
+        );
+        const opened = answer(await readMessage(lp, OpenedMessageSchema, { signal }), peer);
+        if (opened.channelId !== params.id)
+          throw new RemoteChannelError(
+            "protocol",
+            peer.toString(),
+            `${peer} opened ${opened.channelId}, not ${params.id}`,
+          );
+      } catch (err) {
+        // Not opened (or unknown if it was): the funding transaction must not be broadcast; it is never paid into.
+        store.setStatus(params.id, "closed");
+        throw err;
+      }
+      this.entries.set(params.id, newEntry(new PayerChannel(params, signer), peer));
+      return { params, fundingTx: funding.tx };
+    });
+  }
+
+  /** Pays `amountMsat` more over channel `id`; resolves once the payee has stored and acknowledged it. */
+  async pay(id: string, amountMsat: Msat, memo: string, call: CallOptions = {}): Promise<SignedState> {
+    const entry = this.entry(id);
+    while (entry.pending || entry.unsure) {
+      if (!entry.pending) entry.pending = this.syncEntry(entry, call).finally(() => (entry.pending = undefined));
+      await entry.pending;
+    }
+    while (entry.inFlight.length >= MAX_UNACKED_UPDATES) await entry.inFlight[0]?.catch(() => {});
+    const update = entry.channel.update(amountMsat, memo);
+    this.settings.store.savePending(id, entry.channel.latest);
+    const sent = this.send(entry, update, call);
+    entry.inFlight.push(sent);
+    try {
+      return await sent;
+    } finally {
+      entry.inFlight.splice(entry.inFlight.indexOf(sent), 1);
+    }
+  }
+
+  private async send(entry: Entry, update: ChannelUpdate, call: CallOptions): Promise<SignedState> {
+    const deadlineMs = call.deadlineMs ?? this.defaultDeadlineMs;
+    const peer = entry.peer.toString();
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () =>
+        controller.abort(
+          new ChannelTimeoutError(`${peer} did not acknowledge update ${update.sequence} within ${deadlineMs} ms`),
+        ),
+      deadlineMs,
+    );
+    const onAbort = () => controller.abort(call.signal?.reason);
+    call.signal?.addEventListener("abort", onAbort, { once: true });
+    this.settings.calls.add(controller);
+    try {
+      if (!entry.session || entry.session.failed) entry.session = await this.openSession(entry, controller.signal);
+      return await entry.session.send(update, controller.signal);
+    } catch (err) {
+      const failure = controller.signal.aborted ? abortFailure(controller.signal) : payFailure(err, peer);
+      // Refused: that update and every one after it are void. Anything else: the payee may hold it.
+      entry.channel.rollback();
+      entry.session?.fail(failure);
+      entry.session = undefined;
+      if (!(failure instanceof RemoteChannelError) || failure.code === "protocol" || failure.code === "timeout")
+        entry.unsure = true;
+      throw failure;
+    } finally {
+      clearTimeout(timer);
+      call.signal?.removeEventListener("abort", onAbort);
+      this.settings.calls.delete(controller);
+    }
+  }
+
+  private async openSession(entry: Entry, signal: AbortSignal): Promise<PaySession> {
+    const stream = await this.stream(entry.peer, signal);
+    const { store } = this.settings;
+    const { channel } = entry;
+    return new PaySession(
+      stream,
+      wireStream(stream, MAX_FRAME_BYTES),
+      entry.peer.toString(),
+      channel.id,
+      (sequence) => {
+        // In ack order: the acknowledged state is written before the payment resolves.
+        const previous = channel.acked.sequence;
+        const state = channel.acknowledged(sequence);
+        store.saveState(channel.id, previous, state);
+        return state;
+      },
+    );
+  }
+
+  /** Asks the payee for its latest state and continues from it (see PayerChannel.adopt). */
+  async sync(id: string, call: CallOptions = {}): Promise<SignedState> {
+    const entry = this.entry(id);
+    await this.syncEntry(entry, call);
+    return entry.channel.acked;
+  }
+
+  private async syncEntry(entry: Entry, call: CallOptions): Promise<void> {
+    const { channel } = entry;
+    const reply = await this.call(entry.peer, call, async (lp, signal) => {
+      await writeMessage(lp, { v: WIRE_VERSION, type: "query", channelId: channel.id }, { signal });
+      return answer(await readMessage(lp, StateMessageSchema, { signal }), entry.peer);
+    });
+    const previous = channel.acked.sequence;
+    const adopted = channel.adopt({
+      sequence: reply.sequence,
+      paidMsat: wireMsat(reply.paidMsat, "paidMsat"),
+      signature: reply.signature,
+    });
+    if (adopted.sequence !== previous) this.settings.store.saveState(channel.id, previous, adopted);
+    entry.unsure = false;
+    if (reply.status !== "open") {
+      this.settings.store.setStatus(channel.id, reply.status);
+      entry.closed = true;
+    }
+  }
+
+  /** The cooperative close of the acknowledged state with `feeSats`: the payee signs, this returns it complete. */
+  async close(id: string, feeSats: bigint, call: CallOptions = {}): Promise<Transaction> {
+    const entry = this.entry(id);
+    if (entry.unsure) await this.syncEntry(entry, call);
+    await Promise.allSettled(entry.inFlight);
+    entry.session?.end();
+    entry.session = undefined;
+    const proposal = entry.channel.proposeClose(feeSats);
+    const reply = await this.call(entry.peer, call, async (lp, signal) => {
+      const close = {
+        v: WIRE_VERSION,
+        type: "close",
+        channelId: id,
+        feeSats: Number(feeSats),
+        tx: proposal.tx.toBuffer(),
+        signature: proposal.signature,
+      };
+      await writeMessage(lp, close, { signal });
+      return answer(await readMessage(lp, ClosedMessageSchema, { signal }), entry.peer);
+    });
+    const tx = entry.channel.completeClose(proposal.tx, proposal.signature, reply.signature);
+    this.settings.store.setStatus(id, "closing", tx.toBuffer());
+    entry.closed = true;
+    return tx;
+  }
+
+  /** The refund of channel `id` to `output` (valid from its refund height). */
+  refund(id: string, output: Uint8Array, feeSats: bigint): Transaction {
+    const entry = this.entry(id);
+    const tx = entry.channel.refund(output, feeSats);
+    this.settings.store.setStatus(id, "closing", tx.toBuffer());
+    entry.closed = true;
+    return tx;
+  }
+
+  /** The open channel `id` this node pays into, from memory or the store (a pending update makes it unsure). */
+  private entry(id: string): Entry {
+    const cached = this.entries.get(id);
+    if (cached) {
+      if (cached.closed) throw new ChannelClosedError(`channel ${id} is closing`);
+      return cached;
+    }
+    const record = this.settings.store.get(id);
+    if (record?.role !== "payer") throw new UnknownChannelError(`this node pays into no channel ${id}`);
+    if (record.status !== "open") throw new ChannelClosedError(`channel ${id} is ${record.status}`);
+    const signer = this.settings.keys.key(record.params.payerKey);
+    if (!signer) throw new ChannelError(`the key of channel ${id} is not in this node's key store`);
+    const entry = newEntry(new PayerChannel(record.params, signer, record.state), peerIdFromString(record.peer));
+    entry.unsure = record.pending !== undefined;
+    this.entries.set(id, entry);
+    return entry;
+  }
+
+  private async stream(peer: PeerId, signal: AbortSignal): Promise<Stream> {
+    try {
+      return await this.settings.connectionManager.openStream(peer, this.protocol, { signal });
+    } catch (cause) {
+      if (signal.aborted) throw abortFailure(signal);
+      throw new RemoteChannelError(
+        "protocol",
+        peer.toString(),
+        `cannot open a channel stream to ${peer}: ${errorMessage(cause)}`,
+        { cause },
+      );
+    }
+  }
+
+  /** One request/answer stream to `peer` within the call's deadline. */
+  private async call<T>(
+    peer: PeerId,
+    call: CallOptions,
+    body: (lp: FrameStream, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const deadlineMs = call.deadlineMs ?? this.defaultDeadlineMs;
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new ChannelTimeoutError(`${peer} did not answer within ${deadlineMs} ms`)),
+      deadlineMs,
+    );
+    const onAbort = () => controller.abort(call.signal?.reason);
+    if (call.signal?.aborted) throw abortReason(call.signal);
+    call.signal?.addEventListener("abort", onAbort, { once: true });
+    this.settings.calls.add(controller);
+    let stream: Stream | undefined;
+    try {
+      stream = await this.stream(peer, controller.signal);
+      const result = await body(wireStream(stream, MAX_FRAME_BYTES), controller.signal);
+      await abortable(stream.close(), controller.signal);
+      return result;
+    } catch (err) {
+      stream?.abort(new AbortedError("the call failed"));
+      throw controller.signal.aborted ? abortFailure(controller.signal) : payFailure(err, peer.toString());
+    } finally {
+      clearTimeout(timer);
+      call.signal?.removeEventListener("abort", onAbort);
+      this.settings.calls.delete(controller);
+    }
+  }
+}
+
+function newEntry(channel: PayerChannel, peer: PeerId): Entry {
+  return { channel, peer, session: undefined, unsure: false, inFlight: [], pending: undefined, closed: false };
+}
+
+/** The answer, or the payee's refusal as `RemoteChannelError` with the code it sent. */
+export function answer<T extends { type: string }>(reply: T, peer: PeerId | string): Exclude<T, { type: "error" }> {
+  if (reply.type === "error") {
+    const { code, message } = reply as unknown as { code: string; message: string };
+    throw new RemoteChannelError(remoteCode(code), peer.toString(), `${peer} refused: ${message}`);
+  }
+  return reply as Exclude<T, { type: "error" }>;
+}
+
+function abortFailure(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof ChannelTimeoutError) return reason;
+  if (reason instanceof TimeoutError) return new ChannelTimeoutError(reason.message, { cause: reason });
+  return abortReason(signal);
+}
+
+/** A failure as the caller sees it: a refusal or a local check as is, a broken stream as "protocol". */
+function payFailure(err: unknown, peer: string): Error {
+  if (err instanceof ChannelError) return err;
+  if (err instanceof ProtocolError) {
+    const what = err.code === "ended" ? `the stream from ${peer} ended before its answer` : err.message;
+    return new RemoteChannelError("protocol", peer, what, { cause: err });
+  }
+  return err instanceof Error ? err : new RemoteChannelError("internal", peer, errorMessage(err));
+}
