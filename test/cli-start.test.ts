@@ -30,7 +30,12 @@ describe("infernet start refuses what cannot work", () => {
     const cases: [string[], RegExp][] = [
       [["start", "--models", "stories260k"], /--models needs --provider/],
       [["start", "--provider"], /--provider needs --models/],
-      [["start", "--price", "cheap"], /--price must be a number/],
+      [["start", "--price", "cheap"], /--price "cheap": not a number of sats nor MODEL=AMOUNT\/UNIT/],
+      [["start", "--provider", "--models", "mnist-8", "--price", "mnist-8=2sat/1kbananas"], /the unit is one of 1ktok/],
+      [
+        ["start", "--provider", "--models", "mnist-8", "--price", "stories260k=2sat/1ktok"],
+        /--price names stories260k, which this node does not serve/,
+      ],
       [["start", "--bootstrap", "/ip4/nonsense"], /bootstrap address "\/ip4\/nonsense" is not a valid multiaddr/],
       [["start", "--provider", "--models", "nosuchmodel"], /unknown model "nosuchmodel"/],
     ];

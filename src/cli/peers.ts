@@ -1,6 +1,7 @@
 import { catalog, findModel, modelFile } from "../models/catalog.ts";
 import { hasRecord } from "../node/local-reputation.ts";
 import type { PeerRow } from "../node/node.ts";
+import { unitPriceMsat } from "../node/protocols/capability/messages.ts";
 import { score } from "../reputation/score.ts";
 import { type Ban, ReputationStore } from "../reputation/store.ts";
 import { UsageError } from "../util/errors.ts";
@@ -102,7 +103,7 @@ export function formatPeers(rows: PeerView[], hidden = 0): string {
           ? `CPU ${rec.hardware.cpu.cores} cores`
           : "-",
       rec ? rec.models.map((m) => m.name).join(",") : "-",
-      rec ? `${rec.price.satsPer1kTokens}` : "-",
+      rec?.models.length ? rec.models.map((m) => `${unitPriceMsat(rec, m.sha256)}`).join(",") : "-",
       r.latencyMs !== undefined ? `${r.latencyMs.toFixed(0)} ms` : "-",
       rec ? `${rec.load.active}/${rec.load.maxConcurrent}` : "-",
       r.score === null ? "-" : r.score.toFixed(2),

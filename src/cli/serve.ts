@@ -7,6 +7,7 @@ import { resolveLocalModel } from "../models/local.ts";
 import { type NetworkEvent, PROVIDERS_FRESH_MS } from "../node/client.ts";
 import { configuredLlamaEngine } from "../node/engines.ts";
 import type { PeerRow } from "../node/node.ts";
+import { unitPriceMsat } from "../node/protocols/capability/messages.ts";
 import type { Engine, InferenceRequest, LocalModel } from "../runtime/engine.ts";
 import { ApiSpendStore } from "../store/api-spend.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
@@ -180,7 +181,7 @@ export function gatewayBackend(
         const serving = rows.filter((r) => r.record?.models.some((m) => m.sha256 === sha));
         const here = (await local?.model(sha, signal)) !== undefined;
         if (serving.length === 0 && !here) continue;
-        const prices = serving.map((r) => r.record?.price.satsPer1kTokens ?? 0);
+        const prices = serving.map((r) => (r.record ? unitPriceMsat(r.record, sha) : 0));
         out.push({
           id: entry.name,
           sha256: sha,

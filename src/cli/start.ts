@@ -6,9 +6,10 @@ import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
+import { type PriceFlags, priceFlags } from "../payments/pricing.ts";
 import { ConfigError, RuntimeError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
-import { intFlag, numberFlag } from "./args.ts";
+import { intFlag } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
@@ -39,7 +40,13 @@ Examples:
   options: {
     provider: { type: "boolean", description: "Serve models to the network" },
     models: { type: "string", multiple: true, value: "NAMES", description: "Models to serve, comma-separated" },
-    price: { type: "string", value: "SATS", description: "Price in satoshis per 1,000 tokens (default: config price)" },
+    price: {
+      type: "string",
+      multiple: true,
+      value: "PRICE",
+      description:
+        "Sats per 1,000 tokens or inferences for every model (default: config price), or one model's: MODEL=2sat/1ktok, MODEL=1sat/1kinf, MODEL=500msat/1ktok-in (prompt tokens), MODEL=1sat/s (compute-second); repeatable",
+    },
     aggregator: { type: "boolean", description: "Take batch jobs from clients and run them across providers" },
     fee: {
       type: "string",
@@ -69,8 +76,8 @@ Examples:
     if (given.length && !values.provider) throw new UsageError("start: --models needs --provider");
     if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
     const feePercent = values.fee !== undefined ? parseFee(values.fee) : DEFAULT_FEE_PERCENT;
-    const price = numberFlag("start", "price", values.price, 0, 1_000_000);
-    if (price !== undefined) ctx.overrides.price = price;
+    const prices = priceFlags(values.price ?? []);
+    if (prices.sats !== undefined) ctx.overrides.price = prices.sats;
     applyNetworkOptions(ctx, values);
     const names = values.provider && !given.length ? ctx.config().serve : given;
     if (values.provider && !names.length) {
@@ -81,8 +88,15 @@ Examples:
     const api = intFlag("start", "api", values.api, 0, 65_535);
     if (values.prefer !== undefined && api === undefined) throw new UsageError("start: --prefer needs --api");
     const prefer = preferFlag("start", values.prefer);
+    const unserved = [...prices.perModel.keys()].find((m) => !names.includes(m));
+    if (unserved) {
+      throw new UsageError(`start: --price names ${unserved}, which this node does not serve`, {
+        hint: `add it to --models, or drop its --price`,
+      });
+    }
     return runNode(ctx, {
       models: names,
+      prices,
       ...(api !== undefined ? { apiPort: api, apiPrefer: prefer } : {}),
       ...(values.aggregator ? { aggregator: { feePercent } } : {}),
       json: Boolean(values.json),
@@ -94,6 +108,8 @@ Examples:
 export interface RunNodeOptions {
   /** Catalog models (or files) to serve; empty = client/relay (unless an aggregator). */
   models: string[];
+  /** Per-model prices from `--price MODEL=...`. */
+  prices?: PriceFlags;
   aggregator?: { feePercent: number };
   /** Print the status as one JSON line once up (headless only). */
   json: boolean;
@@ -133,6 +149,7 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
     store,
     serve,
     signal: ctx.signal,
+    ...(options.prices ? { prices: options.prices } : {}),
     ...(options.aggregator ? { aggregator: options.aggregator } : {}),
   });
   try {

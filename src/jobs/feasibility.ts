@@ -1,4 +1,4 @@
-import type { CapabilityRecord } from "../node/protocols/capability/messages.ts";
+import { type CapabilityRecord, unitPriceMsat } from "../node/protocols/capability/messages.ts";
 import { DEFAULT_TOKENS_PER_SECOND, rankProviders } from "../node/select.ts";
 import { NoProviderError, TimeoutError } from "../util/errors.ts";
 
@@ -158,7 +158,7 @@ export function eligibleProviders(
   }
   const eligible = rankProviders(live, { sha256: job.sha256, exclude: new Set(exclude), maxPrice: maxUnitPrice(job) });
   if (eligible.length < job.redundancy) {
-    const prices = serving.map((p) => p.price.satsPer1kTokens).sort((a, b) => a - b);
+    const prices = serving.map((p) => unitPriceMsat(p, job.sha256)).sort((a, b) => a - b);
     const price = prices[job.redundancy - 1] as number;
     const neededMsat = Math.ceil(price * job.totalTokens * job.redundancy);
     throw new PriceTooLowError(

@@ -1,4 +1,5 @@
 import type { CapabilityRecord } from "../node/protocols/capability/messages.ts";
+import { flatPrice } from "../payments/pricing.ts";
 import type { PlanCopy } from "./feasibility.ts";
 import type { PlanJob, PlanShard } from "./scheduler.ts";
 
@@ -19,8 +20,9 @@ export function provider(
     addrs: [],
     software: "0.1.0",
     hardware: { gpus: [], cpu: { model: "test", cores: 4 }, ramTotal: 2 ** 30, tokensPerSecond: over.tps ?? 100 },
-    models: [{ name: "m", sha256: over.sha256 ?? MODEL_SHA, runtime: "onnx" }],
-    price: { satsPer1kTokens: over.price ?? 10 },
+    models: [
+      { name: "m", sha256: over.sha256 ?? MODEL_SHA, runtime: "onnx", price: flatPrice("onnx", over.price ?? 10) },
+    ],
     load: { active: 0, queued: 0, maxConcurrent: 4 },
     reputation: { completed: 0, failed: 0 },
     seq: 1,

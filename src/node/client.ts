@@ -6,7 +6,7 @@ import { errorMessage, InfernetError, NoProviderError, ProvidersBusyError } from
 import { logger } from "../util/logger.ts";
 import { localReputation } from "./local-reputation.ts";
 import type { InfernetNode } from "./node.ts";
-import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+import { type CapabilityRecord, unitPriceMsat } from "./protocols/capability/messages.ts";
 import { RemoteInferenceError } from "./protocols/infer/errors.ts";
 import type { ModelRef } from "./protocols/infer/index.ts";
 import { rankProviders } from "./select.ts";
@@ -95,7 +95,7 @@ export async function* runOnNetwork(
       peerId: choice.peerId,
       attempt,
       resumedAt: generated.tokens.length,
-      satsPer1kTokens: choice.price.satsPer1kTokens,
+      satsPer1kTokens: unitPriceMsat(choice, model.sha256),
     };
 
     const attemptRequest = withResume(request, generated);

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { type DirectoryChange, PeerDirectory } from "./directory.ts";
-import { MNIST_SHA, STORIES_SHA, sampleRecord } from "./protocols/capability/fixtures.ts";
+import { MNIST_SHA, pricedModels, STORIES_SHA, sampleRecord } from "./protocols/capability/fixtures.ts";
 
 const [a, b, c] = await Promise.all([1, 2, 3].map(() => generateKeyPair("Ed25519")));
 const now = 1_700_000_000_000;
@@ -12,7 +12,7 @@ describe("PeerDirectory", () => {
     const changes: DirectoryChange[] = [];
     dir.addEventListener("change", (e) => changes.push(e.detail));
     expect(dir.upsert(sampleRecord(a!, { seq: 5 }, now), now)).toBe(true);
-    expect(dir.upsert(sampleRecord(a!, { seq: 5, price: { satsPer1kTokens: 1 } }, now), now)).toBe(false);
+    expect(dir.upsert(sampleRecord(a!, { seq: 5, models: pricedModels(1) }, now), now)).toBe(false);
     expect(dir.upsert(sampleRecord(a!, { seq: 4 }, now), now)).toBe(false);
     expect(dir.get(a ? sampleRecord(a).peerId : "", now)?.seq).toBe(5);
     expect(dir.upsert(sampleRecord(a!, { seq: 6, load: { active: 4, queued: 9, maxConcurrent: 4 } }, now), now)).toBe(
@@ -26,7 +26,7 @@ describe("PeerDirectory", () => {
   test("providersOf filters by model; all() is sorted by peer id", () => {
     const dir = new PeerDirectory();
     dir.upsert(sampleRecord(a!, {}, now), now);
-    dir.upsert(sampleRecord(b!, { models: [{ name: "mnist-8", sha256: MNIST_SHA, runtime: "onnx" }] }, now), now);
+    dir.upsert(sampleRecord(b!, { models: pricedModels(1).slice(1) }, now), now);
     dir.upsert(sampleRecord(c!, {}, now), now);
     const ids = dir.all(now).map((r) => r.peerId);
     expect(ids).toEqual([...ids].sort());

@@ -4,6 +4,7 @@ import { multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
 import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
+import { modelPrice, type PriceFlags } from "../payments/pricing.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
 import type { Store } from "../store/db.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
@@ -56,8 +57,10 @@ export interface StartNodeOptions {
   store: Store;
   /** Models to serve (provider mode); empty or absent = client/relay node (until `serveModel`). */
   serve?: ResolvedModel[];
-  /** Satoshis per 1,000 tokens (default: config.price). */
+  /** Satoshis per 1,000 tokens or inferences, for every model (default: config.price). */
   price?: number;
+  /** Prices of models by name (`infernet start --price MODEL=...`), over `price`. */
+  prices?: PriceFlags;
   /** A short-lived node for one command. */
   ephemeral?: boolean;
   /** Engines to serve with (default: configured from `config`). */
@@ -162,8 +165,18 @@ export class InfernetNode implements AsyncDisposable {
           ramTotal: hardware.memory.totalBytes,
           ...serving.bench,
         },
-        models: serving.list.flatMap((m) => (m.sha256 ? [{ name: m.name, sha256: m.sha256, runtime: m.runtime }] : [])),
-        price: { satsPer1kTokens: price },
+        models: serving.list.flatMap((m) =>
+          m.sha256
+            ? [
+                {
+                  name: m.name,
+                  sha256: m.sha256,
+                  runtime: m.runtime,
+                  price: modelPrice(options.prices, m.name, m.runtime, price),
+                },
+              ]
+            : [],
+        ),
         load: open()
           ? { active: load.active, queued: load.queued, maxConcurrent: load.maxConcurrent }
           : { active: 0, queued: 0, maxConcurrent: 0 },

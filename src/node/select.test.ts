@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { PrivateKey } from "@libp2p/interface";
-import { MNIST_SHA, STORIES_SHA, sampleRecord } from "./protocols/capability/fixtures.ts";
+import { pricedModels, STORIES_SHA, sampleRecord } from "./protocols/capability/fixtures.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import {
   CLAIM_WEIGHT,
@@ -26,8 +26,8 @@ describe("rankProviders", () => {
   test("keeps only peers that serve the model, within the price cap, not excluded, with slots", () => {
     const records = [
       rec(0, { load: idle }),
-      rec(1, { load: idle, models: [{ name: "mnist-8", sha256: MNIST_SHA, runtime: "onnx" }] }),
-      rec(2, { load: idle, price: { satsPer1kTokens: 50 } }),
+      rec(1, { load: idle, models: pricedModels(10).slice(1) }),
+      rec(2, { load: idle, models: pricedModels(50) }),
       rec(3, { load: idle }),
       rec(4, { load: { active: 0, queued: 0, maxConcurrent: 0 } }),
     ];
@@ -92,8 +92,8 @@ describe("rankProviders", () => {
   });
 
   test("one record per peer, the highest seq", () => {
-    const old = rec(0, { seq: 1, price: { satsPer1kTokens: 5 }, load: idle });
-    const cur = rec(0, { seq: 2, price: { satsPer1kTokens: 500 }, load: idle });
+    const old = rec(0, { seq: 1, models: pricedModels(5), load: idle });
+    const cur = rec(0, { seq: 2, models: pricedModels(500), load: idle });
     expect(rankProviders([old, cur], { sha256: STORIES_SHA, maxPrice: 10 })).toEqual([]);
     expect(rankProviders([cur, old], { sha256: STORIES_SHA })).toEqual([cur]);
   });

@@ -1,4 +1,4 @@
-import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+import { type CapabilityRecord, unitPriceMsat } from "./protocols/capability/messages.ts";
 
 /**
  * Provider choice for a direct job: among peers that serve the model at an acceptable price and are
@@ -110,7 +110,7 @@ export function rankProviders(records: CapabilityRecord[], criteria: SelectionCr
   for (const record of newest.values()) {
     if (criteria.exclude?.has(record.peerId)) continue;
     if (!record.models.some((m) => m.sha256 === criteria.sha256)) continue;
-    if (criteria.maxPrice !== undefined && record.price.satsPer1kTokens > criteria.maxPrice) continue;
+    if (criteria.maxPrice !== undefined && unitPriceMsat(record, criteria.sha256) > criteria.maxPrice) continue;
     if (record.load.maxConcurrent <= 0) continue;
     const local = criteria.reputation?.(record.peerId, criteria.sha256);
     if (local?.banned) continue;

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { tempDir } from "../../test/helpers/paths.ts";
 import { Store } from "../store/db.ts";
 import { msat } from "./amount.ts";
-import { copyPrice, Escrow, priceMsatPer1k } from "./escrow.ts";
+import { Escrow } from "./escrow.ts";
 import { account, Ledger } from "./ledger.ts";
 
 function books() {
@@ -24,19 +24,6 @@ const copy = (id: string, provider: string, amount: number) => ({
   provider,
   shardId: 1,
   amount: msat(amount),
-});
-
-describe("prices", () => {
-  test("a copy earns its units at its price, rounded down to the msat", () => {
-    expect(priceMsatPer1k(20)).toBe(20_000n);
-    expect(priceMsatPer1k(0.0015)).toBe(2n);
-    expect<bigint>(copyPrice(500, 20_000n)).toBe(10_000n);
-    expect<bigint>(copyPrice(3, 1_500n)).toBe(4n);
-    expect<bigint>(copyPrice(0, 1_500n)).toBe(0n);
-    expect(() => copyPrice(-1, 1n)).toThrow(/not a count/);
-    expect(() => priceMsatPer1k(-1)).toThrow(/not a price/);
-    expect(() => priceMsatPer1k(Number.NaN)).toThrow(/not a price/);
-  });
 });
 
 describe("escrow", () => {

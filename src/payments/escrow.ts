@@ -1,6 +1,5 @@
 import { feeMsat } from "../jobs/fee.ts";
-import { InvalidInputError } from "../util/errors.ts";
-import { add, formatMsat, type Msat, min, msat, scale, ZERO_MSAT } from "./amount.ts";
+import { add, formatMsat, type Msat, min, msat, ZERO_MSAT } from "./amount.ts";
 import { account, InsufficientFundsError, type Ledger, type Move } from "./ledger.ts";
 
 /**
@@ -16,18 +15,6 @@ import { account, InsufficientFundsError, type Ledger, type Move } from "./ledge
  * a job refunded once per ending, a penalty applied once, a channel state deposited once; so the
  * aggregator can repeat any of them after a crash without paying anything twice.
  */
-
-/** What one verified copy earns: its work units at its price (msat per 1,000 units), rounded down. */
-export function copyPrice(units: number, priceMsatPer1k: bigint): Msat {
-  if (!Number.isSafeInteger(units) || units < 0) throw new InvalidInputError(`${units} is not a count of work units`);
-  return scale(msat(BigInt(units), "units"), priceMsatPer1k, 1_000n, "down");
-}
-
-/** A provider's price as a whole msat per 1,000 units: sats per 1,000 units times 1,000, rounded. */
-export function priceMsatPer1k(satsPer1k: number): bigint {
-  if (!Number.isFinite(satsPer1k) || satsPer1k < 0) throw new InvalidInputError(`${satsPer1k} sat/1k is not a price`);
-  return msat(Math.round(satsPer1k * 1_000), "price");
-}
 
 /** A verified copy as release takes it. */
 export interface PaidCopy {

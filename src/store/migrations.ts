@@ -307,9 +307,9 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX ledger_entries_txn ON ledger_entries (txn_id);
       CREATE INDEX ledger_entries_account ON ledger_entries (account);
-      -- A copy's price as an integer: msat per 1,000 work units (sats per 1,000 units times 1,000),
-      -- so what it earns is exact: floor(units * price / 1000).
-      ALTER TABLE assignments ADD COLUMN price_msat_per_1k INTEGER;
+      -- A copy's price as its provider announced it for the model (payments/pricing.ts ModelPrice:
+      -- whole msat per 1,000 units of each kind of work), so what it earns is exact.
+      ALTER TABLE assignments ADD COLUMN price_json TEXT;
       -- The quote a job's client locked in escrow, and where the payments stand.
       ALTER TABLE aggregator_jobs ADD COLUMN escrow_msat INTEGER;
     `,

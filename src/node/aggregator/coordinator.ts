@@ -8,7 +8,7 @@ import { shardFromWire } from "../../jobs/shard-codec.ts";
 import type { Store } from "../../store/db.ts";
 import { errorMessage, InvalidInputError, TimeoutError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
-import type { CapabilityRecord } from "../protocols/capability/messages.ts";
+import { type CapabilityRecord, offerFor, unitPriceMsat } from "../protocols/capability/messages.ts";
 import { MAX_DEADLINE_MS } from "../protocols/infer/messages.ts";
 import { RemoteShardError } from "../protocols/shard/index.ts";
 import { decode } from "../wire.ts";
@@ -331,7 +331,9 @@ export class Coordinator {
             if (store.jobs.shard(a.shardId).target === undefined) {
               store.jobs.setTarget(a.shardId, this.trust.targetFor(jobsById.get(a.jobId) as JobRecord, a.provider));
             }
-            store.setPrice(a.id, byPeer.get(lease.provider)?.price.satsPer1kTokens ?? 0);
+            const record = byPeer.get(lease.provider);
+            const sha = (jobsById.get(a.jobId) as JobRecord).spec.model.sha256;
+            if (record) store.setPrice(a.id, offerFor(record, sha)?.price ?? {}, unitPriceMsat(record, sha));
             out.push({ a, expectedMs: lease.expectedMs });
           } catch (err) {
             if (!(err instanceof LeaseRefusedError || err instanceof IllegalTransitionError)) throw err;

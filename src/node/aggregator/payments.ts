@@ -1,7 +1,7 @@
 import type { AssignmentRecord } from "../../jobs/rows.ts";
 import type { JobSpec } from "../../jobs/spec.ts";
 import { type Msat, msat } from "../../payments/amount.ts";
-import { copyPrice, Escrow, type PaidCopy } from "../../payments/escrow.ts";
+import { Escrow, type PaidCopy } from "../../payments/escrow.ts";
 import { Ledger, LedgerInvariantError } from "../../payments/ledger.ts";
 import type { Store } from "../../store/db.ts";
 import { logger } from "../../util/logger.ts";
@@ -54,7 +54,7 @@ export class AggregatorPayments {
       assignmentId: a.id,
       provider: a.provider,
       shardId: a.shardId,
-      amount: copyPrice(this.store.copyUnits(a.id, meta.kind), this.store.copyPriceMsatPer1k(a.id)),
+      amount: this.store.copyPrice(a.id),
     }));
     this.escrow.release(jobId, copies, meta.feePercent);
   }

@@ -5,7 +5,8 @@ import { JobStore } from "../../jobs/job-store.ts";
 import type { ShardPayload, ShardPlan } from "../../jobs/records.ts";
 import { canonicalJson } from "../../jobs/rows.ts";
 import { type JobSpec, parseJobSpec, shardRanges } from "../../jobs/spec.ts";
-import { copyPrice, priceMsatPer1k } from "../../payments/escrow.ts";
+import { type Msat, ZERO_MSAT } from "../../payments/amount.ts";
+import { type ModelPrice, usagePrice } from "../../payments/pricing.ts";
 import type { Store } from "../../store/db.ts";
 import type { OutputInfo, SubmitResult } from "./api.ts";
 
@@ -51,6 +52,34 @@ interface MetaRow {
   records: number;
   shard_size: number;
   fee_percent: number;
+}
+
+/** A copy's usage and price, as `costOf` reads them. */
+interface CostRow {
+  provider: string;
+  kind: string;
+  records: number;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  compute_ms: number | null;
+  price_json: string | null;
+}
+
+const COST_QUERY = `SELECT a.provider, m.payload_kind AS kind, s.record_count AS records, a.input_tokens, a.output_tokens,
+         a.compute_ms, a.price_json
+  FROM assignments a JOIN shards s ON s.id = a.shard_id JOIN aggregator_jobs m ON m.job_id = a.job_id`;
+
+/** Prompts are paid by their tokens, tensors and images by their records (inferences); both by compute time. */
+function costOf(r: CostRow): Msat {
+  if (!r.price_json) return ZERO_MSAT;
+  const price = JSON.parse(r.price_json) as ModelPrice;
+  const computeMs = r.compute_ms === null ? undefined : Math.ceil(r.compute_ms);
+  return usagePrice(
+    price,
+    r.kind === "prompts"
+      ? { tokensOut: r.output_tokens ?? 0, tokensIn: r.input_tokens ?? 0, ...(computeMs ? { computeMs } : {}) }
+      : { inferences: r.records, ...(computeMs ? { computeMs } : {}) },
+  );
 }
 
 export class AggregatorStore {
@@ -164,20 +193,20 @@ export class AggregatorStore {
     return row.payload;
   }
 
-  /** The provider's price for this copy, sats per 1,000 work units (= msat per unit), as it announced it. */
-  setPrice(assignmentId: string, satsPer1k: number): void {
+  /**
+   * The provider's price for this copy when it was leased: its announced price for the model, and
+   * that as an estimate in msat per main unit (for penalties, which are multiples of it).
+   */
+  setPrice(assignmentId: string, price: ModelPrice, unitPriceMsat: number): void {
     this.db
-      .query("UPDATE assignments SET unit_price_msat = ?, price_msat_per_1k = ? WHERE id = ?")
-      .run(satsPer1k, priceMsatPer1k(satsPer1k), assignmentId);
+      .query("UPDATE assignments SET unit_price_msat = ?, price_json = ? WHERE id = ?")
+      .run(unitPriceMsat, JSON.stringify(price), assignmentId);
   }
 
-  /** The copy's price as the ledger pays it: whole msat per 1,000 units (0 when none was set). */
-  copyPriceMsatPer1k(assignmentId: string): bigint {
-    const row = this.db
-      .query<{ p: bigint | null }, [string]>("SELECT price_msat_per_1k AS p FROM assignments WHERE id = ?")
-      .safeIntegers(true)
-      .get(assignmentId);
-    return row?.p ?? 0n;
+  /** What a copy earns: its usage (payments/pricing.ts) at the price it was leased at; 0 with no price. */
+  copyPrice(assignmentId: string): Msat {
+    const row = this.db.query<CostRow, [string]>(`${COST_QUERY} WHERE a.id = ?`).get(assignmentId);
+    return row ? costOf(row) : ZERO_MSAT;
   }
 
   /** Stores a returned copy's result and what it cost, in one transaction; see `JobStore.recordResult`. */
@@ -211,23 +240,14 @@ export class AggregatorStore {
    * price (payments/escrow.ts `copyPrice`) with the fee rounded up per copy, exactly as the escrow
    * releases them, so a report and the ledger never disagree.
    */
-  costs(
-    jobId: string,
-    kind: ShardPayload["kind"],
-    feePercent: number,
-  ): { byProvider: Map<string, bigint>; fee: bigint } {
+  costs(jobId: string, feePercent: number): { byProvider: Map<string, bigint>; fee: bigint } {
     const rows = this.db
-      .query<{ provider: string; units: number; price: bigint | null }, [string]>(
-        `SELECT a.provider, ${kind === "prompts" ? "coalesce(a.output_tokens, 0)" : "s.record_count"} AS units,
-                a.price_msat_per_1k AS price
-         FROM assignments a JOIN shards s ON s.id = a.shard_id WHERE a.job_id = ? AND a.state = 'verified'`,
-      )
-      .safeIntegers(true)
+      .query<CostRow, [string]>(`${COST_QUERY} WHERE a.job_id = ? AND a.state = 'verified'`)
       .all(jobId);
     const byProvider = new Map<string, bigint>();
     let fee = 0n;
     for (const r of rows) {
-      const price = copyPrice(Number(r.units), r.price ?? 0n);
+      const price = costOf(r);
       byProvider.set(r.provider, (byProvider.get(r.provider) ?? 0n) + price);
       fee += BigInt(feeMsat(Number(price), feePercent));
     }
@@ -237,7 +257,7 @@ export class AggregatorStore {
   /** The job's report with what it cost: the providers' verified copies at their prices, plus the fee. */
   report(jobId: string): JobReport {
     const meta = this.meta(jobId);
-    const { byProvider, fee } = this.costs(jobId, meta.kind, meta.feePercent);
+    const { byProvider, fee } = this.costs(jobId, meta.feePercent);
     const providersMsat = [...byProvider.values()].reduce((a, b) => a + b, 0n);
     return {
       ...this.jobs.report(jobId),

@@ -8,6 +8,7 @@ import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { VERSION } from "../../version.ts";
 import type { InfernetNode } from "../node.ts";
+import { unitPriceMsat } from "../protocols/capability/messages.ts";
 import type { ReachabilityService } from "../reachability.ts";
 import { mergeWork } from "../work-log.ts";
 import { LogTail, logPath } from "./dash-log.ts";
@@ -173,7 +174,9 @@ export class DashboardSource {
       return {
         peerId: id,
         models: record?.models.map((m) => m.name) ?? [],
-        price: record?.price.satsPer1kTokens,
+        price: record?.models.length
+          ? Math.min(...record.models.map((m) => unitPriceMsat(record, m.sha256)))
+          : undefined,
         latencyMs: node.knownLatency(id),
         completed: record?.reputation.completed ?? 0,
         failed: record?.reputation.failed ?? 0,

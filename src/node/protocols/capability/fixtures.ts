@@ -1,11 +1,20 @@
 import type { PrivateKey } from "@libp2p/interface";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { flatPrice } from "../../../payments/pricing.ts";
 import type { CapabilityRecord } from "./messages.ts";
 
 /** Test records: a plausible single-GPU provider, valid for a minute from `now`. */
 
 export const STORIES_SHA = "a".repeat(64);
 export const MNIST_SHA = "b".repeat(64);
+
+/** stories260k and mnist-8 at `sats` per 1,000 of their main unit (tokens, inferences). */
+export function pricedModels(sats: number): CapabilityRecord["models"] {
+  return [
+    { name: "stories260k", sha256: STORIES_SHA, runtime: "llama", price: flatPrice("llama", sats) },
+    { name: "mnist-8", sha256: MNIST_SHA, runtime: "onnx", price: flatPrice("onnx", sats) },
+  ];
+}
 
 export function sampleRecord(
   key: PrivateKey,
@@ -33,11 +42,7 @@ export function sampleRecord(
       memoryBandwidthGBps: 3350.5,
       tokensPerSecond: 120.25,
     },
-    models: [
-      { name: "stories260k", sha256: STORIES_SHA, runtime: "llama" },
-      { name: "mnist-8", sha256: MNIST_SHA, runtime: "onnx" },
-    ],
-    price: { satsPer1kTokens: 20 },
+    models: pricedModels(20),
     load: { active: 1, queued: 0, maxConcurrent: 4 },
     reputation: { completed: 10, failed: 1 },
     seq: 1,

@@ -5,7 +5,7 @@ import { lpStream } from "@libp2p/utils";
 import { decode } from "cborg";
 import { createHost, type Host } from "../../host.ts";
 import { encode as encodeCbor, varint } from "../../wire.ts";
-import { STORIES_SHA, sampleRecord } from "./fixtures.ts";
+import { pricedModels, STORIES_SHA, sampleRecord } from "./fixtures.ts";
 import { CAPABILITY_TOPIC } from "./index.ts";
 import { encodeSignedRecord, MAX_REQUEST_BYTES, signedPayload, signRecord } from "./messages.ts";
 import { CAPABILITY_PROTOCOL, fetchRecord } from "./protocol.ts";
@@ -174,7 +174,7 @@ test(`${TOPIC_CASES} bad gossip messages are dropped; good gossip still flows`, 
     () => victimSigned.slice(0, victimSigned.byteLength - 7), // truncated
     () => new Uint8Array(20 * 1024).fill(0xa1), // oversized
     () => forged(sampleRecord(victim), victim, 2), // wrong version
-    () => forged({ ...sampleRecord(victim), price: { satsPer1kTokens: -1 } }), // impossible value
+    () => forged({ ...sampleRecord(victim), models: [{ ...pricedModels(1)[0], price: { tokensOut: -1 } }] as never }), // impossible value
     () => forged(sampleRecord(victim, { issuedAt: now - 120_000, expiresAt: now - 60_000 })), // expired
     () => forged(sampleRecord(victim), attackerKey), // wrong key
   ];

@@ -4,7 +4,7 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import { decode } from "cborg";
 import { MAX_FEE_PERCENT, MIN_FEE_PERCENT } from "../../../jobs/fee.ts";
 import { encode as encodeCbor, parseMessage } from "../../wire.ts";
-import { MNIST_SHA, STORIES_SHA, sampleRecord } from "./fixtures.ts";
+import { MNIST_SHA, pricedModels, STORIES_SHA, sampleRecord } from "./fixtures.ts";
 import {
   AGGREGATOR_DHT_KEY,
   aggregatorCid,
@@ -59,14 +59,14 @@ describe("signed capability records", () => {
 
   test("signRecord refuses invalid records and records naming another peer", async () => {
     await expect(signRecord(sampleRecord(bob), alice)).rejects.toHaveProperty("name", "InvalidRecordError");
-    const bad = sampleRecord(alice, { price: { satsPer1kTokens: -1 } });
+    const bad = sampleRecord(alice, { models: [{ ...pricedModels(1)[0], price: { tokensOut: -1 } }] as never });
     await expect(signRecord(bad, alice)).rejects.toHaveProperty("name", "InvalidRecordError");
   });
 
   test("a changed field breaks the signature (bytes and object)", async () => {
     const signed = await signRecord(sampleRecord(alice), alice);
     const envelope = decode(encodeSignedRecord(signed)) as { record: Uint8Array; signature: Uint8Array };
-    const cheaper = encodeCbor({ ...signed.record, price: { satsPer1kTokens: 1 } });
+    const cheaper = encodeCbor({ ...signed.record, models: pricedModels(1) });
     const tampered = encodeCbor({ v: 1, record: cheaper, signature: envelope.signature });
     rejects(() => verifyRecord(tampered), "BadSignatureError");
     rejects(() => verifyRecord({ ...signed, record: { ...signed.record, seq: 99 } }), "BadSignatureError");
@@ -92,8 +92,10 @@ describe("signed capability records", () => {
   const now = Date.now();
   const gpu = sampleRecord(alice).hardware.gpus[0];
   const impossible: [string, Partial<CapabilityRecord> | Record<string, unknown>][] = [
-    ["negative price", { price: { satsPer1kTokens: -5 } }],
-    ["absurd price", { price: { satsPer1kTokens: 1e12 } }],
+    ["negative price", { models: [{ ...pricedModels(1)[0], price: { tokensOut: -5 } }] }],
+    ["fractional msat", { models: [{ ...pricedModels(1)[0], price: { tokensOut: 0.5 } }] }],
+    ["an unknown price unit", { models: [{ ...pricedModels(1)[0], price: { gigaflops: 1 } }] }],
+    ["absurd price", { models: [{ ...pricedModels(1)[0], price: { inferences: 1e12 } }] }],
     ["negative VRAM", { hardware: { ...sampleRecord(alice).hardware, gpus: [{ ...gpu, vramTotal: -1 }] } }],
     ["free VRAM above total", { hardware: { ...sampleRecord(alice).hardware, gpus: [{ ...gpu, vramFree: 2 ** 40 }] } }],
     ["absurd RAM", { hardware: { ...sampleRecord(alice).hardware, ramTotal: 2 ** 52 } }],

@@ -6,6 +6,13 @@ import { CID } from "multiformats/cid";
 import * as Digest from "multiformats/hashes/digest";
 import { z } from "zod";
 import { isValidFee, MAX_FEE_PERCENT, MIN_FEE_PERCENT } from "../../../jobs/fee.ts";
+import {
+  MAX_PRICE_MSAT_PER_1K,
+  type ModelPrice,
+  PRICE_UNITS,
+  type PriceUnit,
+  unitEstimateMsat,
+} from "../../../payments/pricing.ts";
 import { InfernetError } from "../../../util/errors.ts";
 import { decode, ErrorMessageSchema, encode, WIRE_VERSION } from "../../wire.ts";
 
@@ -36,8 +43,6 @@ export const MAX_CPU_CORES = 8192;
 export const MAX_CUDA_CORES = 1_000_000;
 export const MAX_BANDWIDTH_GBPS = 100_000;
 export const MAX_TOKENS_PER_SECOND = 1_000_000;
-/** 1 BTC per 1,000 tokens: anything above is a typo or an attack on the price filter. */
-export const MAX_PRICE_SATS_PER_1K = 100_000_000;
 /** Jobs running or waiting on one provider. */
 export const MAX_LOAD = 100_000;
 /** Longest validity a record may claim: records are refreshed, never long-lived. */
@@ -80,11 +85,10 @@ export interface CapabilityRecord {
     /** Self-benchmark, from the store. */
     tokensPerSecond?: number;
   };
-  /** Empty only for an aggregator that serves no model itself. */
-  models: { name: string; sha256: string; runtime: "llama" | "onnx" }[];
+  /** Empty only for an aggregator that serves no model itself. Each with its price (payments/pricing.ts). */
+  models: { name: string; sha256: string; runtime: "llama" | "onnx"; price: ModelPrice }[];
   /** Present when the node runs jobs for clients (`infernet start --aggregator`). */
   aggregator?: { feePercent: number };
-  price: { satsPer1kTokens: number };
   load: { active: number; queued: number; maxConcurrent: number };
   /** `score` is in [0, 1] when present. */
   reputation: { completed: number; failed: number; score?: number };
@@ -93,6 +97,23 @@ export interface CapabilityRecord {
   /** Milliseconds since the epoch. */
   issuedAt: number;
   expiresAt: number;
+}
+
+/** What a record offers for one model (runtime and price), when it serves it. */
+export function offerFor(record: CapabilityRecord, sha256: string): CapabilityRecord["models"][number] | undefined {
+  return record.models.find((m) => m.sha256 === sha256);
+}
+
+/**
+ * A record's price for one model as msat per main unit of work (equal to sats per 1,000 units):
+ * the main rate plus compute-seconds over the announced speed (pricing.ts). Infinity when it does
+ * not serve the model.
+ */
+export function unitPriceMsat(record: CapabilityRecord, sha256: string): number {
+  const offer = offerFor(record, sha256);
+  return offer
+    ? unitEstimateMsat(offer.price, offer.runtime, record.hardware.tokensPerSecond)
+    : Number.POSITIVE_INFINITY;
 }
 
 export interface SignedCapabilityRecord {
@@ -167,7 +188,19 @@ export const capabilityRecordSchema = z
       tokensPerSecond: boundedFloat(MAX_TOKENS_PER_SECOND).optional(),
     }),
     models: z
-      .array(z.object({ name, sha256: z.string().regex(SHA256_HEX), runtime: z.enum(["llama", "onnx"]) }))
+      .array(
+        z.object({
+          name,
+          sha256: z.string().regex(SHA256_HEX),
+          runtime: z.enum(["llama", "onnx"]),
+          price: z.strictObject(
+            Object.fromEntries(PRICE_UNITS.map((u) => [u, uint(MAX_PRICE_MSAT_PER_1K).optional()])) as Record<
+              PriceUnit,
+              z.ZodOptional<z.ZodNumber>
+            >,
+          ),
+        }),
+      )
       .max(MAX_MODELS),
     aggregator: z
       .object({
@@ -176,7 +209,6 @@ export const capabilityRecordSchema = z
         }),
       })
       .optional(),
-    price: z.object({ satsPer1kTokens: boundedFloat(MAX_PRICE_SATS_PER_1K) }),
     load: z
       .object({ active: uint(MAX_LOAD), queued: uint(MAX_LOAD), maxConcurrent: uint(MAX_LOAD) })
       .refine((l) => l.active <= l.maxConcurrent, { message: "more active jobs than slots", path: ["active"] }),

@@ -1,4 +1,5 @@
 import { generateKeyPair } from "@libp2p/crypto/keys";
+import { flatPrice } from "../../../payments/pricing.ts";
 import { createHost, type Host } from "../../host.ts";
 import { type CapabilityDescription, type CapabilityService, capabilityService } from "./index.ts";
 import type { CapabilityRecord } from "./messages.ts";
@@ -45,7 +46,8 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Capa
 /** A provider's live state: tests change `load` and call `announce()`. */
 export interface ProviderState {
   /** Empty only for an aggregator. */
-  models: CapabilityRecord["models"];
+  models: Omit<CapabilityRecord["models"][number], "price">[];
+  /** Sats per 1,000 units of each model's main unit. */
   price: number;
   load: CapabilityRecord["load"];
   /** Set: the node is an aggregator at this fee. */
@@ -56,8 +58,7 @@ export function describeProvider(state: ProviderState): () => CapabilityDescript
   return () => ({
     software: "0.1.0-test",
     hardware: { gpus: [], cpu: { model: "test cpu", cores: 2 }, ramTotal: 8 * 2 ** 30, tokensPerSecond: 100 },
-    models: state.models,
-    price: { satsPer1kTokens: state.price },
+    models: state.models.map((m) => ({ ...m, price: flatPrice(m.runtime, state.price) })),
     load: { ...state.load },
     reputation: { completed: 0, failed: 0 },
     ...(state.feePercent === undefined ? {} : { aggregator: { feePercent: state.feePercent } }),
