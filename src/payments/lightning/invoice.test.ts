@@ -120,7 +120,7 @@ function polymod(values: number[]): number {
  * The invoice with another human-readable part (say, a larger amount) and a valid bech32 checksum
  * (BIP173), its signature left as it was: what a tamperer who knows bech32 would send.
  */
-export function reChecksummed(invoice: string, hrp: string): string {
+function reChecksummed(invoice: string, hrp: string): string {
   const sep = invoice.lastIndexOf("1");
   const data = [...invoice.slice(sep + 1, -6)].map((c) => BECH32.indexOf(c));
   const expanded = [...[...hrp].map((c) => c.charCodeAt(0) >> 5), 0, ...[...hrp].map((c) => c.charCodeAt(0) & 31)];

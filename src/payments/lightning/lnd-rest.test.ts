@@ -49,6 +49,8 @@ test("getinfo; a plain invoice paid from one node to another, preimage checked, 
   await using net = pair();
   const info = await net.a.getInfo();
   expect([info.pubkey, info.network, info.syncedToChain]).toEqual([net.alice.pubkey, "regtest", true]);
+  expect((await net.a.assertNetwork()).pubkey).toBe(net.alice.pubkey);
+  expect((await rejected(net.client(net.alice, "signet").assertNetwork())).name).toBe("ConfigError");
 
   const issued = await net.b.addInvoice(SATS_5000, "job 1", 600);
   expect(issued.invoice).toStartWith("lnbcrt50u1");

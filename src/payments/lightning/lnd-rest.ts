@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { z } from "zod";
-import { InvalidInputError } from "../../util/errors.ts";
+import { ConfigError, InvalidInputError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { type Msat, msat } from "../amount.ts";
 import { openRemote, parseJson, readCapped, requestText } from "../chain/http.ts";
@@ -113,6 +113,17 @@ export class LndRest {
       network: info.chains[0]?.network,
       version: info.version,
     };
+  }
+
+  /** Refuses a node on another chain than the one configured (before any invoice is made or paid). */
+  async assertNetwork(signal?: AbortSignal): Promise<NodeInfo> {
+    const info = await this.getInfo(signal);
+    if (info.network !== this.network) {
+      throw new ConfigError(`the LND node runs on ${info.network ?? "an unknown network"}, not ${this.network}`, {
+        hint: "point the Lightning settings at a node on the configured network, or change the network",
+      });
+    }
+    return info;
   }
 
   /** A plain invoice (LND keeps the preimage and settles on payment): POST /v1/invoices. */
