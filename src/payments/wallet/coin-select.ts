@@ -23,8 +23,8 @@ export const DUST_RELAY_FEE_RATE: SatPerKvb = 3000n;
 /** A P2WPKH output script: OP_0 PUSH20 <hash>, 22 bytes. */
 export const P2WPKH_SCRIPT_BYTES = 22;
 
-/** The wallet holds too little (confirmed) to pay this. */
-export class InsufficientFundsError extends InfernetError {}
+/** The wallet holds too few (confirmed) coins to pay this (ledger.ts has InsufficientFundsError for book balances). */
+export class InsufficientCoinsError extends InfernetError {}
 
 function varIntBytes(n: number): number {
   return n < 0xfd ? 1 : n <= 0xffff ? 3 : 5;
@@ -117,7 +117,7 @@ export function selectCoins<C extends { value: bigint }>(
     if (total >= target + aloneFee) return { chosen, fee: total - target, change: 0n, vsize: alone };
   }
   const need = target + feeFor(estimateVsize(Math.max(1, sorted.length), outputScriptLengths), rate);
-  throw new InsufficientFundsError(`the wallet holds ${total} spendable sats; this needs about ${need}`, {
+  throw new InsufficientCoinsError(`the wallet holds ${total} spendable sats; this needs about ${need}`, {
     hint: "fund the wallet (infernet wallet address) or send less",
   });
 }

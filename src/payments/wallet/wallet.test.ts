@@ -106,7 +106,7 @@ test("refusals: dust, insufficient funds, another network's address, zero, negat
   const dust = await failure(wallet.buildSend(to, 293n, 1_000n));
   expect([dust.name, dust.message]).toEqual(["InvalidInputError", expect.stringContaining("dust")]);
   const poor = await failure(wallet.buildSend(to, 12_000n, 1_000n)); // the 5,000 is unconfirmed
-  expect(poor.name).toBe("InsufficientFundsError");
+  expect(poor.name).toBe("InsufficientCoinsError");
   expect(poor.hint).toContain("fund");
   const mainnet = await failure(wallet.buildSend("bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu", 1_000n, 1_000n));
   expect([mainnet.name, mainnet.message]).toEqual([
