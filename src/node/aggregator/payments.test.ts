@@ -131,6 +131,8 @@ describe("escrow on the aggregator", () => {
           if (paid.aborted) throw new Error("the cheater never got a copy verified");
           await Bun.sleep(5);
         }
+        // While the job runs, what it released stays held (a conviction could claw it back).
+        expect(books.payable().get("cheat")).toBeUndefined();
         s.net.lie("cheat", { rate: 1, seed: "cheat" });
         return { jobId, event: await finish(agg, jobId) };
       });
@@ -163,6 +165,10 @@ describe("escrow on the aggregator", () => {
       while (books.escrow.escrowed(jobId) > 0n && !refunded.aborted) await Bun.sleep(20);
       expect(books.escrow.escrowed(jobId)).toBe(msat(0));
       expect(books.escrow.credit(CLIENT)).toBe(msat(deposit - total * copyMsat - fees));
+      // The job ended: every honest provider's earnings may be paid out now.
+      const payable = books.payable();
+      for (const p of ["p1", "p2", "p3"]) expect(payable.get(p)).toBe(msat((copies.get(p) ?? 0) * copyMsat));
+      expect(payable.has("cheat")).toBe(false);
       // The report says what the ledger paid.
       const cost = agg.report(jobId, CLIENT).cost;
       expect(cost?.providersMsat).toBe(total * copyMsat);

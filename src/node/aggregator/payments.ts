@@ -92,6 +92,29 @@ export class AggregatorPayments {
   }
 
   /**
+   * What each provider may be paid out now: its earnings, less what it was released for copies of
+   * jobs still running (a conviction before they end claws those back into their escrow).
+   */
+  payable(): Map<string, Msat> {
+    const rows = this.db.db
+      .query<{ provider: string; balance: bigint; held: bigint | null }, []>(
+        `SELECT a.owner AS provider, a.balance_msat AS balance,
+           (SELECT sum(e.delta_msat) FROM ledger_entries e JOIN ledger_txns t ON t.id = e.txn_id JOIN jobs j ON j.id = t.job_id
+            WHERE e.account = a.id AND t.reason = 'release' AND j.state NOT IN ('verified', 'failed')
+              AND NOT EXISTS (SELECT 1 FROM ledger_txns c WHERE c.idem = 'clawback:' || t.assignment_id)) AS held
+         FROM ledger_accounts a WHERE a.kind = 'earnings' AND a.balance_msat > 0`,
+      )
+      .safeIntegers(true)
+      .all();
+    const out = new Map<string, Msat>();
+    for (const r of rows) {
+      const free = r.balance - (r.held ?? 0n);
+      if (free > 0n) out.set(r.provider, msat(free));
+    }
+    return out;
+  }
+
+  /**
    * The books (ledger.ts's invariants; an escrow never below zero means no job pays out more than
    * it locked) and what the aggregator promised on top: every copy paid is verified, or was failed
    * afterwards and clawed back.
