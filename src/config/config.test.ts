@@ -114,4 +114,72 @@ describe("config", () => {
     expect(errorOf(() => updateConfigFile(dir.path, { serve: [] })).message).toMatch(/not valid JSON/);
     expect(readFileSync(file, "utf8")).toBe("{ not json");
   });
+
+  test("payments: regtest over Esplora by default, Lightning off; each key from env or file", () => {
+    using dir = tempDir();
+    const env = { INFERNET_HOME: dir.path };
+    expect(loadConfig({ env })).toMatchObject({
+      chainNetwork: "regtest",
+      chainBackend: "esplora",
+      chainUrl: "",
+      bitcoindRpcUser: "",
+      bitcoindRpcPassword: "",
+      bitcoindCookieFile: "",
+      walletFeeRate: 0,
+      lndUrl: "",
+      lndMacaroonPath: "",
+      lndTlsCertPath: "",
+    });
+    writeFileSync(
+      join(dir.path, "config.json"),
+      JSON.stringify({ chainNetwork: "signet", chainBackend: "bitcoind", bitcoindCookieFile: "/data/signet/.cookie" }),
+    );
+    const c = loadConfig({
+      env: {
+        ...env,
+        INFERNET_CHAIN_NETWORK: "testnet",
+        INFERNET_CHAIN_URL: "http://127.0.0.1:18332",
+        INFERNET_BITCOIND_RPC_USER: "alice",
+        INFERNET_BITCOIND_RPC_PASSWORD: "s3cret",
+        INFERNET_WALLET_FEE_RATE: "2.5",
+        INFERNET_LND_URL: "https://127.0.0.1:8080",
+        INFERNET_LND_MACAROON: "lnd/admin.macaroon",
+        INFERNET_LND_TLS_CERT: "/lnd/tls.cert",
+      },
+    });
+    expect(c).toMatchObject({
+      chainNetwork: "testnet",
+      chainBackend: "bitcoind",
+      chainUrl: "http://127.0.0.1:18332",
+      bitcoindRpcUser: "alice",
+      bitcoindRpcPassword: "s3cret",
+      bitcoindCookieFile: "/data/signet/.cookie",
+      walletFeeRate: 2.5,
+      lndUrl: "https://127.0.0.1:8080",
+      lndTlsCertPath: "/lnd/tls.cert",
+    });
+    // Relative paths are made absolute once, as modelsDir is.
+    expect(c.lndMacaroonPath).toBe(join(process.cwd(), "lnd/admin.macaroon"));
+  });
+
+  test("payments: a bad network, backend, URL or fee rate is refused with the reason", () => {
+    using dir = tempDir();
+    const env = { INFERNET_HOME: dir.path };
+    const bad = (extra: Record<string, string>) => errorOf(() => loadConfig({ env: { ...env, ...extra } }));
+    const network = bad({ INFERNET_CHAIN_NETWORK: "bitcoin" });
+    expect(network.name).toBe("ConfigError");
+    expect(network.message).toBe(
+      'invalid value "bitcoin" for environment variable INFERNET_CHAIN_NETWORK: not a Bitcoin network: use one of regtest, signet, testnet, mainnet',
+    );
+    expect(bad({ INFERNET_CHAIN_BACKEND: "electrum" }).message).toMatch(/not a chain backend: use esplora or bitcoind/);
+    expect(bad({ INFERNET_CHAIN_URL: "ftp://x" }).message).toMatch(
+      /INFERNET_CHAIN_URL: an http:\/\/ or https:\/\/ URL/,
+    );
+    expect(bad({ INFERNET_LND_URL: "localhost:8080" }).name).toBe("ConfigError");
+    for (const rate of ["0.5", "-1", "1001", "fast"]) {
+      expect(bad({ INFERNET_WALLET_FEE_RATE: rate }).message).toMatch(/INFERNET_WALLET_FEE_RATE: .*0, or 1 to 1000/);
+    }
+    writeFileSync(join(dir.path, "config.json"), JSON.stringify({ chainNetwork: "Mainnet" }));
+    expect(errorOf(() => loadConfig({ env })).message).toMatch(/at "chainNetwork": not a Bitcoin network/);
+  });
 });

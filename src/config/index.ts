@@ -7,8 +7,8 @@ import { resolveHome } from "./env.ts";
 import { type Config, FILE_SCHEMA, SETTINGS, type SettingKey } from "./schema.ts";
 
 export { environment, resolveHome } from "./env.ts";
-export type { Config, GpuChoice, LogLevel } from "./schema.ts";
-export { SETTINGS } from "./schema.ts";
+export type { ChainBackendName, ChainNetworkName, Config, GpuChoice, LogLevel } from "./schema.ts";
+export { CHAIN_BACKEND_NAMES, CHAIN_NETWORK_NAMES, SETTINGS } from "./schema.ts";
 
 /** The settings file's name inside INFERNET_HOME. */
 const CONFIG_FILE = "config.json";
@@ -66,9 +66,24 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     mdns: SETTINGS.mdns.schema.parse(merged.mdns),
     price: SETTINGS.price.schema.parse(merged.price),
     serve: SETTINGS.serve.schema.parse(merged.serve),
+    chainNetwork: SETTINGS.chainNetwork.schema.parse(merged.chainNetwork),
+    chainBackend: SETTINGS.chainBackend.schema.parse(merged.chainBackend),
+    chainUrl: SETTINGS.chainUrl.schema.parse(merged.chainUrl),
+    bitcoindRpcUser: SETTINGS.bitcoindRpcUser.schema.parse(merged.bitcoindRpcUser),
+    bitcoindRpcPassword: SETTINGS.bitcoindRpcPassword.schema.parse(merged.bitcoindRpcPassword),
+    bitcoindCookieFile: absoluteOrEmpty(SETTINGS.bitcoindCookieFile.schema.parse(merged.bitcoindCookieFile)),
+    walletFeeRate: SETTINGS.walletFeeRate.schema.parse(merged.walletFeeRate),
+    lndUrl: SETTINGS.lndUrl.schema.parse(merged.lndUrl),
+    lndMacaroonPath: absoluteOrEmpty(SETTINGS.lndMacaroonPath.schema.parse(merged.lndMacaroonPath)),
+    lndTlsCertPath: absoluteOrEmpty(SETTINGS.lndTlsCertPath.schema.parse(merged.lndTlsCertPath)),
   };
   config.modelsDir = config.modelsDir ? resolve(config.modelsDir) : join(home, "models");
   return config;
+}
+
+/** A configured file path made absolute (relative to the working directory, as modelsDir is); empty stays empty. */
+function absoluteOrEmpty(path: string): string {
+  return path ? resolve(path) : "";
 }
 
 /** The settings file inside a home. */

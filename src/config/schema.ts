@@ -16,6 +16,19 @@ export const DEFAULT_LISTEN = ["/ip4/0.0.0.0/udp/7707/quic-v1", "/ip4/0.0.0.0/tc
 /** Most models a node is configured to serve (a capability record holds 64). */
 export const MAX_SERVED_MODELS = 64;
 
+/**
+ * Bitcoin networks and chain backends, by the names payments/chain uses (CHAIN_NETWORKS,
+ * CHAIN_BACKENDS). Spelled out here so loading the config never loads bitcoinjs; payments/setup.ts
+ * passes these values where the chain's own types are required, so tsc fails if the lists drift.
+ */
+export const CHAIN_NETWORK_NAMES = ["regtest", "signet", "testnet", "mainnet"] as const;
+export type ChainNetworkName = (typeof CHAIN_NETWORK_NAMES)[number];
+export const CHAIN_BACKEND_NAMES = ["esplora", "bitcoind"] as const;
+export type ChainBackendName = (typeof CHAIN_BACKEND_NAMES)[number];
+
+/** Highest fee rate a setting may ask for, sat/vB (payments/chain's sanity cap). */
+export const MAX_WALLET_FEE_RATE = 1000;
+
 /** A list given as an array (config file, flags) or a comma-separated string (environment). */
 const commaList = (v: unknown) =>
   typeof v === "string"
@@ -42,6 +55,16 @@ const modelNameList = z.preprocess(
     )
     .max(MAX_SERVED_MODELS),
 );
+
+/** An http(s) URL, or empty for "the default" / "off" (as the setting says). */
+const optionalUrl = z
+  .string()
+  .trim()
+  .max(2048)
+  .regex(/^(https?:\/\/\S+)?$/, "an http:// or https:// URL (or empty)");
+
+/** A file path, or empty for none. */
+const optionalPath = z.string().trim().max(4096);
 
 const booleanish = z.preprocess(
   (v) => (typeof v === "string" ? ["1", "true", "yes", "on"].includes(v.trim().toLowerCase()) : v),
@@ -143,6 +166,67 @@ export const SETTINGS = {
       "Catalog models `infernet start --provider` serves when no --models is given, comma-separated; the dashboard's `m` adds and removes them.",
     schema: modelNameList.default([]),
   }),
+  chainNetwork: setting({
+    env: "INFERNET_CHAIN_NETWORK",
+    description:
+      "Bitcoin network payments use: regtest (development, the default), signet, testnet or mainnet (real money).",
+    schema: z
+      .enum(CHAIN_NETWORK_NAMES, { error: `not a Bitcoin network: use one of ${CHAIN_NETWORK_NAMES.join(", ")}` })
+      .default("regtest"),
+  }),
+  chainBackend: setting({
+    env: "INFERNET_CHAIN_BACKEND",
+    description:
+      "How the wallet reads and writes the chain: esplora (an Esplora REST server) or bitcoind (its JSON-RPC).",
+    schema: z
+      .enum(CHAIN_BACKEND_NAMES, { error: `not a chain backend: use ${CHAIN_BACKEND_NAMES.join(" or ")}` })
+      .default("esplora"),
+  }),
+  chainUrl: setting({
+    env: "INFERNET_CHAIN_URL",
+    description:
+      "Esplora base URL or bitcoind RPC URL; empty means the network's default (public Esplora, or bitcoind on localhost).",
+    schema: optionalUrl.default(""),
+  }),
+  bitcoindRpcUser: setting({
+    env: "INFERNET_BITCOIND_RPC_USER",
+    description: "bitcoind RPC user (with the password); empty means use the cookie file.",
+    schema: z.string().max(1024).default(""),
+  }),
+  bitcoindRpcPassword: setting({
+    env: "INFERNET_BITCOIND_RPC_PASSWORD",
+    description: "bitcoind RPC password (with the user). A secret: prefer the cookie file.",
+    schema: z.string().max(1024).default(""),
+  }),
+  bitcoindCookieFile: setting({
+    env: "INFERNET_BITCOIND_COOKIE",
+    description:
+      "Path of bitcoind's .cookie file (in its data directory: regtest/.cookie on regtest), used when no RPC user is set.",
+    schema: optionalPath.default(""),
+  }),
+  walletFeeRate: setting({
+    env: "INFERNET_WALLET_FEE_RATE",
+    description: `On-chain fee rate in sat/vB (1 to ${MAX_WALLET_FEE_RATE}); 0 means ask the chain's estimate (regtest has none: set it there).`,
+    schema: z.coerce
+      .number({ error: `a number of sat/vB: 0, or 1 to ${MAX_WALLET_FEE_RATE}` })
+      .refine((v) => v === 0 || (v >= 1 && v <= MAX_WALLET_FEE_RATE), `0, or 1 to ${MAX_WALLET_FEE_RATE} sat/vB`)
+      .default(0),
+  }),
+  lndUrl: setting({
+    env: "INFERNET_LND_URL",
+    description: "LND REST URL (https://host:8080) for Lightning payments; empty means Lightning is off.",
+    schema: optionalUrl.default(""),
+  }),
+  lndMacaroonPath: setting({
+    env: "INFERNET_LND_MACAROON",
+    description: "Path of the LND macaroon to use (admin.macaroon, or one with invoice and offchain permissions).",
+    schema: optionalPath.default(""),
+  }),
+  lndTlsCertPath: setting({
+    env: "INFERNET_LND_TLS_CERT",
+    description: "Path of LND's tls.cert, trusted for the LND connection only; empty means the system's CAs.",
+    schema: optionalPath.default(""),
+  }),
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -165,6 +249,16 @@ export const FILE_SCHEMA = z
     mdns: SETTINGS.mdns.schema.optional(),
     price: SETTINGS.price.schema.optional(),
     serve: SETTINGS.serve.schema.optional(),
+    chainNetwork: SETTINGS.chainNetwork.schema.optional(),
+    chainBackend: SETTINGS.chainBackend.schema.optional(),
+    chainUrl: SETTINGS.chainUrl.schema.optional(),
+    bitcoindRpcUser: SETTINGS.bitcoindRpcUser.schema.optional(),
+    bitcoindRpcPassword: SETTINGS.bitcoindRpcPassword.schema.optional(),
+    bitcoindCookieFile: SETTINGS.bitcoindCookieFile.schema.optional(),
+    walletFeeRate: SETTINGS.walletFeeRate.schema.optional(),
+    lndUrl: SETTINGS.lndUrl.schema.optional(),
+    lndMacaroonPath: SETTINGS.lndMacaroonPath.schema.optional(),
+    lndTlsCertPath: SETTINGS.lndTlsCertPath.schema.optional(),
   })
   .strict();
 
@@ -185,4 +279,20 @@ export interface Config {
   mdns: boolean;
   price: number;
   serve: string[];
+  chainNetwork: ChainNetworkName;
+  chainBackend: ChainBackendName;
+  /** Empty: the network's default URL for the backend. */
+  chainUrl: string;
+  bitcoindRpcUser: string;
+  bitcoindRpcPassword: string;
+  /** Absolute, or empty. */
+  bitcoindCookieFile: string;
+  /** sat/vB; 0 means the chain's estimate. */
+  walletFeeRate: number;
+  /** Empty: Lightning is off. */
+  lndUrl: string;
+  /** Absolute, or empty. */
+  lndMacaroonPath: string;
+  /** Absolute, or empty. */
+  lndTlsCertPath: string;
 }
