@@ -4,10 +4,13 @@ import { multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
 import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
+import type { Chain } from "../payments/chain/index.ts";
+import type { ChannelNetwork } from "../payments/channel/script.ts";
 import { modelPrice, type PriceFlags } from "../payments/pricing.ts";
+import type { WalletKey } from "../payments/wallet/index.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
 import type { Store } from "../store/db.ts";
-import { errorMessage, UsageError } from "../util/errors.ts";
+import { ConfigError, errorMessage, UsageError } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import { VERSION } from "../version.ts";
 import { Aggregator } from "./aggregator/aggregator.ts";
@@ -16,8 +19,10 @@ import { nodeNetwork } from "./aggregator/network.ts";
 import { RateMeter } from "./control/dash-rate.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
+import { bookPayment, ChainTip, nodeBooks, publish, WalletChannelKeys } from "./payments.ts";
 import { type CapabilityDescription, type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
+import { type ChannelService, channelProtocol } from "./protocols/channel/index.ts";
 import { type InferLoad, type InferService, inferProtocol } from "./protocols/infer/index.ts";
 import { type JobService, jobProtocol } from "./protocols/job/index.ts";
 import { type RunShardOptions, type ShardEvent, type ShardService, shardProtocol } from "./protocols/shard/index.ts";
@@ -65,8 +70,10 @@ export interface StartNodeOptions {
   ephemeral?: boolean;
   /** Engines to serve with (default: configured from `config`). */
   engines?: Record<RuntimeName, Engine>;
-  /** Run an aggregator on this node (it may serve models too), taking this fee. */
-  aggregator?: { feePercent: number };
+  /** Run an aggregator on this node (it may serve models too), taking this fee; `escrow`: take payment. */
+  aggregator?: { feePercent: number; escrow?: boolean };
+  /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
+  payments?: { walletKey?: WalletKey; chain?: Chain; network?: ChannelNetwork };
   signal?: AbortSignal;
 }
 
@@ -96,7 +103,13 @@ export interface PeerRow {
 }
 
 type InfernetHost = Host & {
-  services: { infer: InferService; shard: ShardService; job: JobService; capability: CapabilityService };
+  services: {
+    infer: InferService;
+    shard: ShardService;
+    job: JobService;
+    capability: CapabilityService;
+    channel: ChannelService;
+  };
 };
 
 export class InfernetNode implements AsyncDisposable {
@@ -188,6 +201,9 @@ export class InfernetNode implements AsyncDisposable {
     const served = serving.served;
     const engines = mayServe ? { engines: serving.live } : {};
     const privateKey = await loadOrCreateIdentity(config.home);
+    const { walletKey, chain, network } = options.payments ?? {};
+    const tip = new ChainTip(chain);
+    const books = nodeBooks(store);
     host = (await createHost({
       privateKey,
       listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
@@ -202,8 +218,24 @@ export class InfernetNode implements AsyncDisposable {
         // Clients submit batch jobs to an aggregator over this one.
         job: jobProtocol(aggregator ? { aggregator: () => node?.aggregator } : {}),
         capability: capabilityService(mayServe || aggregator ? { describe } : {}),
+        // Payment channels: this node pays (a client, an aggregator's payouts) and is paid over them.
+        channel: channelProtocol({
+          store,
+          ...(walletKey ? { keys: new WalletChannelKeys(walletKey, store) } : {}),
+          ...(network ? { network } : {}),
+          height: () => tip.current(),
+          payee: !options.ephemeral,
+          onPayment: (payment) => bookPayment(books.escrow, payment),
+          // A channel counts only once its funding is on the chain (this node broadcasts it; known is fine).
+          checkFunding: async (tx) => {
+            if (!chain) throw new ConfigError("this node has no chain to check a channel's funding on");
+            await publish(chain, tx);
+          },
+        }),
       },
     })) as InfernetHost;
+    tip.start();
+    host.addEventListener("stop", () => tip.stop());
     node = new InfernetNode(
       config,
       host,
@@ -222,6 +254,7 @@ export class InfernetNode implements AsyncDisposable {
         home: config.home,
         feePercent: aggregator.feePercent,
         privateKey,
+        ...(aggregator.escrow ? { escrow: true } : {}),
       });
       node.aggregator.start();
     }

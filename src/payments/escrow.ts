@@ -47,6 +47,16 @@ export class Escrow {
     }).duplicate;
   }
 
+  /** A payment for this node's own work (a payout from an aggregator, a direct job's tokens). */
+  income(payer: string, amount: Msat, rail: string, reference: string): boolean {
+    return !this.ledger.post({
+      idem: `income:${rail}:${reference}`,
+      reason: "income",
+      reference,
+      moves: [{ from: account("outside", rail), to: account("income", payer), amount }],
+    }).duplicate;
+  }
+
   credit(client: string): Msat {
     return this.ledger.balance(account("client", client));
   }

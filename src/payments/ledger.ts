@@ -31,11 +31,13 @@ export const ACCOUNT_KINDS = [
   "fees",
   /** Bonds and earnings forfeited by convicted providers. */
   "forfeits",
+  /** What this node was paid by a peer for its own work (an aggregator's payouts, a client's direct jobs). */
+  "income",
 ] as const;
 export type AccountKind = (typeof ACCOUNT_KINDS)[number];
 
 /** Why money moved. */
-export type Reason = "deposit" | "lock" | "release" | "refund" | "bond" | "forfeit" | "payout" | "withdraw";
+export type Reason = "deposit" | "lock" | "release" | "refund" | "bond" | "forfeit" | "payout" | "withdraw" | "income";
 
 /** Most moves in one transaction (a shard's release pays its copies and the fee). */
 export const MAX_MOVES_PER_TXN = 64;

@@ -1,0 +1,132 @@
+import { Transaction } from "bitcoinjs-lib";
+import type { Chain } from "../payments/chain/index.ts";
+import type { ChannelKeys, Signer } from "../payments/channel/keys.ts";
+import { Escrow } from "../payments/escrow.ts";
+import { Ledger } from "../payments/ledger.ts";
+import type { WalletKey } from "../payments/wallet/index.ts";
+import type { Store } from "../store/db.ts";
+import { errorMessage } from "../util/errors.ts";
+import { logger } from "../util/logger.ts";
+import type { ReceivedPayment } from "./protocols/channel/index.ts";
+
+/**
+ * A node's side of payments that is not an aggregator's: channel keys from its wallet, the chain's
+ * height for the channels' timelocks, and the books for what arrives over its channels. A payment
+ * says what it is for in its memo: `deposit` (a client's credit at this aggregator), `bond` (a
+ * provider's security deposit here), anything else income for this node's own work. Each is posted
+ * once, keyed by its channel state, in the transaction that stores that state.
+ */
+const log = logger("payments");
+
+/** A payment's memo for a client's credit at an aggregator. */
+export const DEPOSIT_MEMO = "deposit";
+/** A payment's memo for a provider's bond at an aggregator. */
+export const BOND_MEMO = "bond";
+/** A payment's memo for an aggregator's payout of a provider's earnings. */
+export const EARNINGS_MEMO = "earnings";
+/** How often the chain's tip is read (the channels' refund heights are judged against it). */
+export const TIP_POLL_MS = 30_000;
+/** Channel keys past the last one known to be used that `key()` still looks at (one opened and not stored). */
+export const KEY_LOOKAHEAD = 16;
+
+/** Posts what arrived over a channel: called by the payee inside the transaction that stores the state. */
+export function bookPayment(escrow: Escrow, p: ReceivedPayment): void {
+  const reference = `${p.channelId}:${p.sequence}`;
+  if (p.memo === DEPOSIT_MEMO) escrow.deposit(p.peer, p.amountMsat, "channel", reference);
+  else if (p.memo === BOND_MEMO) escrow.postBond(p.peer, p.amountMsat, "channel", reference);
+  else escrow.income(p.peer, p.amountMsat, "channel", reference);
+}
+
+/**
+ * Channel keys from the wallet's channel branch: a new channel takes the next index (one past the
+ * channels stored and the keys handed out since start), and a stored channel's key is found again by
+ * deriving up to KEY_LOOKAHEAD past that.
+ */
+export class WalletChannelKeys implements ChannelKeys {
+  private issued = 0;
+  private readonly known = new Map<string, Signer>();
+
+  constructor(
+    private readonly wallet: WalletKey,
+    private readonly store: Store,
+  ) {}
+
+  newKey(): Signer {
+    const signer = this.wallet.channelKey(this.used() + this.issued++);
+    this.known.set(Buffer.from(signer.publicKey).toString("hex"), signer);
+    return signer;
+  }
+
+  key(publicKey: Uint8Array): Signer | undefined {
+    const hex = Buffer.from(publicKey).toString("hex");
+    const cached = this.known.get(hex);
+    if (cached) return cached;
+    const upTo = this.used() + this.issued + KEY_LOOKAHEAD;
+    for (let i = 0; i < upTo; i++) {
+      const signer = this.wallet.channelKey(i);
+      const h = Buffer.from(signer.publicKey).toString("hex");
+      this.known.set(h, signer);
+      if (h === hex) return signer;
+    }
+    return undefined;
+  }
+
+  private used(): number {
+    return this.store.db.query<{ n: number }, []>("SELECT count(*) AS n FROM channels").get()?.n ?? 0;
+  }
+}
+
+/** The chain's height as last read (0 until the first answer), refreshed every TIP_POLL_MS. */
+export class ChainTip {
+  private height = 0;
+  private timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(private readonly chain: Chain | undefined) {}
+
+  start(): void {
+    if (!this.chain || this.timer) return;
+    void this.read();
+    this.timer = setInterval(() => void this.read(), TIP_POLL_MS);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  current(): number {
+    return this.height;
+  }
+
+  async read(signal?: AbortSignal): Promise<number> {
+    if (!this.chain) return this.height;
+    try {
+      this.height = await this.chain.tipHeight(signal);
+    } catch (err) {
+      log.warn("chain tip not read", { err: errorMessage(err) });
+    }
+    return this.height;
+  }
+}
+
+/**
+ * Puts a funding transaction on the chain, or finds it there already (the payer may have broadcast
+ * it first): throws when the chain neither takes nor knows it.
+ */
+export async function publish(chain: Chain, tx: Uint8Array, signal?: AbortSignal): Promise<string> {
+  const hex = Buffer.from(tx).toString("hex");
+  const txid = Transaction.fromBuffer(Buffer.from(tx)).getId();
+  try {
+    return await chain.broadcast(hex, signal);
+  } catch (err) {
+    if (await chain.transaction(txid, signal).catch(() => undefined)) return txid;
+    throw err;
+  }
+}
+
+/** The books of a node: its ledger and the escrow rules over it. */
+export function nodeBooks(store: Store): { ledger: Ledger; escrow: Escrow } {
+  const ledger = new Ledger(store);
+  return { ledger, escrow: new Escrow(ledger) };
+}
