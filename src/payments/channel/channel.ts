@@ -335,7 +335,10 @@ export interface OpenPolicy {
 }
 
 /** The payee's check of proposed terms (before it hands out its key's signature on anything). */
-export function checkTerms(terms: Omit<ChannelParams, "id" | "fundingTxid" | "fundingVout">, policy: OpenPolicy): void {
+export function checkTerms(
+  terms: Omit<ChannelParams, "id" | "fundingTxid" | "fundingVout" | "payeeKey">,
+  policy: OpenPolicy,
+): void {
   const refuse = (why: string) => new ChannelRefusedError(`channel refused: ${why}`);
   if (terms.network !== policy.network) throw refuse(`this node is on ${policy.network}, not ${terms.network}`);
   try {

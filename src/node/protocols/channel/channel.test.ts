@@ -155,31 +155,40 @@ describe("channel protocol", () => {
 
   test("restarts: both sides resume from SQLite, the payer from the payee's acknowledged state", async () => {
     const payeeKey = await generateKeyPair("Ed25519");
-    const payeePath = dbPath();
-    const payeeKeys = new KeyRing();
     const payerKey = await generateKeyPair("Ed25519");
-    const payerPath = dbPath();
-    const payerKeys = new KeyRing();
+    const [payeePath, payerPath] = [dbPath(), dbPath()];
+    const [payeeKeys, payerKeys] = [new KeyRing(), new KeyRing()];
+    // The first payee never answers an update with memo "hang".
+    const hang = {
+      expected: ({ memo }: { memo: string }) => (memo === "hang" ? new Promise<never>(() => {}) : undefined),
+    };
+    let payee = await node({ key: payeeKey, path: payeePath, keys: payeeKeys, init: hang });
     let payer = await node({ key: payerKey, path: payerPath, keys: payerKeys });
-    let payee = await node({ key: payeeKey, path: payeePath, keys: payeeKeys });
     await connect(payer.host, payee.host);
     const { params } = await payer.channels.openChannel(payee.host.peerId, fundingFrom());
     await payer.channels.pay(params.id, msat(2_000n), "before");
-    // The payee goes away mid-session: the payment fails and the channel is marked unsure.
-    await payee.host.stop();
-    payee.store.close();
-    const lost = await failure(payer.channels.pay(params.id, msat(1_000n), "while down", { deadlineMs: 500 }));
-    expect(["RemoteChannelError", "ChannelTimeoutError"]).toContain(lost.name);
-    // Both come back with their identities and files (the payer as a fresh process: nothing in memory).
-    await payer.host.stop();
-    payer.store.close();
+    const lost = await failure(payer.channels.pay(params.id, msat(1_000n), "hang", { deadlineMs: 300 }));
+    expect(lost.name).toBe("ChannelTimeoutError");
+    // Both stop; they come back with their identities and files (nothing in memory).
+    for (const n of [payer, payee]) {
+      await n.host.stop();
+      n.store.close();
+    }
     payee = await node({ key: payeeKey, path: payeePath, keys: payeeKeys });
     payer = await node({ key: payerKey, path: payerPath, keys: payerKeys });
-    expect(stored(payer, params.id)?.pending?.sequence).toBe(2);
+    expect(stored(payer, params.id)?.pending).toMatchObject({ sequence: 2, paidMsat: msat(3_000n) });
+    expect(stored(payee, params.id)?.state).toMatchObject({ sequence: 1, paidMsat: msat(2_000n) });
     await connect(payer.host, payee.host);
+    // The payer first learns the payee never counted update 2, then pays from state 1.
     const next = await payer.channels.pay(params.id, msat(3_000n), "after");
     expect(next).toMatchObject({ sequence: 2, paidMsat: msat(5_000n) });
     expect(stored(payee, params.id)?.state).toMatchObject({ sequence: 2, paidMsat: msat(5_000n) });
+    expect(stored(payer, params.id)?.pending).toBeUndefined();
+    // A payee that is gone: the payment fails at once, nothing is signed.
+    await payee.host.stop();
+    const gone = await failure(payer.channels.pay(params.id, msat(1_000n), "gone", { deadlineMs: 500 }));
+    expect(["RemoteChannelError", "ChannelTimeoutError"]).toContain(gone.name);
+    expect(stored(payer, params.id)?.pending).toBeUndefined();
   });
 
   test("a cooperative close: the payee signs the latest state, then the channel takes no payment", async () => {

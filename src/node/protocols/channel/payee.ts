@@ -19,10 +19,13 @@ import type { ChannelStore } from "../../../payments/channel/store.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { logger } from "../../../util/logger.ts";
 import {
+  abortable,
+  encode,
   errorFrame,
   type FrameStream,
   ProtocolError,
   readMessage,
+  timeoutSignal,
   WIRE_VERSION,
   wireStream,
   writeMessage,
@@ -38,6 +41,7 @@ import {
   PayMessageSchema,
   wireMsat,
 } from "./messages.ts";
+import { Outbox } from "./outbox.ts";
 
 /**
  * The payee side of /infernet/channel/1.0.0. Every update is checked by `PayeeChannel.check`, written
@@ -53,6 +57,8 @@ export const FIRST_FRAME_TIMEOUT_MS = 10_000;
 export const OPEN_TIMEOUT_MS = 60_000;
 /** A pay stream with no update for this long is closed (the payer opens a new one). */
 export const PAY_IDLE_TIMEOUT_MS = 60_000;
+/** Longest the `expected` hook may take for one update (the channel's next updates wait for it). */
+export const EXPECTED_TIMEOUT_MS = 5_000;
 /** Longest wait to flush a final frame before the stream is reset. */
 export const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -184,24 +190,29 @@ export class ChannelPayee {
     await writeMessage(lp, { v: WIRE_VERSION, type: "opened", channelId: params.id }, { signal: job.signal });
   }
 
-  /** Updates until the payer closes its side: each checked, stored, then acknowledged, in order. */
+  /**
+   * Updates until the payer closes its side: each checked, stored, then acknowledged, in order. Acks
+   * go out through an `Outbox`, so the next update is checked while the last ack is being written.
+   */
   private async paySession(first: PayMessage, peer: string, lp: FrameStream, job: InboundJob): Promise<void> {
+    const outbox = new Outbox(lp, () => job.clientLeft());
     let message = first;
-    for (;;) {
-      job.startBudget(PAY_IDLE_TIMEOUT_MS);
-      const sequence = await this.pay(message, peer);
-      await writeMessage(
-        lp,
-        { v: WIRE_VERSION, type: "ack", channelId: message.channelId, sequence },
-        { signal: job.signal },
-      );
-      try {
-        message = await readMessage(lp, PayMessageSchema, { signal: job.signal });
-      } catch (err) {
-        // The payer closed its side after its last update: the session is over.
-        if (err instanceof ProtocolError && err.code === "ended") return;
-        throw err;
+    try {
+      for (;;) {
+        job.startBudget(PAY_IDLE_TIMEOUT_MS);
+        const sequence = await this.pay(message, peer);
+        outbox.push(encode({ v: WIRE_VERSION, type: "ack", channelId: message.channelId, sequence }));
+        try {
+          message = await readMessage(lp, PayMessageSchema, { signal: job.signal });
+        } catch (err) {
+          // The payer closed its side after its last update: the session is over.
+          if (err instanceof ProtocolError && err.code === "ended") return;
+          throw err;
+        }
       }
+    } finally {
+      // Acks already due leave before anything else (an error frame, the close).
+      await outbox.drained();
     }
   }
 
@@ -217,7 +228,7 @@ export class ChannelPayee {
         signature: message.signature,
         memo: message.memo,
       };
-      const expectedMsat = await this.settings.expected?.({ channelId: update.channelId, peer, memo: update.memo });
+      const expectedMsat = await this.expected({ channelId: update.channelId, peer, memo: update.memo });
       const { channel } = entry;
       const { state, increase } = channel.check(update, {
         height: this.settings.height(),
@@ -226,16 +237,34 @@ export class ChannelPayee {
       // Written before it is applied and acknowledged: an acknowledged payment is never lost.
       this.settings.store.saveState(channel.id, channel.state.sequence, state);
       channel.apply(state);
-      this.settings.onPayment?.({
+      const payment = {
         channelId: channel.id,
         peer,
         sequence: state.sequence,
         amountMsat: increase,
         paidMsat: state.paidMsat,
-        memo: update.memo,
-      });
+      };
+      try {
+        this.settings.onPayment?.({ ...payment, memo: update.memo });
+      } catch (err) {
+        // The payment is stored and counts: a failing listener must not turn it into a refusal.
+        log.warn("a payment listener failed", { channel: channel.id, sequence: state.sequence, error: err });
+      }
       return state.sequence;
     });
+  }
+
+  /** The caller's `expected` amount, within EXPECTED_TIMEOUT_MS (the channel's updates wait for it). */
+  private async expected(payment: { channelId: string; peer: string; memo: string }): Promise<Msat | undefined> {
+    if (!this.settings.expected) return undefined;
+    using deadline = timeoutSignal(EXPECTED_TIMEOUT_MS, "deciding what the payment is due");
+    try {
+      return await abortable(Promise.resolve(this.settings.expected(payment)), deadline.signal);
+    } catch (cause) {
+      throw new ChannelError(`cannot tell what payment ${payment.memo.slice(0, 64)} is due: ${errorMessage(cause)}`, {
+        cause,
+      });
+    }
   }
 
   private async query(id: string, peer: string, lp: FrameStream, job: InboundJob): Promise<void> {

@@ -3,13 +3,7 @@ import type { ConnectionManager } from "@libp2p/interface-internal";
 import { peerIdFromString } from "@libp2p/peer-id";
 import type { Transaction } from "bitcoinjs-lib";
 import type { Msat } from "../../../payments/amount.ts";
-import {
-  type ChannelParams,
-  type ChannelUpdate,
-  channelId,
-  PayerChannel,
-  type SignedState,
-} from "../../../payments/channel/channel.ts";
+import { type ChannelParams, channelId, PayerChannel, type SignedState } from "../../../payments/channel/channel.ts";
 import {
   ChannelClosedError,
   ChannelError,
@@ -93,7 +87,9 @@ interface Entry {
   /** Updates in flight, oldest first (for MAX_UNACKED_UPDATES). */
   inFlight: Promise<unknown>[];
   /** The sync in progress, shared by concurrent payments. */
-  pending: Promise<unknown> | undefined;
+  syncing: Promise<unknown> | undefined;
+  /** The pay session being opened, shared by concurrent payments. */
+  opening: Promise<PaySession> | undefined;
   /** Closing or closed: no more payments. */
   closed: boolean;
 }
@@ -166,14 +162,14 @@ export class ChannelPayer {
   /** Pays `amountMsat` more over channel `id`; resolves once the payee has stored and acknowledged it. */
   async pay(id: string, amountMsat: Msat, memo: string, call: CallOptions = {}): Promise<SignedState> {
     const entry = this.entry(id);
-    while (entry.pending || entry.unsure) {
-      if (!entry.pending) entry.pending = this.syncEntry(entry, call).finally(() => (entry.pending = undefined));
-      await entry.pending;
+    while (entry.syncing || entry.unsure) {
+      entry.syncing ??= this.syncEntry(entry, call).finally(() => {
+        entry.syncing = undefined;
+      });
+      await entry.syncing;
     }
     while (entry.inFlight.length >= MAX_UNACKED_UPDATES) await entry.inFlight[0]?.catch(() => {});
-    const update = entry.channel.update(amountMsat, memo);
-    this.settings.store.savePending(id, entry.channel.latest);
-    const sent = this.send(entry, update, call);
+    const sent = this.send(entry, amountMsat, memo, call);
     entry.inFlight.push(sent);
     try {
       return await sent;
@@ -182,56 +178,58 @@ export class ChannelPayer {
     }
   }
 
-  private async send(entry: Entry, update: ChannelUpdate, call: CallOptions): Promise<SignedState> {
-    const deadlineMs = call.deadlineMs ?? this.defaultDeadlineMs;
-    const peer = entry.peer.toString();
-    const controller = new AbortController();
-    const timer = setTimeout(
-      () =>
-        controller.abort(
-          new ChannelTimeoutError(`${peer} did not acknowledge update ${update.sequence} within ${deadlineMs} ms`),
-        ),
-      deadlineMs,
-    );
-    const onAbort = () => controller.abort(call.signal?.reason);
-    call.signal?.addEventListener("abort", onAbort, { once: true });
-    this.settings.calls.add(controller);
+  private async send(entry: Entry, amountMsat: Msat, memo: string, call: CallOptions): Promise<SignedState> {
+    using deadline = this.deadline(call, `${entry.peer} did not acknowledge the payment`);
+    const { signal } = deadline;
+    let session: PaySession | undefined;
     try {
-      if (!entry.session || entry.session.failed) entry.session = await this.openSession(entry, controller.signal);
-      return await entry.session.send(update, controller.signal);
+      session = entry.session && !entry.session.failed ? entry.session : await this.session(entry, signal);
+      if (signal.aborted) throw abortFailure(signal);
+      if (session.failed) throw session.failed;
+      // From here to the write nothing waits: updates are signed, stored as pending and written in
+      // sequence order, whichever payments run at once.
+      const update = entry.channel.update(amountMsat, memo);
+      this.settings.store.savePending(entry.channel.id, entry.channel.latest);
+      return await session.send(update, signal);
     } catch (err) {
-      const failure = controller.signal.aborted ? abortFailure(controller.signal) : payFailure(err, peer);
-      // Refused: that update and every one after it are void. Anything else: the payee may hold it.
-      entry.channel.rollback();
-      entry.session?.fail(failure);
-      entry.session = undefined;
-      if (!(failure instanceof RemoteChannelError) || failure.code === "protocol" || failure.code === "timeout")
-        entry.unsure = true;
+      const failure = signal.aborted ? abortFailure(signal) : payFailure(err, entry.peer.toString());
+      // The session's onFail rolls the channel back, once, for every update it carried.
+      session?.fail(failure);
       throw failure;
-    } finally {
-      clearTimeout(timer);
-      call.signal?.removeEventListener("abort", onAbort);
-      this.settings.calls.delete(controller);
     }
+  }
+
+  /** The channel's pay session, opened once for all the payments waiting for it. */
+  private session(entry: Entry, signal: AbortSignal): Promise<PaySession> {
+    entry.opening ??= this.openSession(entry, signal).finally(() => {
+      entry.opening = undefined;
+    });
+    return abortable(entry.opening, signal);
   }
 
   private async openSession(entry: Entry, signal: AbortSignal): Promise<PaySession> {
     const stream = await this.stream(entry.peer, signal);
     const { store } = this.settings;
     const { channel } = entry;
-    return new PaySession(
-      stream,
-      wireStream(stream, MAX_FRAME_BYTES),
-      entry.peer.toString(),
-      channel.id,
-      (sequence) => {
-        // In ack order: the acknowledged state is written before the payment resolves.
+    const session = new PaySession(stream, wireStream(stream, MAX_FRAME_BYTES), entry.peer.toString(), channel.id, {
+      // In ack order: the acknowledged state is written before the payment resolves.
+      onAck: (sequence) => {
         const previous = channel.acked.sequence;
         const state = channel.acknowledged(sequence);
         store.saveState(channel.id, previous, state);
         return state;
       },
-    );
+      // Every update after the acknowledged state is void. Unless the payee refused one (then it
+      // looked at none after it), it may hold some of them: the next payment syncs first.
+      onFail: (err, inFlight) => {
+        channel.rollback();
+        if (entry.session === session) entry.session = undefined;
+        const refused = err instanceof RemoteChannelError && err.code !== "protocol" && err.code !== "timeout";
+        if (inFlight > 0 && !refused) entry.unsure = true;
+      },
+    });
+    entry.session = session;
+    return session;
   }
 
   /** Asks the payee for its latest state and continues from it (see PayerChannel.adopt). */
@@ -334,35 +332,57 @@ export class ChannelPayer {
     call: CallOptions,
     body: (lp: FrameStream, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    const deadlineMs = call.deadlineMs ?? this.defaultDeadlineMs;
-    const controller = new AbortController();
-    const timer = setTimeout(
-      () => controller.abort(new ChannelTimeoutError(`${peer} did not answer within ${deadlineMs} ms`)),
-      deadlineMs,
-    );
-    const onAbort = () => controller.abort(call.signal?.reason);
-    if (call.signal?.aborted) throw abortReason(call.signal);
-    call.signal?.addEventListener("abort", onAbort, { once: true });
-    this.settings.calls.add(controller);
+    using deadline = this.deadline(call, `${peer} did not answer`);
+    const { signal } = deadline;
     let stream: Stream | undefined;
     try {
-      stream = await this.stream(peer, controller.signal);
-      const result = await body(wireStream(stream, MAX_FRAME_BYTES), controller.signal);
-      await abortable(stream.close(), controller.signal);
+      stream = await this.stream(peer, signal);
+      const result = await body(wireStream(stream, MAX_FRAME_BYTES), signal);
+      await abortable(stream.close(), signal);
       return result;
     } catch (err) {
       stream?.abort(new AbortedError("the call failed"));
-      throw controller.signal.aborted ? abortFailure(controller.signal) : payFailure(err, peer.toString());
-    } finally {
-      clearTimeout(timer);
-      call.signal?.removeEventListener("abort", onAbort);
-      this.settings.calls.delete(controller);
+      throw signal.aborted ? abortFailure(signal) : payFailure(err, peer.toString());
     }
+  }
+
+  /**
+   * A signal for one call: aborts with `ChannelTimeoutError` after the deadline, when the caller's
+   * signal aborts, or when the service stops. A timer, not AbortSignal.timeout: disposing clears it.
+   */
+  private deadline(call: CallOptions, what: string): Disposable & { signal: AbortSignal } {
+    if (call.signal?.aborted) throw abortReason(call.signal);
+    const deadlineMs = call.deadlineMs ?? this.defaultDeadlineMs;
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new ChannelTimeoutError(`${what} within ${deadlineMs} ms`)),
+      deadlineMs,
+    );
+    const onAbort = () => controller.abort(call.signal?.reason);
+    call.signal?.addEventListener("abort", onAbort, { once: true });
+    this.settings.calls.add(controller);
+    return {
+      signal: controller.signal,
+      [Symbol.dispose]: () => {
+        clearTimeout(timer);
+        call.signal?.removeEventListener("abort", onAbort);
+        this.settings.calls.delete(controller);
+      },
+    };
   }
 }
 
 function newEntry(channel: PayerChannel, peer: PeerId): Entry {
-  return { channel, peer, session: undefined, unsure: false, inFlight: [], pending: undefined, closed: false };
+  return {
+    channel,
+    peer,
+    session: undefined,
+    unsure: false,
+    inFlight: [],
+    syncing: undefined,
+    opening: undefined,
+    closed: false,
+  };
 }
 
 /** The answer, or the payee's refusal as `RemoteChannelError` with the code it sent. */

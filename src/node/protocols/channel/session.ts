@@ -2,31 +2,34 @@ import type { Stream } from "@libp2p/interface";
 import type { ChannelUpdate, SignedState } from "../../../payments/channel/channel.ts";
 import { ChannelError, RemoteChannelError } from "../../../payments/channel/errors.ts";
 import { AbortedError, errorMessage } from "../../../util/errors.ts";
-import {
-  abortable,
-  encode,
-  type FrameStream,
-  ProtocolError,
-  readMessage,
-  WIRE_VERSION,
-  writeFrames,
-} from "../../wire.ts";
+import { abortable, encode, type FrameStream, ProtocolError, readMessage, WIRE_VERSION } from "../../wire.ts";
 import { AckMessageSchema, type PayMessage, remoteCode } from "./messages.ts";
+import { Outbox } from "./outbox.ts";
+
+/**
+ * A pay session with nothing in flight for this long is closed by the payer (sooner than the payee's
+ * PAY_IDLE_TIMEOUT_MS, so the payee's idle refusal never meets a new update).
+ */
+export const SESSION_IDLE_CLOSE_MS = 30_000;
+
+export interface SessionEvents {
+  /** An ack, in order: records the acknowledged state and returns it. */
+  onAck(sequence: number): SignedState;
+  /** The session ended with `err` while `inFlight` updates were unacknowledged (called once). */
+  onFail(err: Error, inFlight: number): void;
+}
 
 /**
  * One pay stream of one channel, payer side: updates are written as they are signed and their acks
- * read back in the same order, so several can be in flight (a pipeline). `onAck` runs for each ack
- * in order (it records the acknowledged state) and its result resolves that update's `send`. An error
- * frame rejects the update it answers; the updates after it were never looked at (the payee stops
- * reading after a refusal) and are rejected as void. Any other failure fails every update in flight.
+ * read back in the same order, so several can be in flight (a pipeline). An error frame rejects the
+ * update it answers; the updates after it were never looked at (the payee stops reading after a
+ * refusal) and are rejected as void. Any other failure fails every update in flight.
  */
 export class PaySession {
-  private readonly waiting: {
-    sequence: number;
-    resolve: (state: SignedState) => void;
-    reject: (err: Error) => void;
-  }[] = [];
-  /** Why the session ended; no update is sent on it after that. */
+  private readonly waiting: { sequence: number; resolve: (s: SignedState) => void; reject: (e: Error) => void }[] = [];
+  private idle: ReturnType<typeof setTimeout> | undefined;
+  private readonly outbox: Outbox;
+  /** Why the session ended; nothing is sent on it after that. */
   failed: Error | undefined;
 
   constructor(
@@ -34,14 +37,19 @@ export class PaySession {
     private readonly lp: FrameStream,
     private readonly peer: string,
     private readonly channelId: string,
-    private readonly onAck: (sequence: number) => SignedState,
+    private readonly events: SessionEvents,
   ) {
+    this.outbox = new Outbox(lp, (err) =>
+      this.fail(new RemoteChannelError("protocol", peer, `cannot write to ${peer}: ${errorMessage(err)}`)),
+    );
     void this.read();
+    this.idleTimer();
   }
 
-  /** Sends `update`; resolves with the acknowledged state. */
+  /** Queues `update` for writing (at once when no write is out) and resolves with its acknowledged state. */
   async send(update: ChannelUpdate, signal: AbortSignal): Promise<SignedState> {
     if (this.failed) throw this.failed;
+    clearTimeout(this.idle);
     const acked = new Promise<SignedState>((resolve, reject) =>
       this.waiting.push({ sequence: update.sequence, resolve, reject }),
     );
@@ -57,21 +65,35 @@ export class PaySession {
       signature: update.signature,
       memo: update.memo,
     };
-    await writeFrames(this.lp, [encode(frame)], { signal });
+    this.outbox.push(encode(frame));
     return await abortable(acked, signal);
   }
 
-  /** Every update in flight fails with `err`; the stream is reset. */
+  /** Ends the session: every update in flight fails with `err`, the stream is reset. Idempotent. */
   fail(err: Error): void {
-    this.failed ??= err;
-    for (const w of this.waiting.splice(0)) w.reject(err);
+    if (this.failed) return;
+    this.failed = err;
+    clearTimeout(this.idle);
+    const waiting = this.waiting.splice(0);
+    this.events.onFail(err, waiting.length);
+    for (const w of waiting) w.reject(err);
     this.stream.abort(new AbortedError(errorMessage(err)));
   }
 
   /** Closes the stream gracefully (nothing in flight). */
   end(): void {
-    this.failed ??= new ChannelError("the pay session ended");
+    if (this.failed) return;
+    this.failed = new ChannelError("the pay session ended");
+    clearTimeout(this.idle);
+    this.events.onFail(this.failed, this.waiting.length);
     this.stream.close().catch(() => this.stream.abort(new AbortedError("closing the pay session")));
+  }
+
+  private idleTimer(): void {
+    clearTimeout(this.idle);
+    this.idle = setTimeout(() => {
+      if (this.waiting.length === 0) this.end();
+    }, SESSION_IDLE_CLOSE_MS);
   }
 
   private async read(): Promise<void> {
@@ -79,46 +101,50 @@ export class PaySession {
       for (;;) {
         const reply = await readMessage(this.lp, AckMessageSchema);
         const head = this.waiting.shift();
-        if (!head) throw new RemoteChannelError("protocol", this.peer, `${this.peer} sent an answer to no update`);
         if (reply.type === "error") {
+          const what = head ? `update ${head.sequence}` : "the session";
           const refusal = new RemoteChannelError(
             remoteCode(reply.code),
             this.peer,
-            `${this.peer} refused update ${head.sequence}: ${reply.message}`,
+            `${this.peer} refused ${what}: ${reply.message}`,
           );
-          this.failed = refusal;
-          head.reject(refusal);
-          const rest = new RemoteChannelError(
-            refusal.code,
-            this.peer,
-            `void: update ${head.sequence} before it was refused`,
-          );
-          this.fail(rest);
+          head?.reject(refusal);
+          this.fail(head ? refusal : new ChannelError(`the payee ended the session: ${reply.message}`));
           return;
         }
+        if (!head)
+          throw new RemoteChannelError("protocol", this.peer, `${this.peer} acknowledged an update never sent`);
         if (reply.channelId !== this.channelId || reply.sequence !== head.sequence) {
           throw new RemoteChannelError(
             "protocol",
             this.peer,
-            `${this.peer} acknowledged ${reply.channelId} #${reply.sequence}, expected #${head.sequence}`,
+            `${this.peer} acknowledged #${reply.sequence}, not #${head.sequence}`,
           );
         }
-        head.resolve(this.onAck(reply.sequence));
+        let state: SignedState;
+        try {
+          state = this.events.onAck(reply.sequence);
+        } catch (err) {
+          // Acknowledged by the payee but not recorded here: still in flight, as far as this side knows.
+          this.waiting.unshift(head);
+          throw err;
+        }
+        head.resolve(state);
+        if (this.waiting.length === 0) this.idleTimer();
       }
     } catch (err) {
-      if (this.failed && this.waiting.length === 0) return;
-      const why =
+      if (this.failed) return;
+      const ended = err instanceof ProtocolError && err.code === "ended";
+      this.fail(
         err instanceof ChannelError
           ? err
           : new RemoteChannelError(
               "protocol",
               this.peer,
-              err instanceof ProtocolError && err.code === "ended"
-                ? `the pay stream from ${this.peer} ended`
-                : errorMessage(err),
+              ended ? `the pay stream from ${this.peer} ended` : errorMessage(err),
               { cause: err },
-            );
-      this.fail(why);
+            ),
+      );
     }
   }
 }
