@@ -1,13 +1,13 @@
 import type { PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
-import { multiaddr } from "@multiformats/multiaddr";
+import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
 import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Chain } from "../payments/chain/index.ts";
 import type { ChannelNetwork } from "../payments/channel/script.ts";
 import { modelPrice, type PriceFlags } from "../payments/pricing.ts";
-import type { WalletKey } from "../payments/wallet/index.ts";
+import type { Wallet } from "../payments/wallet/index.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
 import type { Store } from "../store/db.ts";
 import { ConfigError, errorMessage, UsageError } from "../util/errors.ts";
@@ -19,7 +19,7 @@ import { nodeNetwork } from "./aggregator/network.ts";
 import { RateMeter } from "./control/dash-rate.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
-import { bookPayment, ChainTip, nodeBooks, publish, WalletChannelKeys } from "./payments.ts";
+import { bookPayment, ChainTip, NodeChannels, nodeBooks, publish, WalletChannelKeys } from "./payments.ts";
 import { type CapabilityDescription, type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import { type ChannelService, channelProtocol } from "./protocols/channel/index.ts";
@@ -73,7 +73,7 @@ export interface StartNodeOptions {
   /** Run an aggregator on this node (it may serve models too), taking this fee; `escrow`: take payment. */
   aggregator?: { feePercent: number; escrow?: boolean };
   /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
-  payments?: { walletKey?: WalletKey; chain?: Chain; network?: ChannelNetwork };
+  payments?: { wallet?: Wallet; chain?: Chain; network?: ChannelNetwork; feeRate?: bigint };
   signal?: AbortSignal;
 }
 
@@ -115,6 +115,8 @@ type InfernetHost = Host & {
 export class InfernetNode implements AsyncDisposable {
   /** Set when the node runs an aggregator (`start --aggregator`). */
   aggregator: Aggregator | undefined;
+  /** Its payment channels (`infernet wallet fund|pay|close`). */
+  channels!: NodeChannels;
   /** False while serving is paused (dashboard `p`): new infer and shard requests are refused, running ones finish. */
   accepting = true;
   /** Measured round-trip times; `ms` undefined for a peer that did not answer. */
@@ -201,7 +203,8 @@ export class InfernetNode implements AsyncDisposable {
     const served = serving.served;
     const engines = mayServe ? { engines: serving.live } : {};
     const privateKey = await loadOrCreateIdentity(config.home);
-    const { walletKey, chain, network } = options.payments ?? {};
+    const { wallet, chain, network } = options.payments ?? {};
+    const walletKey = wallet?.key;
     const tip = new ChainTip(chain);
     const books = nodeBooks(store);
     host = (await createHost({
@@ -247,6 +250,13 @@ export class InfernetNode implements AsyncDisposable {
       produced,
       options.ephemeral ?? false,
     );
+    node.channels = new NodeChannels({
+      channel: host.services.channel,
+      wallet,
+      chain,
+      tip,
+      ...(options.payments?.feeRate !== undefined ? { feeRate: options.payments.feeRate } : {}),
+    });
     if (aggregator) {
       node.aggregator = new Aggregator({
         network: nodeNetwork(node),
@@ -295,6 +305,11 @@ export class InfernetNode implements AsyncDisposable {
   }
 
   /** Dials the configured bootstrap peers now (the bootstrap module waits a second first). */
+  /** Connects to a peer at `addr` (a multiaddr ending in /p2p/<id>). */
+  async dial(addr: Multiaddr, signal?: AbortSignal): Promise<void> {
+    await this.host.dial(addr, signal ? { signal } : {});
+  }
+
   async dialBootstrap(signal?: AbortSignal): Promise<void> {
     const timeout = AbortSignal.timeout(BOOTSTRAP_DIAL_TIMEOUT_MS);
     const dialSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;

@@ -1,13 +1,16 @@
+import type { PeerId } from "@libp2p/interface";
 import { Transaction } from "bitcoinjs-lib";
+import { formatMsat, type Msat } from "../payments/amount.ts";
 import type { Chain } from "../payments/chain/index.ts";
+import type { ChannelParams, SignedState } from "../payments/channel/channel.ts";
 import type { ChannelKeys, Signer } from "../payments/channel/keys.ts";
 import { Escrow } from "../payments/escrow.ts";
-import { Ledger } from "../payments/ledger.ts";
-import type { WalletKey } from "../payments/wallet/index.ts";
+import { InsufficientFundsError, Ledger } from "../payments/ledger.ts";
+import type { Wallet, WalletKey } from "../payments/wallet/index.ts";
 import type { Store } from "../store/db.ts";
-import { errorMessage } from "../util/errors.ts";
+import { ConfigError, errorMessage } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
-import type { ReceivedPayment } from "./protocols/channel/index.ts";
+import type { ChannelService, ChannelView, ReceivedPayment } from "./protocols/channel/index.ts";
 
 /**
  * A node's side of payments that is not an aggregator's: channel keys from its wallet, the chain's
@@ -129,4 +132,87 @@ export async function publish(chain: Chain, tx: Uint8Array, signal?: AbortSignal
 export function nodeBooks(store: Store): { ledger: Ledger; escrow: Escrow } {
   const ledger = new Ledger(store);
   return { ledger, escrow: new Escrow(ledger) };
+}
+
+/** Every commitment's fee, sats: enough for a one-input, two-output transaction at a few sat/vB. */
+export const COMMITMENT_FEE_SATS = 1_000n;
+/** A new channel's life: the payer may take the funds back alone after this many blocks (about 30 days). */
+export const CHANNEL_LIFETIME_BLOCKS = 30 * 144;
+/** The funding transaction's fee rate when the chain gives no estimate (regtest): sat per 1,000 vB. */
+export const FALLBACK_FEE_RATE = 2_000n;
+
+/** What `NodeChannels` needs of the node. */
+export interface NodeChannelsInit {
+  channel: ChannelService;
+  wallet: Wallet | undefined;
+  chain: Chain | undefined;
+  tip: ChainTip;
+  /** sat per 1,000 vB for funding transactions (default: the chain's estimate, else FALLBACK_FEE_RATE). */
+  feeRate?: bigint;
+}
+
+/**
+ * The node's channels as a user drives them (`infernet wallet fund|pay|close`): opening one funds it
+ * from the on-chain wallet and publishes the funding; paying picks the open channel to that peer
+ * with the most room; closing publishes the close both sides signed.
+ */
+export class NodeChannels {
+  constructor(private readonly init: NodeChannelsInit) {}
+
+  async open(peer: PeerId, capacitySats: bigint, signal?: AbortSignal): Promise<ChannelParams> {
+    const { wallet, chain, channel, tip } = this.init;
+    if (!wallet || !chain) throw new ConfigError("this node has no wallet and chain to fund a channel from");
+    const feeRate = this.init.feeRate ?? (await chain.feeRate(6, signal).catch(() => FALLBACK_FEE_RATE));
+    const funding = await wallet.fundingInputs(capacitySats, feeRate, undefined, signal);
+    const height = await tip.read(signal);
+    const { params, fundingTx } = await channel.openChannel(
+      peer,
+      {
+        capacitySats,
+        feeSats: COMMITMENT_FEE_SATS,
+        refundHeight: height + CHANNEL_LIFETIME_BLOCKS,
+        utxos: funding.inputs.map((c) => ({ txid: c.txid, vout: c.vout, valueSats: c.value, signer: c.signer })),
+        fundingFeeSats: funding.fee,
+        changeOutput: funding.change?.script ?? wallet.key.change(0).script,
+      },
+      signal ? { signal } : {},
+    );
+    await publish(chain, fundingTx.toBuffer(), signal);
+    log.info("channel opened", { channel: params.id, peer: peer.toString(), capacitySats: capacitySats.toString() });
+    return params;
+  }
+
+  /** Pays `amount` to `peer` over this node's open channel to it with the most room left. */
+  async pay(peer: string, amount: Msat, memo: string, signal?: AbortSignal): Promise<SignedState> {
+    const room = (c: ChannelView) => (c.params.capacitySats - c.params.feeSats) * 1_000n - c.state.paidMsat;
+    const open = this.init.channel
+      .channels()
+      .filter((c) => c.role === "payer" && c.peer === peer && c.status === "open" && room(c) >= amount)
+      .sort((a, b) => (room(b) > room(a) ? 1 : -1));
+    const best = open[0];
+    if (!best) {
+      throw new InsufficientFundsError(
+        `no open channel to ${peer} has ${formatMsat(amount)} left`,
+        `channel:${peer}`,
+        amount,
+        0n,
+        {
+          hint: "open one with `infernet wallet fund <sats> --to <peer>`",
+        },
+      );
+    }
+    return await this.init.channel.pay(best.params.id, amount, memo, signal ? { signal } : {});
+  }
+
+  /** Closes a channel this node pays into, cooperatively, and publishes the close. */
+  async close(channelId: string, signal?: AbortSignal): Promise<string> {
+    const { chain, channel } = this.init;
+    if (!chain) throw new ConfigError("this node has no chain to publish a close on");
+    const tx = await channel.closeChannel(channelId, COMMITMENT_FEE_SATS, signal ? { signal } : {});
+    return await publish(chain, tx.toBuffer(), signal);
+  }
+
+  list(): ChannelView[] {
+    return this.init.channel.channels();
+  }
 }

@@ -23,6 +23,15 @@ import type { NetworkEvent } from "../client.ts";
 import type { NodeStatus, PeerRow } from "../node.ts";
 import { ndjsonLines } from "./ndjson.ts";
 import { CONTROL_SOCKET, type RunBody, type RunStreamLine, requestToWire, tensorFromWire } from "./protocol.ts";
+import {
+  type CloseAnswer,
+  type FundAnswer,
+  type PayAnswer,
+  WALLET_CALL_TIMEOUT_MS,
+  WALLET_CLOSE_PATH,
+  WALLET_FUND_PATH,
+  WALLET_PAY_PATH,
+} from "./wallet-routes.ts";
 
 /** Longest wait for the node to answer a status or peers call. */
 export const CONTROL_TIMEOUT_MS = 10_000;
@@ -116,6 +125,32 @@ export class ControlClient {
       throw err;
     }
     throw new RuntimeError("the node closed the stream before the result");
+  }
+
+  /** Opens a channel to `peer` (a peer id, or a multiaddr to dial) funded with `sats` from the node's wallet. */
+  fundChannel(peer: string, sats: bigint, signal?: AbortSignal): Promise<FundAnswer> {
+    return this.post(WALLET_FUND_PATH, { peer, sats: sats.toString() }, WALLET_CALL_TIMEOUT_MS, signal);
+  }
+
+  /** Pays `amount` msat to `peer` over the node's channel to it; `memo` says what for (deposit, bond). */
+  payChannel(peer: string, amount: bigint, memo: string, signal?: AbortSignal): Promise<PayAnswer> {
+    return this.post(WALLET_PAY_PATH, { peer, msat: amount.toString(), memo }, WALLET_CALL_TIMEOUT_MS, signal);
+  }
+
+  closeChannel(channel: string, signal?: AbortSignal): Promise<CloseAnswer> {
+    return this.post(WALLET_CLOSE_PATH, { channel }, WALLET_CALL_TIMEOUT_MS, signal);
+  }
+
+  private async post<T>(path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<T> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const res = await fetch(`http://infernet${path}`, {
+      unix: this.path,
+      method: "POST",
+      body: JSON.stringify(body),
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+    });
+    if (!res.ok) throw await errorFrom(res);
+    return (await res.json()) as T;
   }
 
   private async get<T>(path: string, signal?: AbortSignal): Promise<T> {

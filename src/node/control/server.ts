@@ -21,6 +21,7 @@ import {
   requestFromWire,
   tensorToWire,
 } from "./protocol.ts";
+import { routeWallet } from "./wallet-routes.ts";
 
 /**
  * The node's local control API: HTTP on a Unix socket inside INFERNET_HOME (directory 0700, socket
@@ -75,6 +76,8 @@ async function route(node: InfernetNode, home: string, dash: DashboardRoutes, re
   if (dashboard) return dashboard;
   const jobs = await routeJobs(node, home, req, url);
   if (jobs) return jobs;
+  const wallet = await routeWallet(node, req, url);
+  if (wallet) return wallet;
   return json({ type: "error", name: "NotFound", message: `no such endpoint: ${req.method} ${url.pathname}` }, 404);
 }
 
