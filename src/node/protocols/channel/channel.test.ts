@@ -117,7 +117,16 @@ describe("channel protocol", () => {
 
   test("a payment the payee does not expect is refused with its reason; the channel goes on", async () => {
     const due: Record<string, Msat> = { "job-a": msat(5_000n) };
-    const { payer, payee, id } = await opened({ expected: ({ memo }) => due[memo] });
+    const { payer, payee, id } = await opened({
+      expected: ({ memo }) => due[memo],
+      onPayment: ({ memo }) => {
+        if (memo === "ledger-fails") throw new Error("the ledger is full");
+      },
+    });
+    // A listener that fails rolls the stored state back with it: refused, not counted.
+    const rolledBack = await failure(payer.channels.pay(id, msat(1_000n), "ledger-fails"));
+    expect(rolledBack).toMatchObject({ name: "RemoteChannelError", code: "internal" });
+    expect(stored(payee, id)?.state.sequence).toBe(0);
     const refused = await failure(payer.channels.pay(id, msat(4_000n), "job-a"));
     expect(refused.name).toBe("RemoteChannelError");
     expect(refused.code).toBe("amount");
@@ -201,6 +210,19 @@ describe("channel protocol", () => {
     expect(Buffer.from(stored(payee, id)?.closeTx ?? []).toString("hex")).toBe(tx.toHex());
     expect((await failure(payer.channels.pay(id, msat(1n)))).name).toBe("ChannelClosedError");
     expect(params.refundHeight).toBe(REFUND_HEIGHT);
+  });
+
+  test("the payee closes alone: the payer's next payment is refused, then the channel is closed here too", async () => {
+    const { payer, payee, id } = await opened();
+    await payer.channels.pay(id, msat(50_000n), "work");
+    payee.channels.closeUnilaterally(id);
+    expect((await failure(payer.channels.pay(id, msat(1_000n), "late"))).code).toBe("closed");
+    expect(stored(payer, id)?.status).toBe("closing");
+    expect((await failure(payer.channels.pay(id, msat(1_000n), "later"))).name).toBe("ChannelClosedError");
+    // The refund is still there for the payer (valid only from the refund height).
+    const refund = payer.channels.refund(id, p2wpkhOutput(ECPair.makeRandom().publicKey), 300n);
+    expect(refund.locktime).toBe(REFUND_HEIGHT);
+    expect(stored(payee, id)?.state.paidMsat).toBe(msat(50_000n));
   });
 
   test("bad opens are refused: another network, a refund too soon, too large a channel", async () => {

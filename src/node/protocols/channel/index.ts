@@ -15,7 +15,8 @@ import type { Store } from "../../../store/db.ts";
 import { ProtocolLifecycle } from "../lifecycle.ts";
 import { positive } from "../settings.ts";
 import { ChannelPayee, type PayeeSettings } from "./payee.ts";
-import { type CallOptions, ChannelPayer, type OpenChannelOptions } from "./payer.ts";
+import { ChannelPayer, type OpenChannelOptions } from "./payer.ts";
+import type { CallOptions } from "./replies.ts";
 
 /**
  * /infernet/channel/1.0.0: Bitcoin payment channels between two peers (client -> aggregator,
@@ -32,7 +33,8 @@ export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 
 export { ChannelTimeoutError, RemoteChannelError } from "../../../payments/channel/errors.ts";
 export type { ReceivedPayment } from "./payee.ts";
-export type { CallOptions, OpenChannelOptions } from "./payer.ts";
+export type { OpenChannelOptions } from "./payer.ts";
+export type { CallOptions } from "./replies.ts";
 
 export interface ChannelInit {
   /** The node's database (channels are in its `channels` table). */

@@ -85,7 +85,10 @@ export interface PayeeSettings {
     peer: string;
     memo: string;
   }) => Msat | undefined | Promise<Msat | undefined>;
-  /** Called once a payment is stored, before it is acknowledged. */
+  /**
+   * Called for each payment inside the SQLite transaction that stores it, before it is acknowledged
+   * (synchronous, on the same database: what it writes commits with the payment). Throwing refuses it.
+   */
   onPayment?: (payment: ReceivedPayment) => void;
   /** Checks the funding transaction further (broadcast, confirmed); throws to refuse the channel. */
   checkFunding?: (tx: Uint8Array, params: ChannelParams) => Promise<void>;
@@ -234,22 +237,25 @@ export class ChannelPayee {
         height: this.settings.height(),
         ...(expectedMsat !== undefined ? { expectedMsat } : {}),
       });
-      // Written before it is applied and acknowledged: an acknowledged payment is never lost.
-      this.settings.store.saveState(channel.id, channel.state.sequence, state);
+      // Written before it is applied and acknowledged: an acknowledged payment is never lost. The
+      // listener runs inside the same SQLite transaction (a ledger entry it writes commits with the
+      // state, or neither does and the payment is refused).
+      const { onPayment } = this.settings;
+      const previous = channel.state.sequence;
+      if (onPayment) {
+        const payment = {
+          channelId: channel.id,
+          peer,
+          sequence: state.sequence,
+          amountMsat: increase,
+          paidMsat: state.paidMsat,
+        };
+        this.settings.store.transaction(() => {
+          this.settings.store.saveState(channel.id, previous, state);
+          onPayment({ ...payment, memo: update.memo });
+        });
+      } else this.settings.store.saveState(channel.id, previous, state);
       channel.apply(state);
-      const payment = {
-        channelId: channel.id,
-        peer,
-        sequence: state.sequence,
-        amountMsat: increase,
-        paidMsat: state.paidMsat,
-      };
-      try {
-        this.settings.onPayment?.({ ...payment, memo: update.memo });
-      } catch (err) {
-        // The payment is stored and counts: a failing listener must not turn it into a refusal.
-        log.warn("a payment listener failed", { channel: channel.id, sequence: state.sequence, error: err });
-      }
       return state.sequence;
     });
   }

@@ -7,7 +7,6 @@ import { type ChannelParams, channelId, PayerChannel, type SignedState } from ".
 import {
   ChannelClosedError,
   ChannelError,
-  ChannelTimeoutError,
   RemoteChannelError,
   UnknownChannelError,
 } from "../../../payments/channel/errors.ts";
@@ -15,26 +14,17 @@ import type { ChannelKeys } from "../../../payments/channel/keys.ts";
 import type { ChannelNetwork } from "../../../payments/channel/script.ts";
 import type { ChannelStore } from "../../../payments/channel/store.ts";
 import { buildFunding, type Utxo } from "../../../payments/channel/transactions.ts";
-import { abortReason } from "../../../util/abort.ts";
-import { AbortedError, errorMessage, TimeoutError } from "../../../util/errors.ts";
-import {
-  abortable,
-  type FrameStream,
-  ProtocolError,
-  readMessage,
-  WIRE_VERSION,
-  wireStream,
-  writeMessage,
-} from "../../wire.ts";
+import { AbortedError, errorMessage } from "../../../util/errors.ts";
+import { abortable, type FrameStream, readMessage, WIRE_VERSION, wireStream, writeMessage } from "../../wire.ts";
 import {
   AcceptMessageSchema,
   ClosedMessageSchema,
   MAX_FRAME_BYTES,
   OpenedMessageSchema,
-  remoteCode,
   StateMessageSchema,
   wireMsat,
 } from "./messages.ts";
+import { abortFailure, answer, type CallOptions, callDeadline, payFailure } from "./replies.ts";
 import { PaySession } from "./session.ts";
 
 /**
@@ -70,12 +60,6 @@ export interface OpenChannelOptions {
   fundingFeeSats: bigint;
   /** Where the funding transaction's change goes. */
   changeOutput: Uint8Array;
-}
-
-export interface CallOptions {
-  signal?: AbortSignal;
-  /** Budget for the call (default: the service's). */
-  deadlineMs?: number;
 }
 
 interface Entry {
@@ -179,7 +163,12 @@ export class ChannelPayer {
   }
 
   private async send(entry: Entry, amountMsat: Msat, memo: string, call: CallOptions): Promise<SignedState> {
-    using deadline = this.deadline(call, `${entry.peer} did not acknowledge the payment`);
+    using deadline = callDeadline(
+      call,
+      this.defaultDeadlineMs,
+      this.settings.calls,
+      `${entry.peer} did not acknowledge the payment`,
+    );
     const { signal } = deadline;
     let session: PaySession | undefined;
     try {
@@ -226,6 +215,11 @@ export class ChannelPayer {
         if (entry.session === session) entry.session = undefined;
         const refused = err instanceof RemoteChannelError && err.code !== "protocol" && err.code !== "timeout";
         if (inFlight > 0 && !refused) entry.unsure = true;
+        // The payee closed it (alone, or it expired): it takes no more, and the store says so.
+        if (err instanceof RemoteChannelError && (err.code === "closed" || err.code === "expired")) {
+          entry.closed = true;
+          store.setStatus(channel.id, "closing");
+        }
       },
     });
     entry.session = session;
@@ -285,29 +279,33 @@ export class ChannelPayer {
     return tx;
   }
 
-  /** The refund of channel `id` to `output` (valid from its refund height). */
+  /** The refund of channel `id` to `output` (valid from its refund height), whatever the channel's status. */
   refund(id: string, output: Uint8Array, feeSats: bigint): Transaction {
-    const entry = this.entry(id);
+    const entry = this.entry(id, false);
     const tx = entry.channel.refund(output, feeSats);
     this.settings.store.setStatus(id, "closing", tx.toBuffer());
     entry.closed = true;
     return tx;
   }
 
-  /** The open channel `id` this node pays into, from memory or the store (a pending update makes it unsure). */
-  private entry(id: string): Entry {
+  /**
+   * Channel `id` this node pays into, from memory or the store (a stored pending update makes it
+   * unsure); unless `open` is false, only while it is open.
+   */
+  private entry(id: string, open = true): Entry {
     const cached = this.entries.get(id);
     if (cached) {
-      if (cached.closed) throw new ChannelClosedError(`channel ${id} is closing`);
+      if (open && cached.closed) throw new ChannelClosedError(`channel ${id} is closing`);
       return cached;
     }
     const record = this.settings.store.get(id);
     if (record?.role !== "payer") throw new UnknownChannelError(`this node pays into no channel ${id}`);
-    if (record.status !== "open") throw new ChannelClosedError(`channel ${id} is ${record.status}`);
+    if (open && record.status !== "open") throw new ChannelClosedError(`channel ${id} is ${record.status}`);
     const signer = this.settings.keys.key(record.params.payerKey);
     if (!signer) throw new ChannelError(`the key of channel ${id} is not in this node's key store`);
     const entry = newEntry(new PayerChannel(record.params, signer, record.state), peerIdFromString(record.peer));
     entry.unsure = record.pending !== undefined;
+    entry.closed = record.status !== "open";
     this.entries.set(id, entry);
     return entry;
   }
@@ -332,7 +330,7 @@ export class ChannelPayer {
     call: CallOptions,
     body: (lp: FrameStream, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    using deadline = this.deadline(call, `${peer} did not answer`);
+    using deadline = callDeadline(call, this.defaultDeadlineMs, this.settings.calls, `${peer} did not answer`);
     const { signal } = deadline;
     let stream: Stream | undefined;
     try {
@@ -344,31 +342,6 @@ export class ChannelPayer {
       stream?.abort(new AbortedError("the call failed"));
       throw signal.aborted ? abortFailure(signal) : payFailure(err, peer.toString());
     }
-  }
-
-  /**
-   * A signal for one call: aborts with `ChannelTimeoutError` after the deadline, when the caller's
-   * signal aborts, or when the service stops. A timer, not AbortSignal.timeout: disposing clears it.
-   */
-  private deadline(call: CallOptions, what: string): Disposable & { signal: AbortSignal } {
-    if (call.signal?.aborted) throw abortReason(call.signal);
-    const deadlineMs = call.deadlineMs ?? this.defaultDeadlineMs;
-    const controller = new AbortController();
-    const timer = setTimeout(
-      () => controller.abort(new ChannelTimeoutError(`${what} within ${deadlineMs} ms`)),
-      deadlineMs,
-    );
-    const onAbort = () => controller.abort(call.signal?.reason);
-    call.signal?.addEventListener("abort", onAbort, { once: true });
-    this.settings.calls.add(controller);
-    return {
-      signal: controller.signal,
-      [Symbol.dispose]: () => {
-        clearTimeout(timer);
-        call.signal?.removeEventListener("abort", onAbort);
-        this.settings.calls.delete(controller);
-      },
-    };
   }
 }
 
@@ -383,30 +356,4 @@ function newEntry(channel: PayerChannel, peer: PeerId): Entry {
     opening: undefined,
     closed: false,
   };
-}
-
-/** The answer, or the payee's refusal as `RemoteChannelError` with the code it sent. */
-export function answer<T extends { type: string }>(reply: T, peer: PeerId | string): Exclude<T, { type: "error" }> {
-  if (reply.type === "error") {
-    const { code, message } = reply as unknown as { code: string; message: string };
-    throw new RemoteChannelError(remoteCode(code), peer.toString(), `${peer} refused: ${message}`);
-  }
-  return reply as Exclude<T, { type: "error" }>;
-}
-
-function abortFailure(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  if (reason instanceof ChannelTimeoutError) return reason;
-  if (reason instanceof TimeoutError) return new ChannelTimeoutError(reason.message, { cause: reason });
-  return abortReason(signal);
-}
-
-/** A failure as the caller sees it: a refusal or a local check as is, a broken stream as "protocol". */
-function payFailure(err: unknown, peer: string): Error {
-  if (err instanceof ChannelError) return err;
-  if (err instanceof ProtocolError) {
-    const what = err.code === "ended" ? `the stream from ${peer} ended before its answer` : err.message;
-    return new RemoteChannelError("protocol", peer, what, { cause: err });
-  }
-  return err instanceof Error ? err : new RemoteChannelError("internal", peer, errorMessage(err));
 }
