@@ -7,6 +7,7 @@ import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
 import { type PriceFlags, priceFlags } from "../payments/pricing.ts";
+import { paymentsSetup } from "../payments/setup.ts";
 import { ConfigError, RuntimeError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
 import { intFlag } from "./args.ts";
@@ -48,6 +49,11 @@ Examples:
         "Sats per 1,000 tokens or inferences for every model (default: config price), or one model's: MODEL=2sat/1ktok, MODEL=1sat/1kinf, MODEL=500msat/1ktok-in (prompt tokens), MODEL=1sat/s (compute-second); repeatable",
     },
     aggregator: { type: "boolean", description: "Take batch jobs from clients and run them across providers" },
+    escrow: {
+      type: "boolean",
+      description:
+        "With --aggregator, take payment: a job runs only when its client's credit here (paid over a channel) covers its quote",
+    },
     fee: {
       type: "string",
       value: "PERCENT",
@@ -75,6 +81,7 @@ Examples:
       .filter(Boolean);
     if (given.length && !values.provider) throw new UsageError("start: --models needs --provider");
     if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
+    if (values.escrow && !values.aggregator) throw new UsageError("start: --escrow needs --aggregator");
     const feePercent = values.fee !== undefined ? parseFee(values.fee) : DEFAULT_FEE_PERCENT;
     const prices = priceFlags(values.price ?? []);
     if (prices.sats !== undefined) ctx.overrides.price = prices.sats;
@@ -98,7 +105,7 @@ Examples:
       models: names,
       prices,
       ...(api !== undefined ? { apiPort: api, apiPrefer: prefer } : {}),
-      ...(values.aggregator ? { aggregator: { feePercent } } : {}),
+      ...(values.aggregator ? { aggregator: { feePercent, ...(values.escrow ? { escrow: true } : {}) } } : {}),
       json: Boolean(values.json),
       dashboard: !values["no-dash"] && !values.json && onTerminal(ctx),
     });
@@ -110,7 +117,7 @@ export interface RunNodeOptions {
   models: string[];
   /** Per-model prices from `--price MODEL=...`. */
   prices?: PriceFlags;
-  aggregator?: { feePercent: number };
+  aggregator?: { feePercent: number; escrow?: boolean };
   /** Print the status as one JSON line once up (headless only). */
   json: boolean;
   /** Open the dashboard on this terminal; closing it stops the node. Otherwise run headless until Ctrl-C. */
@@ -144,12 +151,19 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
     );
   }
   if (options.dashboard) ctx.stderr.write("Starting the node…\n");
+  const payments = paymentsSetup(config);
   const node = await InfernetNode.start({
     config,
     store,
     serve,
     signal: ctx.signal,
     ...(options.prices ? { prices: options.prices } : {}),
+    payments: {
+      wallet: payments.wallet(),
+      chain: payments.chain,
+      network: payments.network,
+      feeRate: (signal) => payments.feeRate(signal ? { signal } : {}),
+    },
     ...(options.aggregator ? { aggregator: options.aggregator } : {}),
   });
   try {

@@ -73,7 +73,12 @@ export interface StartNodeOptions {
   /** Run an aggregator on this node (it may serve models too), taking this fee; `escrow`: take payment. */
   aggregator?: { feePercent: number; escrow?: boolean };
   /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
-  payments?: { wallet?: Wallet; chain?: Chain; network?: ChannelNetwork; feeRate?: bigint };
+  payments?: {
+    wallet?: Wallet;
+    chain?: Chain;
+    network?: ChannelNetwork;
+    feeRate?: (signal?: AbortSignal) => Promise<bigint>;
+  };
   signal?: AbortSignal;
 }
 

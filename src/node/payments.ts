@@ -148,7 +148,7 @@ export interface NodeChannelsInit {
   chain: Chain | undefined;
   tip: ChainTip;
   /** sat per 1,000 vB for funding transactions (default: the chain's estimate, else FALLBACK_FEE_RATE). */
-  feeRate?: bigint;
+  feeRate?: (signal?: AbortSignal) => Promise<bigint>;
 }
 
 /**
@@ -162,7 +162,7 @@ export class NodeChannels {
   async open(peer: PeerId, capacitySats: bigint, signal?: AbortSignal): Promise<ChannelParams> {
     const { wallet, chain, channel, tip } = this.init;
     if (!wallet || !chain) throw new ConfigError("this node has no wallet and chain to fund a channel from");
-    const feeRate = this.init.feeRate ?? (await chain.feeRate(6, signal).catch(() => FALLBACK_FEE_RATE));
+    const feeRate = await (this.init.feeRate ?? ((s) => chain.feeRate(6, s)))(signal).catch(() => FALLBACK_FEE_RATE);
     const funding = await wallet.fundingInputs(capacitySats, feeRate, undefined, signal);
     const height = await tip.read(signal);
     const { params, fundingTx } = await channel.openChannel(

@@ -1,0 +1,114 @@
+import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { AggregatorPayments } from "../src/node/aggregator/payments.ts";
+import { AggregatorStore } from "../src/node/aggregator/store.ts";
+import { ControlClient } from "../src/node/control/client.ts";
+import { msat } from "../src/payments/amount.ts";
+import { account } from "../src/payments/ledger.ts";
+import { WalletKey } from "../src/payments/wallet/index.ts";
+import { Store } from "../src/store/db.ts";
+import { MNIST_IMAGES, MNIST_RECORDS, watchedSubmit } from "./fixtures/jobs.ts";
+import { fakeEsplora } from "./helpers/fake-esplora.ts";
+import { type NodeProcess, TestNetwork } from "./helpers/network.ts";
+import { ROOT } from "./helpers/paths.ts";
+
+/**
+ * The market end to end, all real processes over real libp2p on 127.0.0.1: providers post bonds and
+ * a client deposits its quote over real payment channels (2-of-2 P2WSH funded from each node's
+ * wallet, every payment a signed commitment) to an aggregator that takes payment (`--escrow`); one
+ * of the four providers lies on every digit. The chain is the one fake here (test/helpers/
+ * fake-esplora.ts speaks Esplora's REST API over an in-memory UTXO set that checks signatures):
+ * no Bitcoin node runs here. Every balance is computed by hand from what the aggregator verified.
+ */
+const LIAR = join(ROOT, "test/fixtures/lying-provider.ts");
+/** sats per 1,000 inferences: a copy of SHARD records earns SHARD * PRICE msat. */
+const PRICE = 20;
+const SHARD = 1_000;
+const FEE_PERCENT = 1;
+const QUOTE_MSAT = 2_000_000;
+const BOND_MSAT = 100_000;
+const CHANNEL_SATS = 50_000n;
+const COINS_SATS = 1_000_000n;
+
+async function fundWallet(chain: ReturnType<typeof fakeEsplora>, node: NodeProcess): Promise<void> {
+  const key = WalletKey.load(join(node.home, "wallet.key"), "regtest");
+  chain.ledger.fund(key.receive(0).address, COINS_SATS);
+}
+
+test("a client deposits over a channel, one cheater among four providers: everyone's balance to the msat", async () => {
+  await using chain = fakeEsplora();
+  await using net = new TestNetwork();
+  const env = { INFERNET_CHAIN_URL: chain.url, INFERNET_CHAIN_NETWORK: "regtest", INFERNET_WALLET_FEE_RATE: "2" };
+  const aggregator = await net.start("aggregator", ["--aggregator", "--escrow", "--fee", `${FEE_PERCENT}%`], env);
+  const provider = ["--provider", "--models", "mnist-8", "--price", String(PRICE), "--bootstrap", aggregator.quic];
+  const nodes = await Promise.all([
+    net.startScript("cheat", LIAR, ["--lie", "values"], {
+      ...env,
+      INFERNET_BOOTSTRAP: aggregator.quic,
+      INFERNET_PRICE: String(PRICE),
+    }),
+    ...["h1", "h2", "h3"].map((n) => net.start(n, provider, env)),
+  ]);
+  const client = await net.start("client", ["--bootstrap", aggregator.quic], env);
+  await net.discoverable(aggregator.quic, "mnist-8", nodes);
+  const agg = aggregator.status.peerId;
+
+  // Coins on the chain for everyone who opens a channel; each provider bonds, the client deposits.
+  for (const n of [...nodes, client]) await fundWallet(chain, n);
+  for (const n of [...nodes, client]) {
+    const control = await ControlClient.require(n.home);
+    const opened = await control.fundChannel(aggregator.quic, CHANNEL_SATS);
+    expect(opened.capacitySats).toBe(CHANNEL_SATS.toString());
+    const paid = n === client ? QUOTE_MSAT : BOND_MSAT;
+    const state = await control.payChannel(agg, BigInt(paid), n === client ? "deposit" : "bond");
+    expect(state).toEqual({ sequence: 1, paidMsat: String(paid) });
+  }
+  chain.ledger.mine();
+
+  const output = join(client.home, "labels.jsonl");
+  const job = ["--model", "mnist-8", "--inputs", MNIST_IMAGES, "--shard-size", String(SHARD), "--redundancy", "2"];
+  await using submit = watchedSubmit(
+    [...job, "--max-price", String(QUOTE_MSAT), "--output", output, "--bootstrap", aggregator.quic, "--no-mdns"],
+    client.home,
+  );
+  const r = await submit.done();
+  expect(r.stderr).not.toContain("infernet:");
+  expect(r.code).toBe(0);
+  expect(r.events.at(-2)).toMatchObject({ event: "output", records: MNIST_RECORDS });
+
+  // The aggregator's books, read from its database while it runs (the refund comes on a tick).
+  using store = Store.open(aggregator.home);
+  const books = new AggregatorPayments(store, new AggregatorStore(store));
+  const deadline = Date.now() + 10_000;
+  while (books.ledger.total("escrow") > 0n && Date.now() < deadline) await Bun.sleep(50);
+  books.check();
+  const copies = new Map(
+    store.db
+      .query<{ provider: string; n: number }, []>(
+        "SELECT provider, count(*) AS n FROM assignments WHERE state = 'verified' GROUP BY provider",
+      )
+      .all()
+      .map((c) => [c.provider, c.n]),
+  );
+  const cheat = nodes[0]?.status.peerId as string;
+  const copyMsat = SHARD * PRICE;
+  const copyFee = Math.ceil((copyMsat * FEE_PERCENT) / 100);
+  const verified = [...copies.values()].reduce((a, b) => a + b, 0);
+  expect(copies.get(cheat)).toBeUndefined();
+  for (const h of nodes.slice(1)) {
+    const id = h.status.peerId;
+    expect(books.escrow.earnings(id)).toBe(msat((copies.get(id) ?? 0) * copyMsat));
+    expect(books.escrow.bond(id)).toBe(msat(BOND_MSAT));
+  }
+  expect(books.escrow.earnings(cheat)).toBe(msat(0));
+  expect(books.escrow.bond(cheat)).toBe(msat(0));
+  expect(books.ledger.balance(account("forfeits"))).toBe(msat(BOND_MSAT));
+  expect(books.ledger.balance(account("fees"))).toBe(msat(verified * copyFee));
+  expect(books.ledger.total("escrow")).toBe(0n);
+  expect(books.escrow.credit(client.status.peerId)).toBe(msat(QUOTE_MSAT - verified * (copyMsat + copyFee)));
+  // What came in over the channels is what the channels say was paid.
+  expect(-books.ledger.balanceOf(account("outside", "channel"))).toBe(BigInt(QUOTE_MSAT + 4 * BOND_MSAT));
+  // The client's report says what the ledger charged.
+  const report = r.events.at(-1)?.report as { cost: { providersMsat: number; feeMsat: number } };
+  expect(report.cost).toMatchObject({ providersMsat: verified * copyMsat, feeMsat: verified * copyFee });
+}, 240_000);
