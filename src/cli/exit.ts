@@ -1,4 +1,7 @@
 import { IdempotencyConflictError, JobNotFoundError } from "../jobs/errors.ts";
+import { RemoteServiceError } from "../payments/chain/http.ts";
+import { ChannelError, ChannelTimeoutError, UnknownChannelError } from "../payments/channel/errors.ts";
+import { InsufficientFundsError, LedgerInvariantError } from "../payments/ledger.ts";
 import {
   AbortedError,
   ConfigError,
@@ -28,6 +31,10 @@ export const EXIT = {
   config: 8,
   noProvider: 9,
   notRunning: 10,
+  /** A payment service (the chain backend, LND) failed, refused a request or cannot be reached. */
+  paymentService: 11,
+  /** Money cannot move: not enough coins or credit, a payment, escrow or channel refused. */
+  payment: 12,
   timeout: 124,
   interrupted: 130,
 } as const;
@@ -46,7 +53,38 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof NodeNotRunningError) return EXIT.notRunning;
   if (err instanceof TimeoutError) return EXIT.timeout;
   if (err instanceof AbortedError) return EXIT.interrupted;
-  return EXIT.internal;
+  return paymentExitCode(err) ?? EXIT.internal;
+}
+
+/**
+ * Payment failures. The wallet, invoice and Lightning escrow errors live in modules that load
+ * bitcoinjs, bip32 and bolt11 (about 300 ms), which `--version` and `--help` must not pay for; they
+ * are looked up only here, once an error is already on its way out. `require` returns the module the
+ * command loaded, so `instanceof` holds exactly (names are not compared: a bundle may rename classes).
+ */
+function paymentExitCode(err: unknown): number | undefined {
+  if (err instanceof LedgerInvariantError) return EXIT.internal;
+  if (err instanceof InsufficientFundsError) return EXIT.payment;
+  if (err instanceof ChannelTimeoutError) return EXIT.timeout;
+  if (err instanceof UnknownChannelError) return EXIT.notFound;
+  if (err instanceof ChannelError) return EXIT.payment;
+  if (err instanceof RemoteServiceError) return EXIT.paymentService;
+  if (!(err instanceof InfernetError)) return undefined;
+  const { WalletKeyError } = require("../payments/wallet/key.ts") as typeof import("../payments/wallet/key.ts");
+  if (err instanceof WalletKeyError) return EXIT.config;
+  const { InsufficientCoinsError } =
+    require("../payments/wallet/coin-select.ts") as typeof import("../payments/wallet/coin-select.ts");
+  if (err instanceof InsufficientCoinsError) return EXIT.payment;
+  const { InvoiceError } =
+    require("../payments/lightning/invoice.ts") as typeof import("../payments/lightning/invoice.ts");
+  if (err instanceof InvoiceError) return EXIT.invalidInput;
+  const { PaymentFailedError } =
+    require("../payments/lightning/lnd-errors.ts") as typeof import("../payments/lightning/lnd-errors.ts");
+  if (err instanceof PaymentFailedError) return EXIT.payment;
+  const { EscrowError } =
+    require("../payments/lightning/lightning-rail.ts") as typeof import("../payments/lightning/lightning-rail.ts");
+  if (err instanceof EscrowError) return EXIT.payment;
+  return undefined;
 }
 
 /**
