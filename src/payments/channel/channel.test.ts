@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { Transaction } from "bitcoinjs-lib";
 import { type Msat, msat } from "../amount.ts";
-import { type ChannelUpdate, checkFunding, checkTerms, mustCloseBy, PayeeChannel, PayerChannel } from "./channel.ts";
+import { type ChannelUpdate, mustCloseBy, PayeeChannel, PayerChannel } from "./channel.ts";
 import { ECPair } from "./keys.ts";
+import { checkFunding, checkTerms } from "./open.ts";
 import { TEST_HEIGHT, testChannel } from "./test-channel.ts";
 import { commitmentTx, signInput } from "./transactions.ts";
 
@@ -183,6 +184,29 @@ describe("a channel's payments", () => {
     expect(
       errorName(() => payeeCh.signClose({ tx: proposal.tx.toBuffer(), signature: proposal.signature, feeSats: 200n })),
     ).toBe("MalformedCommitmentError");
+  });
+
+  test("a batch is accepted up to the first refused update; the newest valid signature covers the run", () => {
+    const { payerCh, payeeCh, params } = pair();
+    const updates = [1, 2, 3, 4].map(() => payerCh.update(msat(1_000n)));
+    const [u1, u2, u3, u4] = updates as [ChannelUpdate, ChannelUpdate, ChannelUpdate, ChannelUpdate];
+    const stranger = ECPair.makeRandom();
+    const forged = { ...u3, signature: signInput(Transaction.fromBuffer(u3.tx), params, stranger) };
+    // The newest state's signature is bad: each is checked, the run stops before u3.
+    const bad = payeeCh.checkBatch([u1, u2, forged], at);
+    expect(bad.accepted.map((a) => a.state.sequence)).toEqual([1, 2]);
+    expect(bad.refusal?.name).toBe("BadSignatureError");
+    // A structural refusal in the middle: the run before it stands.
+    const gap = payeeCh.checkBatch([u1, u2, u4], at);
+    expect(gap.accepted.map((a) => a.increase)).toEqual([msat(1_000n), msat(1_000n)]);
+    expect(gap.refusal?.name).toBe("SequenceGapError");
+    // All valid: accepted, and applying the newest makes it the state to close with.
+    const all = payeeCh.checkBatch(updates, at);
+    expect(all.refusal).toBeUndefined();
+    payeeCh.apply(all.accepted.at(-1)!.state);
+    expect(payeeCh.state).toMatchObject({ sequence: 4, paidMsat: msat(4_000n) });
+    // The payee's 4 sats are dust: left out (to the fee), the payer's change alone remains.
+    expect(payeeCh.closeUnilaterally().outs.map((o) => o.value)).toEqual([500_000n - 300n - 4n]);
   });
 
   test("the payer adopts the payee's state after a lost acknowledgement, only if it signed it", () => {

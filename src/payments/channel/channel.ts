@@ -4,7 +4,6 @@ import { add, type Msat, msat, sub, ZERO_MSAT } from "../amount.ts";
 import {
   ChannelClosedError,
   ChannelExpiredError,
-  ChannelRefusedError,
   InvalidAmountError,
   MalformedCommitmentError,
   ReplayedUpdateError,
@@ -12,7 +11,7 @@ import {
   UnknownChannelError,
 } from "./errors.ts";
 import type { Signer } from "./keys.ts";
-import { type ChannelNetwork, checkPublicKey, checkRefundHeight, equalBytes } from "./script.ts";
+import { type ChannelNetwork, equalBytes } from "./script.ts";
 import {
   type ChannelState,
   type ChannelTerms,
@@ -20,8 +19,6 @@ import {
   closeTx,
   commitmentTx,
   completed,
-  DUST_LIMIT_SATS,
-  fundingOutput,
   MAX_STATE_SEQUENCE,
   payableMsat,
   refundTx,
@@ -211,6 +208,12 @@ export class PayerChannel {
   }
 }
 
+/** An update the payee accepts: the state it leads to and what it adds. */
+export interface Accepted {
+  state: SignedState;
+  increase: Msat;
+}
+
 export interface AcceptOptions {
   /** The chain's current height: no payment counts from `mustCloseBy`. */
   height: number;
@@ -250,16 +253,66 @@ export class PayeeChannel {
    * Checks `update` against the latest accepted state and returns the state it leads to and the
    * amount it adds, changing nothing. Throws a `ChannelError` subclass saying why it is refused.
    */
-  check(update: ChannelUpdate, options: AcceptOptions): { state: SignedState; increase: Msat } {
+  check(update: ChannelUpdate, options: AcceptOptions): Accepted {
+    const accepted = this.checkAfter(this.current, update, options.height, options.expectedMsat);
+    this.verify(accepted.state);
+    return accepted;
+  }
+
+  /**
+   * Checks consecutive updates (pipelined, they arrive together) and returns the longest run of them
+   * that is valid, plus why the next one is refused, if one is. Only the last signature of the run is
+   * verified when it holds: that state pays at least as much as every one before it, so it alone is
+   * what the payee needs to hold to count them all as paid (Spilman: the newest state supersedes).
+   * When it does not verify, each is verified in turn to find where the valid run ends.
+   */
+  checkBatch(
+    updates: ChannelUpdate[],
+    options: { height: number; expectedMsat?: (Msat | undefined)[] },
+  ): { accepted: Accepted[]; refusal: Error | undefined } {
+    const accepted: Accepted[] = [];
+    let refusal: Error | undefined;
+    let last = this.current;
+    for (const [i, update] of updates.entries()) {
+      try {
+        const next = this.checkAfter(last, update, options.height, options.expectedMsat?.[i]);
+        accepted.push(next);
+        last = next.state;
+      } catch (err) {
+        refusal = err as Error;
+        break;
+      }
+    }
+    const newest = accepted.at(-1);
+    if (!newest) return { accepted, refusal };
+    try {
+      this.verify(newest.state);
+      return { accepted, refusal };
+    } catch {
+      for (const [i, a] of accepted.entries()) {
+        try {
+          this.verify(a.state);
+        } catch (err) {
+          return { accepted: accepted.slice(0, i), refusal: err as Error };
+        }
+      }
+      return { accepted, refusal };
+    }
+  }
+
+  /** Every check of `update` following `last` but its signature (see `verify`). */
+  private checkAfter(
+    last: SignedState,
+    update: ChannelUpdate,
+    height: number,
+    expectedMsat: Msat | undefined,
+  ): Accepted {
     if (update.channelId !== this.params.id)
       throw new UnknownChannelError(`update for ${update.channelId} on ${this.id}`);
     if (this.closing) throw new ChannelClosedError(`channel ${this.id} is closing`);
-    if (options.height >= this.mustCloseBy) {
-      throw new ChannelExpiredError(
-        `channel ${this.id} must close by height ${this.mustCloseBy}; it is ${options.height}`,
-      );
+    if (height >= this.mustCloseBy) {
+      throw new ChannelExpiredError(`channel ${this.id} must close by height ${this.mustCloseBy}; it is ${height}`);
     }
-    const last = this.current;
     if (update.sequence <= last.sequence) {
       throw new ReplayedUpdateError(`update ${update.sequence} on ${this.id} is not newer than state ${last.sequence}`);
     }
@@ -282,22 +335,27 @@ export class PayeeChannel {
         `update ${update.sequence} adds ${increase} msat but says it pays ${update.amountMsat}`,
       );
     }
-    if (options.expectedMsat !== undefined && increase !== options.expectedMsat) {
-      throw new InvalidAmountError(`update ${update.sequence} pays ${increase} msat; ${options.expectedMsat} was due`);
+    if (expectedMsat !== undefined && increase !== expectedMsat) {
+      throw new InvalidAmountError(`update ${update.sequence} pays ${increase} msat; ${expectedMsat} was due`);
     }
-    const expected = commitmentTx(this.params, { sequence: update.sequence, paidMsat: update.paidMsat });
-    checkSameTx(update.tx, expected, "commitment");
-    verifySignature(sighash(expected, this.params), this.params.payerKey, update.signature);
+    checkSameTx(update.tx, commitmentTx(this.params, update), "commitment");
     return {
       state: { sequence: update.sequence, paidMsat: update.paidMsat, tx: update.tx, signature: update.signature },
       increase,
     };
   }
 
-  /** Makes `state` (from `check`, already stored) the latest. */
+  /** The payer's signature on the state's commitment (BIP143, SIGHASH_ALL, low S), or BadSignatureError. */
+  private verify(state: SignedState): void {
+    const tx = commitmentTx(this.params, state);
+    verifySignature(sighash(tx, this.params), this.params.payerKey, state.signature);
+  }
+
+  /** Makes `state` (from `check` or `checkBatch`, already stored) the latest. */
   apply(state: SignedState): void {
-    if (state.sequence !== this.current.sequence + 1)
-      throw new SequenceGapError(`state ${state.sequence} does not follow ${this.current.sequence}`);
+    if (state.sequence <= this.current.sequence) {
+      throw new SequenceGapError(`state ${state.sequence} is not newer than ${this.current.sequence}`);
+    }
     this.current = state;
   }
 
@@ -324,58 +382,4 @@ export class PayeeChannel {
     this.closing = true;
     return { tx: completed(this.params, expected, proposal.signature, signature), signature };
   }
-}
-
-/** What a payee accepts when a channel is proposed. */
-export interface OpenPolicy {
-  network: ChannelNetwork;
-  height: number;
-  maxCapacitySats: bigint;
-  maxFeeSats: bigint;
-}
-
-/** The payee's check of proposed terms (before it hands out its key's signature on anything). */
-export function checkTerms(
-  terms: Omit<ChannelParams, "id" | "fundingTxid" | "fundingVout" | "payeeKey">,
-  policy: OpenPolicy,
-): void {
-  const refuse = (why: string) => new ChannelRefusedError(`channel refused: ${why}`);
-  if (terms.network !== policy.network) throw refuse(`this node is on ${policy.network}, not ${terms.network}`);
-  try {
-    checkPublicKey(terms.payerKey, "the payer key");
-    checkRefundHeight(terms.refundHeight);
-  } catch (err) {
-    throw refuse((err as Error).message);
-  }
-  if (terms.capacitySats < MIN_CAPACITY_SATS || terms.capacitySats > policy.maxCapacitySats) {
-    throw refuse(`capacity ${terms.capacitySats} sats is outside ${MIN_CAPACITY_SATS} to ${policy.maxCapacitySats}`);
-  }
-  if (terms.feeSats < MIN_COMMITMENT_FEE_SATS || terms.feeSats > policy.maxFeeSats) {
-    throw refuse(`fee ${terms.feeSats} sats is outside ${MIN_COMMITMENT_FEE_SATS} to ${policy.maxFeeSats}`);
-  }
-  if (terms.capacitySats - terms.feeSats < 2n * DUST_LIMIT_SATS) throw refuse("the fee leaves nothing to pay");
-  if (mustCloseBy(terms.refundHeight) - policy.height < MIN_USEFUL_BLOCKS) {
-    throw refuse(`refund height ${terms.refundHeight} leaves under ${MIN_USEFUL_BLOCKS} blocks before it must close`);
-  }
-}
-
-/** Checks the funding transaction pays `terms.capacitySats` to the funding script at `vout`; returns its txid. */
-export function checkFunding(
-  bytes: Uint8Array,
-  vout: number,
-  terms: Omit<ChannelParams, "id" | "fundingTxid" | "fundingVout">,
-): string {
-  let tx: Transaction;
-  try {
-    tx = Transaction.fromBuffer(bytes);
-  } catch (cause) {
-    throw new MalformedCommitmentError("the funding transaction does not parse", { cause });
-  }
-  const out = tx.outs[vout];
-  if (!out || !equalBytes(out.script, fundingOutput(terms)) || out.value !== terms.capacitySats) {
-    throw new MalformedCommitmentError(
-      `output ${vout} of the funding transaction is not ${terms.capacitySats} sats to the channel script`,
-    );
-  }
-  return tx.getId();
 }

@@ -3,11 +3,13 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Transaction } from "bitcoinjs-lib";
 import { encode as cborEncode } from "cborg";
 import { msat } from "../../../payments/amount.ts";
 import { type ChannelParams, type ChannelUpdate, PayerChannel } from "../../../payments/channel/channel.ts";
 import { ECPair, KeyRing } from "../../../payments/channel/keys.ts";
 import { p2wpkhOutput } from "../../../payments/channel/script.ts";
+import { signInput } from "../../../payments/channel/transactions.ts";
 import { Store } from "../../../store/db.ts";
 import { encode, readMessage, WIRE_VERSION, wireStream, writeFrames } from "../../wire.ts";
 import { connect, type TestHost, testHost } from "../infer/test-hosts.ts";
@@ -58,21 +60,26 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Sends raw frames on a new stream from `from` and returns the payee's first answer (code or "ack"). */
-async function answer(frames: Uint8Array[], from: TestHost = payer): Promise<string> {
+/** Sends raw frames on a new stream from `from` and returns the payee's first `n` answers (codes or "ack n"). */
+async function answers(frames: Uint8Array[], n: number, from: TestHost = payer): Promise<string[]> {
   const stream = await from.dialProtocol(payee.peerId, CHANNEL_PROTOCOL);
   const lp = wireStream(stream, MAX_FRAME_BYTES);
   await writeFrames(lp, frames);
-  const reply = await readMessage(lp, AckMessageSchema, { signal: AbortSignal.timeout(5_000) });
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const reply = await readMessage(lp, AckMessageSchema, { signal: AbortSignal.timeout(5_000) });
+    out.push(reply.type === "error" ? reply.code : `ack ${reply.sequence}`);
+  }
   stream.abort(new Error("done"));
-  return reply.type === "error" ? reply.code : `ack ${reply.sequence}`;
+  return out;
 }
 
-function payFrame(update: ChannelUpdate, override: Record<string, unknown> = {}): Uint8Array {
-  return encode({
-    v: WIRE_VERSION,
-    type: "pay",
-    channelId: update.channelId,
+async function answer(frames: Uint8Array[], from: TestHost = payer): Promise<string> {
+  return (await answers(frames, 1, from))[0] as string;
+}
+
+function wireUpdate(update: ChannelUpdate, override: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
     sequence: update.sequence,
     paidMsat: update.paidMsat.toString(),
     amountMsat: update.amountMsat.toString(),
@@ -80,7 +87,20 @@ function payFrame(update: ChannelUpdate, override: Record<string, unknown> = {})
     signature: update.signature,
     memo: update.memo,
     ...override,
-  });
+  };
+}
+
+/** A `pay` frame of one update (fields of it overridden), or of several. */
+function payFrame(
+  update: ChannelUpdate,
+  override: Record<string, unknown> = {},
+  channelId = update.channelId,
+): Uint8Array {
+  return encode({ v: WIRE_VERSION, type: "pay", channelId, updates: [wireUpdate(update, override)] });
+}
+
+function batchFrame(updates: Record<string, unknown>[]): Uint8Array {
+  return encode({ v: WIRE_VERSION, type: "pay", channelId: params.id, updates });
 }
 
 const stored = () =>
@@ -114,7 +134,7 @@ describe("bad input to a payee", () => {
   test("unknown channel ids, and a channel paid by a peer that is not its payer", async () => {
     const update = signer.update(msat(1_000n));
     signer.rollback();
-    expect(await answer([payFrame(update, { channelId: `${"ab".repeat(32)}:0` })])).toBe("unknown-channel");
+    expect(await answer([payFrame(update, {}, `${"ab".repeat(32)}:0`)])).toBe("unknown-channel");
     expect(await answer([encode({ v: WIRE_VERSION, type: "query", channelId: `${"ab".repeat(32)}:0` })])).toBe(
       "unknown-channel",
     );
@@ -138,7 +158,33 @@ describe("bad input to a payee", () => {
     const third = signer.update(msat(1_000n));
     expect(await answer([payFrame(third)])).toBe("sequence");
     // Pipelined on one stream: both acknowledged, in order.
-    expect(await answer([payFrame(skipped), payFrame(third)])).toBe("ack 2");
+    expect(await answers([payFrame(skipped), payFrame(third)], 2)).toEqual(["ack 2", "ack 3"]);
     expect(stored()).toEqual({ sequence: 3, paid_msat: 7_000 });
   });
+
+  test("a frame of several updates: acknowledged up to the last valid one, the next refused with its reason", async () => {
+    signer.acknowledged(3);
+    const [a, b, c] = [signer.update(msat(1_000n)), signer.update(msat(1_000n)), signer.update(msat(1_000n))];
+    // c's amount tampered: a and b count (one ack for both), c is refused, nothing after it is read.
+    expect(await answers([batchFrame([wireUpdate(a), wireUpdate(b), wireUpdate(c, { amountMsat: "5" })])], 2)).toEqual([
+      "ack 5",
+      "amount",
+    ]);
+    expect(stored()).toEqual({ sequence: 5, paid_msat: 9_000 });
+    signer.acknowledged(5);
+    signer.rollback();
+    // Only the newest signature is checked when it holds; when it does not, each is, and the run ends
+    // before the first bad one.
+    const [d, e] = [signer.update(msat(1_000n)), signer.update(msat(1_000n))];
+    const forged = { signature: wrongSignature(e) };
+    expect(await answers([batchFrame([wireUpdate(d), wireUpdate(e, forged)])], 2)).toEqual(["ack 6", "signature"]);
+    expect(await answer([batchFrame([wireUpdate(d)])])).toBe("replayed");
+    expect(await answer([batchFrame([])])).toBe("malformed");
+    expect(stored()).toEqual({ sequence: 6, paid_msat: 10_000 });
+  });
 });
+
+/** A well-formed signature on `update`'s exact commitment, by a key that is not the payer's. */
+function wrongSignature(update: ChannelUpdate): Uint8Array {
+  return signInput(Transaction.fromBuffer(update.tx), params, ECPair.makeRandom());
+}

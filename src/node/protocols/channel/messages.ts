@@ -10,7 +10,8 @@ import { ErrorMessageSchema, WIRE_VERSION } from "../../wire.ts";
  * the stream is for:
  *
  *   open:  open -> accept (the payee's key) ; funding -> opened      a new channel
- *   pay:   pay -> ack, pay -> ack, ...                               payments, pipelined, acks in order
+ *   pay:   pay -> ack, pay -> ack, ...                               payments, pipelined; an ack of update n
+ *                                                                    acknowledges every update up to n
  *   query: query -> state                                            the payee's latest state (after a reconnect)
  *   close: close -> closed (the payee's signature)                   cooperative close
  *
@@ -64,16 +65,29 @@ export const OpenMessageSchema = z.object({
 });
 export type OpenMessage = z.infer<typeof OpenMessageSchema>;
 
-export const PayMessageSchema = z.object({
-  v,
-  type: z.literal("pay"),
-  channelId: ChannelIdSchema,
+/**
+ * Updates one `pay` frame may carry: a pipelining payer sends those signed while its last write was
+ * out together. At the field limits one update is under 1.5 KB, so a full frame stays well under
+ * MAX_FRAME_BYTES.
+ */
+export const MAX_UPDATES_PER_FRAME = 64;
+
+export const UpdateSchema = z.object({
   sequence: sequence.min(1),
   paidMsat: msatText,
   amountMsat: msatText,
   tx: bytes(MAX_SETTLEMENT_TX_BYTES),
   signature: bytes(MAX_SIGNATURE_BYTES),
   memo: z.string().max(MAX_MEMO_CHARS),
+});
+export type WireUpdate = z.infer<typeof UpdateSchema>;
+
+/** Consecutive updates of one channel, oldest first; acknowledged by one `ack` of the last one accepted. */
+export const PayMessageSchema = z.object({
+  v,
+  type: z.literal("pay"),
+  channelId: ChannelIdSchema,
+  updates: z.array(UpdateSchema).min(1).max(MAX_UPDATES_PER_FRAME),
 });
 export type PayMessage = z.infer<typeof PayMessageSchema>;
 

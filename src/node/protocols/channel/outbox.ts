@@ -2,30 +2,34 @@ import { errorMessage } from "../../../util/errors.ts";
 import type { FrameSink } from "../../wire.ts";
 
 /**
- * Frames written in order, as many per transport write as have queued: the QUIC stream takes one
+ * Items written in order, as many per transport write as have queued: the QUIC stream takes one
  * write at a time (it reports no room until the native write completes), so while one write is out,
- * later frames wait here and leave together in the next. A pay stream's updates and acks are small
- * and frequent, and one native write each costs more than the frames themselves. The first frame of
- * a burst is written at once, so a lone payment waits for nothing.
+ * later items wait here and leave together in the next (`encode` turns a batch into frames). A pay
+ * stream's updates and acks are small and frequent, and one native write each costs more than the
+ * frames themselves. The first item of a burst is written at once, so a lone payment waits for
+ * nothing. `before` runs for each batch just before it is written (the payer stores its pending
+ * update there); if it throws, nothing of the batch is written.
  */
-export class Outbox {
-  private readonly queue: Uint8Array[] = [];
+export class Outbox<T> {
+  private readonly queue: T[] = [];
   private flushing: Promise<void> | undefined;
-  /** Set when a write failed: later frames are dropped (the stream is broken). */
+  /** Set when a write failed: later items are dropped (the stream is broken). */
   failure: Error | undefined;
 
   constructor(
     private readonly lp: FrameSink,
+    private readonly encode: (items: T[]) => Uint8Array[],
     private readonly onError: (err: Error) => void,
+    private readonly before?: (items: T[]) => void,
   ) {}
 
-  push(frame: Uint8Array): void {
+  push(item: T): void {
     if (this.failure) return;
-    this.queue.push(frame);
+    this.queue.push(item);
     this.flushing ??= this.flush();
   }
 
-  /** Resolves once every queued frame is written (or the stream failed). */
+  /** Resolves once every queued item is written (or the stream failed). */
   async drained(): Promise<void> {
     while (this.flushing) await this.flushing;
   }
@@ -33,7 +37,9 @@ export class Outbox {
   private async flush(): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.failure) {
-        const frames = this.queue.splice(0);
+        const items = this.queue.splice(0);
+        this.before?.(items);
+        const frames = this.encode(items);
         await (frames.length === 1 ? this.lp.write(frames[0] as Uint8Array) : this.lp.writeV(frames));
       }
     } catch (err) {

@@ -1,12 +1,6 @@
 import type { Connection, Stream } from "@libp2p/interface";
 import type { Msat } from "../../../payments/amount.ts";
-import {
-  type ChannelParams,
-  channelId,
-  checkFunding,
-  checkTerms,
-  PayeeChannel,
-} from "../../../payments/channel/channel.ts";
+import { type ChannelParams, type ChannelUpdate, channelId, PayeeChannel } from "../../../payments/channel/channel.ts";
 import {
   ChannelClosedError,
   ChannelError,
@@ -14,6 +8,7 @@ import {
   UnknownChannelError,
 } from "../../../payments/channel/errors.ts";
 import type { ChannelKeys } from "../../../payments/channel/keys.ts";
+import { checkFunding, checkTerms } from "../../../payments/channel/open.ts";
 import type { ChannelNetwork } from "../../../payments/channel/script.ts";
 import type { ChannelStore } from "../../../payments/channel/store.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
@@ -194,17 +189,26 @@ export class ChannelPayee {
   }
 
   /**
-   * Updates until the payer closes its side: each checked, stored, then acknowledged, in order. Acks
-   * go out through an `Outbox`, so the next update is checked while the last ack is being written.
+   * Frames of updates until the payer closes its side: each frame's updates checked, the newest valid
+   * one stored, then acknowledged (one ack for the frame's accepted updates), in order; a refused
+   * update is answered with an error frame after the ack of those before it. Acks go out through an
+   * `Outbox`, so the next frame is checked while the last ack is being written.
    */
   private async paySession(first: PayMessage, peer: string, lp: FrameStream, job: InboundJob): Promise<void> {
-    const outbox = new Outbox(lp, () => job.clientLeft());
+    const outbox = new Outbox<Uint8Array>(
+      lp,
+      (frames) => frames,
+      () => job.clientLeft(),
+    );
     let message = first;
     try {
       for (;;) {
         job.startBudget(PAY_IDLE_TIMEOUT_MS);
-        const sequence = await this.pay(message, peer);
-        outbox.push(encode({ v: WIRE_VERSION, type: "ack", channelId: message.channelId, sequence }));
+        const { sequence, refusal } = await this.pay(message, peer);
+        if (sequence !== undefined) {
+          outbox.push(encode({ v: WIRE_VERSION, type: "ack", channelId: message.channelId, sequence }));
+        }
+        if (refusal) throw refusal;
         try {
           message = await readMessage(lp, PayMessageSchema, { signal: job.signal });
         } catch (err) {
@@ -219,44 +223,41 @@ export class ChannelPayee {
     }
   }
 
-  private pay(message: PayMessage, peer: string): Promise<number> {
+  /** One frame's updates: the newest accepted sequence (undefined: none) and why the next was refused. */
+  private pay(message: PayMessage, peer: string): Promise<{ sequence: number | undefined; refusal?: Error }> {
     const entry = this.entry(message.channelId, peer);
     return this.locked(entry, async () => {
-      const update = {
-        channelId: message.channelId,
-        sequence: message.sequence,
-        paidMsat: wireMsat(message.paidMsat, "paidMsat"),
-        amountMsat: wireMsat(message.amountMsat, "amountMsat"),
-        tx: message.tx,
-        signature: message.signature,
-        memo: message.memo,
-      };
-      const expectedMsat = await this.expected({ channelId: update.channelId, peer, memo: update.memo });
+      const { updates, refusal: unreadable } = fromWire(message);
+      const expectedMsat: (Msat | undefined)[] = [];
+      for (const u of updates) expectedMsat.push(await this.expected({ channelId: u.channelId, peer, memo: u.memo }));
       const { channel } = entry;
-      const { state, increase } = channel.check(update, {
-        height: this.settings.height(),
-        ...(expectedMsat !== undefined ? { expectedMsat } : {}),
-      });
+      const checked = channel.checkBatch(updates, { height: this.settings.height(), expectedMsat });
+      const refusal = checked.refusal ?? unreadable;
+      const newest = checked.accepted.at(-1);
+      if (!newest) return { sequence: undefined, ...(refusal ? { refusal } : {}) };
       // Written before it is applied and acknowledged: an acknowledged payment is never lost. The
       // listener runs inside the same SQLite transaction (a ledger entry it writes commits with the
-      // state, or neither does and the payment is refused).
-      const { onPayment } = this.settings;
+      // state, or neither does and the payments are refused).
+      const { onPayment, store } = this.settings;
       const previous = channel.state.sequence;
       if (onPayment) {
-        const payment = {
-          channelId: channel.id,
-          peer,
-          sequence: state.sequence,
-          amountMsat: increase,
-          paidMsat: state.paidMsat,
-        };
-        this.settings.store.transaction(() => {
-          this.settings.store.saveState(channel.id, previous, state);
-          onPayment({ ...payment, memo: update.memo });
+        store.transaction(() => {
+          store.saveState(channel.id, previous, newest.state);
+          checked.accepted.forEach(({ state, increase }, i) => {
+            const memo = updates[i]?.memo ?? "";
+            onPayment({
+              channelId: channel.id,
+              peer,
+              sequence: state.sequence,
+              amountMsat: increase,
+              paidMsat: state.paidMsat,
+              memo,
+            });
+          });
         });
-      } else this.settings.store.saveState(channel.id, previous, state);
-      channel.apply(state);
-      return state.sequence;
+      } else store.saveState(channel.id, previous, newest.state);
+      channel.apply(newest.state);
+      return { sequence: newest.state.sequence, ...(refusal ? { refusal } : {}) };
     });
   }
 
@@ -331,4 +332,25 @@ function codeOf(err: unknown): string {
   if (err instanceof InvalidInputError) return "malformed";
   if (err instanceof TimeoutError) return "timeout";
   return "internal";
+}
+
+/** A frame's updates as amounts, up to the first whose amounts are out of range (then why). */
+function fromWire(message: PayMessage): { updates: ChannelUpdate[]; refusal: Error | undefined } {
+  const updates: ChannelUpdate[] = [];
+  for (const u of message.updates) {
+    try {
+      updates.push({
+        channelId: message.channelId,
+        sequence: u.sequence,
+        paidMsat: wireMsat(u.paidMsat, "paidMsat"),
+        amountMsat: wireMsat(u.amountMsat, "amountMsat"),
+        tx: u.tx,
+        signature: u.signature,
+        memo: u.memo,
+      });
+    } catch (err) {
+      return { updates, refusal: err as Error };
+    }
+  }
+  return { updates, refusal: undefined };
 }

@@ -29,9 +29,10 @@ import { PaySession } from "./session.ts";
 
 /**
  * The payer side of /infernet/channel/1.0.0. Payments of a channel share one stream (a `PaySession`)
- * and may be pipelined: each is signed on top of the last one sent and the acks come back in order.
- * Before an update is sent it is written to SQLite as "pending"; the acknowledged state is written
- * when the ack arrives. When the payee does not answer in time the caller gets `ChannelTimeoutError`
+ * and may be pipelined: each is signed on top of the last one sent, those signed while a write is out
+ * leave together in one frame, and an ack of update n settles every update up to n. Before updates
+ * are written the newest is stored in SQLite as "pending"; the acknowledged state is stored when the
+ * ack arrives, before any payment resolves. When the payee does not answer in time the caller gets `ChannelTimeoutError`
  * and the channel is marked unsure: the next operation first asks the payee for its state (`sync`)
  * and continues from the one it acknowledged.
  */
@@ -175,11 +176,9 @@ export class ChannelPayer {
       session = entry.session && !entry.session.failed ? entry.session : await this.session(entry, signal);
       if (signal.aborted) throw abortFailure(signal);
       if (session.failed) throw session.failed;
-      // From here to the write nothing waits: updates are signed, stored as pending and written in
-      // sequence order, whichever payments run at once.
-      const update = entry.channel.update(amountMsat, memo);
-      this.settings.store.savePending(entry.channel.id, entry.channel.latest);
-      return await session.send(update, signal);
+      // From here to the queue nothing waits: updates are signed and queued in sequence order,
+      // whichever payments run at once (the session stores the newest as pending before writing).
+      return await session.send(entry.channel.update(amountMsat, memo), signal);
     } catch (err) {
       const failure = signal.aborted ? abortFailure(signal) : payFailure(err, entry.peer.toString());
       // The session's onFail rolls the channel back, once, for every update it carried.
@@ -201,12 +200,12 @@ export class ChannelPayer {
     const { store } = this.settings;
     const { channel } = entry;
     const session = new PaySession(stream, wireStream(stream, MAX_FRAME_BYTES), entry.peer.toString(), channel.id, {
-      // In ack order: the acknowledged state is written before the payment resolves.
+      // Written before the update leaves: a crash never forgets a state the payee may hold.
+      beforeSend: (newest) => store.savePending(channel.id, newest),
+      // In ack order: the acknowledged state is written before the payments resolve.
       onAck: (sequence) => {
         const previous = channel.acked.sequence;
-        const state = channel.acknowledged(sequence);
-        store.saveState(channel.id, previous, state);
-        return state;
+        store.saveState(channel.id, previous, channel.acknowledged(sequence));
       },
       // Every update after the acknowledged state is void. Unless the payee refused one (then it
       // looked at none after it), it may hold some of them: the next payment syncs first.

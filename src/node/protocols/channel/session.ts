@@ -3,7 +3,7 @@ import type { ChannelUpdate, SignedState } from "../../../payments/channel/chann
 import { ChannelError, RemoteChannelError } from "../../../payments/channel/errors.ts";
 import { AbortedError, errorMessage } from "../../../util/errors.ts";
 import { abortable, encode, type FrameStream, ProtocolError, readMessage, WIRE_VERSION } from "../../wire.ts";
-import { AckMessageSchema, type PayMessage, remoteCode } from "./messages.ts";
+import { AckMessageSchema, MAX_UPDATES_PER_FRAME, type PayMessage, remoteCode } from "./messages.ts";
 import { Outbox } from "./outbox.ts";
 
 /**
@@ -13,22 +13,31 @@ import { Outbox } from "./outbox.ts";
 export const SESSION_IDLE_CLOSE_MS = 30_000;
 
 export interface SessionEvents {
-  /** An ack, in order: records the acknowledged state and returns it. */
-  onAck(sequence: number): SignedState;
+  /** Just before updates are written: stores the newest as pending (throwing sends none of them). */
+  beforeSend(newest: SignedState): void;
+  /** An ack of `sequence` (and every update before it), in order: records the acknowledged state. */
+  onAck(sequence: number): void;
   /** The session ended with `err` while `inFlight` updates were unacknowledged (called once). */
   onFail(err: Error, inFlight: number): void;
 }
 
+interface Waiting {
+  state: SignedState;
+  resolve: (s: SignedState) => void;
+  reject: (e: Error) => void;
+}
+
 /**
- * One pay stream of one channel, payer side: updates are written as they are signed and their acks
- * read back in the same order, so several can be in flight (a pipeline). An error frame rejects the
- * update it answers; the updates after it were never looked at (the payee stops reading after a
- * refusal) and are rejected as void. Any other failure fails every update in flight.
+ * One pay stream of one channel, payer side: updates are written as they are signed, those signed
+ * while a write is out together in one frame, so several are in flight (a pipeline). An ack of n
+ * acknowledges every update up to n. An error frame rejects the first unacknowledged update; the
+ * ones after it were never looked at (the payee stops reading after a refusal) and are rejected as
+ * void. Any other failure fails every update in flight.
  */
 export class PaySession {
-  private readonly waiting: { sequence: number; resolve: (s: SignedState) => void; reject: (e: Error) => void }[] = [];
+  private readonly waiting: Waiting[] = [];
   private idle: ReturnType<typeof setTimeout> | undefined;
-  private readonly outbox: Outbox;
+  private readonly outbox: Outbox<ChannelUpdate>;
   /** Why the session ended; nothing is sent on it after that. */
   failed: Error | undefined;
 
@@ -39,8 +48,19 @@ export class PaySession {
     private readonly channelId: string,
     private readonly events: SessionEvents,
   ) {
-    this.outbox = new Outbox(lp, (err) =>
-      this.fail(new RemoteChannelError("protocol", peer, `cannot write to ${peer}: ${errorMessage(err)}`)),
+    this.outbox = new Outbox<ChannelUpdate>(
+      lp,
+      (updates) => payFrames(channelId, updates),
+      (err) =>
+        this.fail(
+          err instanceof ChannelError
+            ? err
+            : new RemoteChannelError("protocol", peer, `cannot write to ${peer}: ${errorMessage(err)}`),
+        ),
+      (updates) => {
+        const newest = updates.at(-1) as ChannelUpdate;
+        events.beforeSend(newest);
+      },
     );
     void this.read();
     this.idleTimer();
@@ -50,22 +70,15 @@ export class PaySession {
   async send(update: ChannelUpdate, signal: AbortSignal): Promise<SignedState> {
     if (this.failed) throw this.failed;
     clearTimeout(this.idle);
-    const acked = new Promise<SignedState>((resolve, reject) =>
-      this.waiting.push({ sequence: update.sequence, resolve, reject }),
-    );
-    acked.catch(() => {});
-    const frame: PayMessage = {
-      v: WIRE_VERSION,
-      type: "pay",
-      channelId: update.channelId,
+    const state: SignedState = {
       sequence: update.sequence,
-      paidMsat: update.paidMsat.toString(),
-      amountMsat: update.amountMsat.toString(),
+      paidMsat: update.paidMsat,
       tx: update.tx,
       signature: update.signature,
-      memo: update.memo,
     };
-    this.outbox.push(encode(frame));
+    const acked = new Promise<SignedState>((resolve, reject) => this.waiting.push({ state, resolve, reject }));
+    acked.catch(() => {});
+    this.outbox.push(update);
     return await abortable(acked, signal);
   }
 
@@ -100,36 +113,28 @@ export class PaySession {
     try {
       for (;;) {
         const reply = await readMessage(this.lp, AckMessageSchema);
-        const head = this.waiting.shift();
+        const head = this.waiting[0];
         if (reply.type === "error") {
-          const what = head ? `update ${head.sequence}` : "the session";
+          const what = head ? `update ${head.state.sequence}` : "the session";
           const refusal = new RemoteChannelError(
             remoteCode(reply.code),
             this.peer,
             `${this.peer} refused ${what}: ${reply.message}`,
           );
-          head?.reject(refusal);
           this.fail(head ? refusal : new ChannelError(`the payee ended the session: ${reply.message}`));
           return;
         }
-        if (!head)
-          throw new RemoteChannelError("protocol", this.peer, `${this.peer} acknowledged an update never sent`);
-        if (reply.channelId !== this.channelId || reply.sequence !== head.sequence) {
+        const count = this.waiting.findIndex((w) => w.state.sequence === reply.sequence) + 1;
+        if (reply.channelId !== this.channelId || count === 0) {
           throw new RemoteChannelError(
             "protocol",
             this.peer,
-            `${this.peer} acknowledged #${reply.sequence}, not #${head.sequence}`,
+            `${this.peer} acknowledged #${reply.sequence}, never sent`,
           );
         }
-        let state: SignedState;
-        try {
-          state = this.events.onAck(reply.sequence);
-        } catch (err) {
-          // Acknowledged by the payee but not recorded here: still in flight, as far as this side knows.
-          this.waiting.unshift(head);
-          throw err;
-        }
-        head.resolve(state);
+        // Recorded before any payment resolves; if it cannot be, they all stay in flight and fail.
+        this.events.onAck(reply.sequence);
+        for (const w of this.waiting.splice(0, count)) w.resolve(w.state);
         if (this.waiting.length === 0) this.idleTimer();
       }
     } catch (err) {
@@ -147,4 +152,26 @@ export class PaySession {
       );
     }
   }
+}
+
+/** `updates` as `pay` frames of at most MAX_UPDATES_PER_FRAME each. */
+function payFrames(channelId: string, updates: ChannelUpdate[]): Uint8Array[] {
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < updates.length; i += MAX_UPDATES_PER_FRAME) {
+    const frame: PayMessage = {
+      v: WIRE_VERSION,
+      type: "pay",
+      channelId,
+      updates: updates.slice(i, i + MAX_UPDATES_PER_FRAME).map((u) => ({
+        sequence: u.sequence,
+        paidMsat: u.paidMsat.toString(),
+        amountMsat: u.amountMsat.toString(),
+        tx: u.tx,
+        signature: u.signature,
+        memo: u.memo,
+      })),
+    };
+    frames.push(encode(frame));
+  }
+  return frames;
 }
