@@ -60,6 +60,11 @@ export const COMMANDS: CommandEntry[] = [
     load: async () => (await import("./api-key.ts")).apiKeyCommand,
   },
   {
+    name: "wallet",
+    summary: "Show the on-chain wallet, payment channels and this node's books; a receive address; withdraw on-chain",
+    load: async () => (await import("./wallet.ts")).walletCommand,
+  },
+  {
     name: "reputation",
     summary: "Show what this aggregator has seen of providers: uptime, completion, latency, faults, score, bans",
     load: async () => (await import("./reputation.ts")).reputationCommand,

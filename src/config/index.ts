@@ -8,7 +8,7 @@ import { type Config, FILE_SCHEMA, SETTINGS, type SettingKey } from "./schema.ts
 
 export { environment, resolveHome } from "./env.ts";
 export type { ChainBackendName, ChainNetworkName, Config, GpuChoice, LogLevel } from "./schema.ts";
-export { CHAIN_BACKEND_NAMES, CHAIN_NETWORK_NAMES, SETTINGS } from "./schema.ts";
+export { CHAIN_BACKEND_NAMES, CHAIN_NETWORK_NAMES, MAX_WALLET_FEE_RATE, SETTINGS } from "./schema.ts";
 
 /** The settings file's name inside INFERNET_HOME. */
 const CONFIG_FILE = "config.json";
