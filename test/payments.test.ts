@@ -4,7 +4,7 @@ import { AggregatorPayments } from "../src/node/aggregator/payments.ts";
 import { AggregatorStore } from "../src/node/aggregator/store.ts";
 import { ControlClient } from "../src/node/control/client.ts";
 import { msat } from "../src/payments/amount.ts";
-import { account } from "../src/payments/ledger.ts";
+import { account, Ledger } from "../src/payments/ledger.ts";
 import { WalletKey } from "../src/payments/wallet/index.ts";
 import { Store } from "../src/store/db.ts";
 import { MNIST_IMAGES, MNIST_RECORDS, watchedSubmit } from "./fixtures/jobs.ts";
@@ -54,7 +54,7 @@ test("a client deposits over a channel, one cheater among four providers: everyo
   const agg = aggregator.status.peerId;
 
   // Coins on the chain for everyone who opens a channel; each provider bonds, the client deposits.
-  for (const n of [...nodes, client]) await fundWallet(chain, n);
+  for (const n of [aggregator, ...nodes, client]) await fundWallet(chain, n);
   for (const n of [...nodes, client]) {
     const control = await ControlClient.require(n.home);
     const opened = await control.fundChannel(aggregator.quic, CHANNEL_SATS);
@@ -95,9 +95,22 @@ test("a client deposits over a channel, one cheater among four providers: everyo
   const copyFee = Math.ceil((copyMsat * FEE_PERCENT) / 100);
   const verified = [...copies.values()].reduce((a, b) => a + b, 0);
   expect(copies.get(cheat)).toBeUndefined();
+  // Each honest provider is paid what it earned over a channel the aggregator opened to it: its
+  // earnings at the aggregator come down to 0 and its own books show the income.
   for (const h of nodes.slice(1)) {
     const id = h.status.peerId;
-    expect(books.escrow.earnings(id)).toBe(msat((copies.get(id) ?? 0) * copyMsat));
+    const earned = msat((copies.get(id) ?? 0) * copyMsat);
+    expect(books.ledger.credited(account("earnings", id), "release")).toBe(earned);
+    using theirs = Store.open(h.home);
+    const income = () => new Ledger(theirs).balance(account("income", agg));
+    const paid = Date.now() + 30_000;
+    while ((books.escrow.earnings(id) > 0n || income() < earned) && Date.now() < paid) {
+      // Blocks come: a payout channel is funded from the aggregator's coins once they are confirmed.
+      chain.ledger.mine();
+      await Bun.sleep(100);
+    }
+    expect(books.escrow.earnings(id)).toBe(msat(0));
+    expect(income()).toBe(earned);
     expect(books.escrow.bond(id)).toBe(msat(BOND_MSAT));
   }
   expect(books.escrow.earnings(cheat)).toBe(msat(0));
@@ -106,8 +119,10 @@ test("a client deposits over a channel, one cheater among four providers: everyo
   expect(books.ledger.balance(account("fees"))).toBe(msat(verified * copyFee));
   expect(books.ledger.total("escrow")).toBe(0n);
   expect(books.escrow.credit(client.status.peerId)).toBe(msat(QUOTE_MSAT - verified * (copyMsat + copyFee)));
-  // What came in over the channels is what the channels say was paid.
-  expect(-books.ledger.balanceOf(account("outside", "channel"))).toBe(BigInt(QUOTE_MSAT + 4 * BOND_MSAT));
+  // What came in over the channels (deposit, bonds) less what went out (payouts).
+  const paidOut = verified * copyMsat;
+  expect(-books.ledger.balanceOf(account("outside", "channel"))).toBe(BigInt(QUOTE_MSAT + 4 * BOND_MSAT - paidOut));
+  books.check();
   // The client's report says what the ledger charged.
   const report = r.events.at(-1)?.report as { cost: { providersMsat: number; feeMsat: number } };
   expect(report.cost).toMatchObject({ providersMsat: verified * copyMsat, feeMsat: verified * copyFee });

@@ -20,6 +20,7 @@ import { RateMeter } from "./control/dash-rate.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { bookPayment, ChainTip, NodeChannels, nodeBooks, publish, WalletChannelKeys } from "./payments.ts";
+import { Payouts } from "./payouts.ts";
 import { type CapabilityDescription, type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
 import { type ChannelService, channelProtocol } from "./protocols/channel/index.ts";
@@ -122,6 +123,8 @@ export class InfernetNode implements AsyncDisposable {
   aggregator: Aggregator | undefined;
   /** Its payment channels (`infernet wallet fund|pay|close`). */
   channels!: NodeChannels;
+  /** An aggregator that takes payment pays its providers' earnings out with this. */
+  payouts: Payouts | undefined;
   /** False while serving is paused (dashboard `p`): new infer and shard requests are refused, running ones finish. */
   accepting = true;
   /** Measured round-trip times; `ms` undefined for a peer that did not answer. */
@@ -272,6 +275,14 @@ export class InfernetNode implements AsyncDisposable {
         ...(aggregator.escrow ? { escrow: true } : {}),
       });
       node.aggregator.start();
+      if (node.aggregator.payments) {
+        node.payouts = new Payouts({
+          payments: node.aggregator.payments,
+          channels: node.channels,
+          channel: host.services.channel,
+        });
+        node.payouts.start();
+      }
     }
     // Dial the bootstrap peers now rather than after the bootstrap module's delay (see host.ts).
     await node.dialBootstrap(options.signal);
@@ -486,6 +497,7 @@ export class InfernetNode implements AsyncDisposable {
 
   async stop(): Promise<void> {
     clearInterval(this.bootstrapTimer);
+    await this.payouts?.stop();
     await this.aggregator?.stop();
     await this.host.stop();
     await this.servedSet.dispose();

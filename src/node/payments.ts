@@ -184,12 +184,7 @@ export class NodeChannels {
 
   /** Pays `amount` to `peer` over this node's open channel to it with the most room left. */
   async pay(peer: string, amount: Msat, memo: string, signal?: AbortSignal): Promise<SignedState> {
-    const room = (c: ChannelView) => (c.params.capacitySats - c.params.feeSats) * 1_000n - c.state.paidMsat;
-    const open = this.init.channel
-      .channels()
-      .filter((c) => c.role === "payer" && c.peer === peer && c.status === "open" && room(c) >= amount)
-      .sort((a, b) => (room(b) > room(a) ? 1 : -1));
-    const best = open[0];
+    const best = this.channelTo(peer, amount);
     if (!best) {
       throw new InsufficientFundsError(
         `no open channel to ${peer} has ${formatMsat(amount)} left`,
@@ -210,6 +205,15 @@ export class NodeChannels {
     if (!chain) throw new ConfigError("this node has no chain to publish a close on");
     const tx = await channel.closeChannel(channelId, COMMITMENT_FEE_SATS, signal ? { signal } : {});
     return await publish(chain, tx.toBuffer(), signal);
+  }
+
+  /** This node's open channel paying `peer` with room for `amount` (the roomiest), if any. */
+  channelTo(peer: string, amount: Msat): ChannelView | undefined {
+    const room = (c: ChannelView) => (c.params.capacitySats - c.params.feeSats) * 1_000n - c.state.paidMsat;
+    return this.init.channel
+      .channels()
+      .filter((c) => c.role === "payer" && c.peer === peer && c.status === "open" && room(c) >= amount)
+      .sort((a, b) => (room(b) > room(a) ? 1 : -1))[0];
   }
 
   list(): ChannelView[] {
