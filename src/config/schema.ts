@@ -75,6 +75,8 @@ interface Setting<T extends z.ZodType> {
   /** Environment variable that sets it, if any. */
   env?: string;
   description: string;
+  /** A credential: whatever prints settings (`infernet config`) must show it masked. */
+  secret?: boolean;
   schema: T;
 }
 
@@ -196,6 +198,7 @@ export const SETTINGS = {
   bitcoindRpcPassword: setting({
     env: "INFERNET_BITCOIND_RPC_PASSWORD",
     description: "bitcoind RPC password (with the user). A secret: prefer the cookie file.",
+    secret: true,
     schema: z.string().max(1024).default(""),
   }),
   bitcoindCookieFile: setting({
