@@ -11,6 +11,7 @@ import { AbortedError, InfernetError, InvalidInputError, UsageError } from "../u
 import { numberFlag } from "./args.ts";
 import { defineCommand } from "./command.ts";
 import { formatTable } from "./table.ts";
+import { runChannelAction } from "./wallet-channels.ts";
 
 /** What each kind of ledger account holds, seen from this node as an aggregator. */
 const KIND_LABELS: Record<AccountKind, string> = {
@@ -58,7 +59,14 @@ export interface WalletView {
 
 export const walletCommand = defineCommand({
   name: "wallet",
-  usage: ["wallet [--json]", "wallet address [--json]", "wallet withdraw ADDRESS SATS [--fee-rate N] [--json]"],
+  usage: [
+    "wallet [--json]",
+    "wallet address [--json]",
+    "wallet withdraw ADDRESS SATS [--fee-rate N] [--json]",
+    "wallet fund SATS --to PEER",
+    "wallet pay AMOUNT --to PEER [--memo deposit|bond|earnings|payment]",
+    "wallet close CHANNEL",
+  ],
   details: `The node's money in one place. \`infernet wallet\` shows the on-chain wallet's balance (read from the
 chain: INFERNET_CHAIN_NETWORK, INFERNET_CHAIN_BACKEND, INFERNET_CHAIN_URL), the payment channels in the
 node's database and its books: as an aggregator, clients' credit, escrow, providers' earnings and
@@ -68,10 +76,19 @@ The wallet's seed is INFERNET_HOME/wallet.key (mode 0600), created by the first 
 separate from the node's identity (the libp2p key): back it up, it is the only copy of the coins.
 \`wallet withdraw\` signs and broadcasts a send from the on-chain wallet, change back to it, and prints
 the txid; the fee rate is --fee-rate, else INFERNET_WALLET_FEE_RATE, else the chain's estimate.
+\`wallet fund\`, \`pay\` and \`close\` go through the running node (\`infernet start\`): fund opens a payment
+channel to PEER (a peer id, or its multiaddr) with SATS from the on-chain wallet; pay sends over the
+open channel to PEER with the most room, its memo saying what the payment is for (deposit: credit
+at an aggregator for your jobs; bond: a provider's security deposit); close settles a channel you
+pay into cooperatively (CHANNEL: its id, or a unique start of it).
   infernet wallet address
-  infernet wallet withdraw bcrt1q... 25000 --fee-rate 2`,
+  infernet wallet withdraw bcrt1q... 25000 --fee-rate 2
+  infernet wallet fund 100000 --to /ip4/192.0.2.10/udp/7707/quic-v1/p2p/12D3KooW...
+  infernet wallet pay 5000sat --to 12D3KooW... --memo deposit`,
   options: {
     json: { type: "boolean", description: "Machine-readable output (amounts as strings of msat)" },
+    to: { type: "string", value: "PEER", description: "fund, pay: the peer (its id, or a multiaddr to dial)" },
+    memo: { type: "string", value: "WHAT", description: "pay: what the payment is for (deposit, bond, ...)" },
     "fee-rate": {
       type: "string",
       value: "N",
@@ -142,8 +159,14 @@ the txid; the fee rate is --fee-rate, else INFERNET_WALLET_FEE_RATE, else the ch
       );
       return 0;
     }
+    const channels = await runChannelAction(ctx, action, rest, {
+      ...(values.to !== undefined ? { to: values.to } : {}),
+      ...(values.memo !== undefined ? { memo: values.memo } : {}),
+      json: Boolean(values.json),
+    });
+    if (channels !== undefined) return channels;
     throw new UsageError(`wallet: unknown action "${action}"`, {
-      hint: "say address or withdraw; see `infernet wallet --help`",
+      hint: "say address, withdraw, fund, pay or close; see `infernet wallet --help`",
     });
   },
 });

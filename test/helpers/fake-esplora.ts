@@ -38,6 +38,11 @@ export class FakeLedger {
   feeEstimates: Record<string, number> = {};
   /** Every transaction accepted from a client, in order. */
   readonly broadcasts: string[] = [];
+  /**
+   * Judges a transaction that spends anything but P2WPKH (a channel's 2-of-2 close, say), or this
+   * fake refuses it: tests plug in an interpreter of their own (test/fixtures/verify_tx.py).
+   */
+  judge: ((hex: string, prevouts: LedgerOutput[], height: number) => string | undefined) | undefined;
 
   constructor(readonly network: ChainNetwork = "regtest") {}
 
@@ -123,7 +128,11 @@ export class FakeLedger {
       prevouts.push(prev);
       totalIn += prev.value;
     }
-    for (const [i, prev] of prevouts.entries()) verifyP2wpkhInput(tx, i, prev);
+    const p2wpkh = (o: LedgerOutput) => o.script.length === 22 && o.script[0] === 0x00 && o.script[1] === 0x14;
+    if (this.judge && !prevouts.every(p2wpkh)) {
+      const error = this.judge(hex, prevouts, this.tip);
+      if (error) throw new LedgerRejection(-26, `mandatory-script-verify-flag-failed (${error})`);
+    } else for (const [i, prev] of prevouts.entries()) verifyP2wpkhInput(tx, i, prev);
     const totalOut = tx.outs.reduce((sum, o) => sum + o.value, 0n);
     if (totalOut > totalIn) throw new LedgerRejection(-26, "bad-txns-in-belowout");
     // Bitcoin Core's default minimum relay fee, 1 sat/vB.
@@ -300,4 +309,29 @@ export function signedSpend(
   psbt.signInput(0, key);
   psbt.finalizeAllInputs();
   return psbt.extractTransaction();
+}
+
+/** Debian's interpreter with python3-bitcoinlib (test/fixtures/verify_tx.py runs on it). */
+export const BITCOINLIB_PYTHON = "/usr/bin/python3";
+const VERIFY_TX = new URL("../fixtures/verify_tx.py", import.meta.url).pathname;
+
+/**
+ * A `FakeLedger.judge` that asks python-bitcoinlib (plus verify_tx.py's labelled consensus checks):
+ * the error, or undefined when every input and the transaction are valid for the next block.
+ */
+export function bitcoinlibJudge(hex: string, prevouts: LedgerOutput[], height: number): string | undefined {
+  const request = {
+    tx: hex,
+    prevouts: prevouts.map((p) => ({ scriptPubKey: Buffer.from(p.script).toString("hex"), amount: Number(p.value) })),
+    height,
+    medianTime: Math.floor(Date.now() / 1000),
+  };
+  const run = Bun.spawnSync([BITCOINLIB_PYTHON, VERIFY_TX], { stdin: Buffer.from(JSON.stringify(request)) });
+  if (run.exitCode !== 0) return `verify_tx.py failed: ${run.stderr.toString().slice(0, 200)}`;
+  const [verdict] = [JSON.parse(run.stdout.toString())].flat() as {
+    inputs: { ok: boolean; error: string | null }[];
+    tx: { ok: boolean; error: string | null };
+  }[];
+  const errors = [verdict?.tx.error, ...(verdict?.inputs.map((i) => i.error) ?? [])].filter(Boolean);
+  return verdict && verdict.tx.ok && verdict.inputs.every((i) => i.ok) ? undefined : errors.join("; ") || "invalid";
 }
