@@ -5,7 +5,6 @@ import { AggregatorPayments } from "../src/node/aggregator/payments.ts";
 import { AggregatorStore } from "../src/node/aggregator/store.ts";
 import { msat } from "../src/payments/amount.ts";
 import { account, Ledger } from "../src/payments/ledger.ts";
-import { WalletKey } from "../src/payments/wallet/index.ts";
 import { Store } from "../src/store/db.ts";
 import { MNIST_IMAGES, MNIST_RECORDS, watchedSubmit } from "./fixtures/jobs.ts";
 import { infernet } from "./helpers/cli.ts";
@@ -32,8 +31,10 @@ const CHANNEL_SATS = 50_000n;
 const COINS_SATS = 1_000_000n;
 
 async function fundWallet(chain: ReturnType<typeof fakeEsplora>, node: NodeProcess): Promise<void> {
-  const key = WalletKey.load(join(node.home, "wallet.key"), "regtest");
-  chain.ledger.fund(key.receive(0).address, COINS_SATS);
+  // `wallet address` makes the wallet's key (a node makes it only when it first needs it).
+  const address = await infernet(["wallet", "address"], { home: node.home, env: { INFERNET_CHAIN_URL: chain.url } });
+  expect(address.code).toBe(0);
+  chain.ledger.fund(address.stdout.trim(), COINS_SATS);
 }
 
 test("a client deposits over a channel, one cheater among four providers: everyone's balance to the msat", async () => {

@@ -159,7 +159,7 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
     signal: ctx.signal,
     ...(options.prices ? { prices: options.prices } : {}),
     payments: {
-      wallet: payments.wallet(),
+      wallet: () => payments.wallet(),
       chain: payments.chain,
       network: payments.network,
       feeRate: (signal) => payments.feeRate(signal ? { signal } : {}),

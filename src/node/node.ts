@@ -75,7 +75,8 @@ export interface StartNodeOptions {
   aggregator?: { feePercent: number; escrow?: boolean };
   /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
   payments?: {
-    wallet?: Wallet;
+    /** The on-chain wallet, made on first use (its key file and BIP32 code cost a node start nothing). */
+    wallet?: () => Wallet;
     chain?: Chain;
     network?: ChannelNetwork;
     feeRate?: (signal?: AbortSignal) => Promise<bigint>;
@@ -212,7 +213,7 @@ export class InfernetNode implements AsyncDisposable {
     const engines = mayServe ? { engines: serving.live } : {};
     const privateKey = await loadOrCreateIdentity(config.home);
     const { wallet, chain, network } = options.payments ?? {};
-    const walletKey = wallet?.key;
+
     const tip = new ChainTip(chain);
     const books = nodeBooks(store);
     host = (await createHost({
@@ -232,7 +233,7 @@ export class InfernetNode implements AsyncDisposable {
         // Payment channels: this node pays (a client, an aggregator's payouts) and is paid over them.
         channel: channelProtocol({
           store,
-          ...(walletKey ? { keys: new WalletChannelKeys(walletKey, store) } : {}),
+          ...(wallet ? { keys: new WalletChannelKeys(() => wallet().key, store) } : {}),
           ...(network ? { network } : {}),
           height: () => tip.current(),
           payee: !options.ephemeral,

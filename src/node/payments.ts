@@ -50,12 +50,12 @@ export class WalletChannelKeys implements ChannelKeys {
   private readonly known = new Map<string, Signer>();
 
   constructor(
-    private readonly wallet: WalletKey,
+    private readonly wallet: () => WalletKey,
     private readonly store: Store,
   ) {}
 
   newKey(): Signer {
-    const signer = this.wallet.channelKey(this.used() + this.issued++);
+    const signer = this.wallet().channelKey(this.used() + this.issued++);
     this.known.set(Buffer.from(signer.publicKey).toString("hex"), signer);
     return signer;
   }
@@ -66,7 +66,7 @@ export class WalletChannelKeys implements ChannelKeys {
     if (cached) return cached;
     const upTo = this.used() + this.issued + KEY_LOOKAHEAD;
     for (let i = 0; i < upTo; i++) {
-      const signer = this.wallet.channelKey(i);
+      const signer = this.wallet().channelKey(i);
       const h = Buffer.from(signer.publicKey).toString("hex");
       this.known.set(h, signer);
       if (h === hex) return signer;
@@ -83,6 +83,8 @@ export class WalletChannelKeys implements ChannelKeys {
 export class ChainTip {
   private height = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
+  /** Whether the last read failed (a failure is a warning once, then quiet until the chain answers). */
+  private failing = false;
 
   constructor(private readonly chain: Chain | undefined) {}
 
@@ -106,8 +108,11 @@ export class ChainTip {
     if (!this.chain) return this.height;
     try {
       this.height = await this.chain.tipHeight(signal);
+      if (this.failing) log.info("chain tip read again", { height: this.height });
+      this.failing = false;
     } catch (err) {
-      log.warn("chain tip not read", { err: errorMessage(err) });
+      (this.failing ? log.debug : log.warn)("chain tip not read", { err: errorMessage(err) });
+      this.failing = true;
     }
     return this.height;
   }
@@ -144,7 +149,7 @@ export const FALLBACK_FEE_RATE = 2_000n;
 /** What `NodeChannels` needs of the node. */
 export interface NodeChannelsInit {
   channel: ChannelService;
-  wallet: Wallet | undefined;
+  wallet: (() => Wallet) | undefined;
   chain: Chain | undefined;
   tip: ChainTip;
   /** sat per 1,000 vB for funding transactions (default: the chain's estimate, else FALLBACK_FEE_RATE). */
@@ -160,7 +165,8 @@ export class NodeChannels {
   constructor(private readonly init: NodeChannelsInit) {}
 
   async open(peer: PeerId, capacitySats: bigint, signal?: AbortSignal): Promise<ChannelParams> {
-    const { wallet, chain, channel, tip } = this.init;
+    const { chain, channel, tip } = this.init;
+    const wallet = this.init.wallet?.();
     if (!wallet || !chain) throw new ConfigError("this node has no wallet and chain to fund a channel from");
     const feeRate = await (this.init.feeRate ?? ((s) => chain.feeRate(6, s)))(signal).catch(() => FALLBACK_FEE_RATE);
     const funding = await wallet.fundingInputs(capacitySats, feeRate, undefined, signal);

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { Transaction } from "bitcoinjs-lib";
 import { type Msat, msat } from "../amount.ts";
 import { type ChannelUpdate, mustCloseBy, PayeeChannel, PayerChannel } from "./channel.ts";
-import { ECPair } from "./keys.ts";
+import { ecpair } from "./keys.ts";
 import { checkFunding, checkTerms } from "./open.ts";
 import { TEST_HEIGHT, testChannel } from "./test-channel.ts";
 import { commitmentTx, signInput } from "./transactions.ts";
@@ -81,7 +81,7 @@ describe("a channel's payments", () => {
 
   test("a signature by another key is refused", () => {
     const { params, payeeCh } = pair();
-    const stranger = ECPair.makeRandom();
+    const stranger = ecpair().makeRandom();
     const paidMsat = msat(5_000n);
     const tx = commitmentTx(params, { sequence: 1, paidMsat });
     const update = {
@@ -190,7 +190,7 @@ describe("a channel's payments", () => {
     const { payerCh, payeeCh, params } = pair();
     const updates = [1, 2, 3, 4].map(() => payerCh.update(msat(1_000n)));
     const [u1, u2, u3, u4] = updates as [ChannelUpdate, ChannelUpdate, ChannelUpdate, ChannelUpdate];
-    const stranger = ECPair.makeRandom();
+    const stranger = ecpair().makeRandom();
     const forged = { ...u3, signature: signInput(Transaction.fromBuffer(u3.tx), params, stranger) };
     // The newest state's signature is bad: each is checked, the run stops before u3.
     const bad = payeeCh.checkBatch([u1, u2, forged], at);

@@ -20,14 +20,19 @@ export interface ChannelKeys {
   key(publicKey: Uint8Array): Signer | undefined;
 }
 
-export const ECPair = ECPairFactory(ecc);
+let pairs: ReturnType<typeof ECPairFactory> | undefined;
+/** The ECPair factory, made on first use (making one self-tests the curve code: ~30 ms a node start need not pay). */
+export function ecpair(): ReturnType<typeof ECPairFactory> {
+  pairs ??= ECPairFactory(ecc);
+  return pairs;
+}
 
 /** Keys held in memory (lost when the process ends: a real node passes its wallet's `ChannelKeys`). */
 export class KeyRing implements ChannelKeys {
   private readonly keys = new Map<string, ECPairInterface>();
 
   newKey(): Signer {
-    const pair = ECPair.makeRandom();
+    const pair = ecpair().makeRandom();
     this.keys.set(Buffer.from(pair.publicKey).toString("hex"), pair);
     return pair;
   }

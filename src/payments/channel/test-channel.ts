@@ -1,5 +1,6 @@
+import type { ECPairInterface } from "ecpair";
 import { type ChannelParams, channelId } from "./channel.ts";
-import { ECPair } from "./keys.ts";
+import { ecpair } from "./keys.ts";
 import { p2wpkhOutput } from "./script.ts";
 import { buildFunding, type FundingTx } from "./transactions.ts";
 
@@ -17,17 +18,17 @@ export const TEST_MEDIAN_TIME = 1_700_000_000;
 export const TEST_COIN_SATS = 1_000_000n;
 
 export interface TestChannel {
-  payer: ReturnType<typeof ECPair.makeRandom>;
-  payee: ReturnType<typeof ECPair.makeRandom>;
-  wallet: ReturnType<typeof ECPair.makeRandom>;
+  payer: ECPairInterface;
+  payee: ECPairInterface;
+  wallet: ECPairInterface;
   funding: FundingTx;
   params: ChannelParams;
 }
 
 export function testChannel(options: { refundHeight?: number; capacitySats?: bigint } = {}): TestChannel {
-  const payer = ECPair.makeRandom();
-  const payee = ECPair.makeRandom();
-  const wallet = ECPair.makeRandom();
+  const payer = ecpair().makeRandom();
+  const payee = ecpair().makeRandom();
+  const wallet = ecpair().makeRandom();
   const capacitySats = options.capacitySats ?? TEST_CAPACITY_SATS;
   const terms = {
     payerKey: payer.publicKey,

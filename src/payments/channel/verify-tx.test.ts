@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { Transaction } from "bitcoinjs-lib";
+import type { ECPairInterface } from "ecpair";
 import { msat } from "../amount.ts";
 import { PayeeChannel, PayerChannel } from "./channel.ts";
-import { ECPair } from "./keys.ts";
+import { ecpair } from "./keys.ts";
 import { fundingScript, p2wpkhOutput } from "./script.ts";
 import { TEST_COIN_SATS, TEST_HEIGHT, TEST_MEDIAN_TIME, TEST_REFUND_HEIGHT, testChannel } from "./test-channel.ts";
 import {
@@ -93,7 +94,7 @@ describe.skipIf(!available && !required)("channel transactions under python-bitc
     const unilateral = payeeCh.closeUnilaterally();
     const tampered = unilateral.clone();
     tampered.outs[0]!.value += 1n;
-    const stranger = ECPair.makeRandom();
+    const stranger = ecpair().makeRandom();
     const wrongKey = completed(params, latest, signInput(latest, params, stranger), signInput(latest, params, payee));
 
     const closing = new PayerChannel(params, payer, payerCh.acked);
@@ -186,7 +187,7 @@ describe.skipIf(available || !required)("python-bitcoinlib is required here", ()
 /** A refund spending the ELSE branch with the given lock time and sequence, signed by `payer`. */
 function badRefund(
   params: ReturnType<typeof testChannel>["params"],
-  payer: ReturnType<typeof ECPair.makeRandom>,
+  payer: ECPairInterface,
   locktime: number,
   sequence: number,
 ): Transaction {

@@ -49,7 +49,12 @@ export const MAX_CHILD_INDEX = 0x7fff_ffff;
 /** The key file is missing, unreadable, not private, or not a key. */
 export class WalletKeyError extends InfernetError {}
 
-const bip32 = BIP32Factory(ecc);
+let bip32Factory: ReturnType<typeof BIP32Factory> | undefined;
+/** The BIP32 factory, made on first use (making one self-tests the curve code: ~70 ms a node start need not pay). */
+function bip32(): ReturnType<typeof BIP32Factory> {
+  bip32Factory ??= BIP32Factory(ecc);
+  return bip32Factory;
+}
 const INSPECT = Symbol.for("nodejs.util.inspect.custom");
 
 export type KeyBranch = "receive" | "change" | "channel";
@@ -108,7 +113,7 @@ export class WalletKey {
     if (seed.byteLength < MIN_SEED_BYTES || seed.byteLength > MAX_SEED_BYTES) {
       throw new WalletKeyError(`a wallet seed is ${MIN_SEED_BYTES} to ${MAX_SEED_BYTES} bytes, not ${seed.byteLength}`);
     }
-    return new WalletKey(bip32.fromSeed(Buffer.from(seed), bitcoinNetwork(network)), network);
+    return new WalletKey(bip32().fromSeed(Buffer.from(seed), bitcoinNetwork(network)), network);
   }
 
   /**

@@ -7,7 +7,7 @@ import { Transaction } from "bitcoinjs-lib";
 import { encode as cborEncode } from "cborg";
 import { msat } from "../../../payments/amount.ts";
 import { type ChannelParams, type ChannelUpdate, PayerChannel } from "../../../payments/channel/channel.ts";
-import { ECPair, KeyRing } from "../../../payments/channel/keys.ts";
+import { ecpair, KeyRing } from "../../../payments/channel/keys.ts";
 import { p2wpkhOutput } from "../../../payments/channel/script.ts";
 import { signInput } from "../../../payments/channel/transactions.ts";
 import { Store } from "../../../store/db.ts";
@@ -38,7 +38,7 @@ beforeAll(async () => {
   stranger = await testHost();
   await connect(payer, payee);
   await connect(stranger, payee);
-  const wallet = ECPair.makeRandom();
+  const wallet = ecpair().makeRandom();
   ({ params } = await (payer.services.channel as ChannelService).openChannel(payee.peerId, {
     capacitySats: 1_000_000n,
     feeSats: 300n,
@@ -148,7 +148,7 @@ describe("bad input to a payee", () => {
     const update = signer.update(msat(5_000n));
     expect(await answer([payFrame(update, { paidMsat: "6000", amountMsat: "6000" })])).toBe("malformed");
     expect(await answer([payFrame(update, { amountMsat: "4000" })])).toBe("amount");
-    const wrong = new PayerChannel(params, { publicKey: params.payerKey, sign: (h) => ECPair.makeRandom().sign(h) });
+    const wrong = new PayerChannel(params, { publicKey: params.payerKey, sign: (h) => ecpair().makeRandom().sign(h) });
     expect(await answer([payFrame(wrong.update(msat(5_000n)))])).toBe("signature");
     expect(stored().sequence).toBe(0);
     expect(await answer([payFrame(update)])).toBe("ack 1");
@@ -186,5 +186,5 @@ describe("bad input to a payee", () => {
 
 /** A well-formed signature on `update`'s exact commitment, by a key that is not the payer's. */
 function wrongSignature(update: ChannelUpdate): Uint8Array {
-  return signInput(Transaction.fromBuffer(update.tx), params, ECPair.makeRandom());
+  return signInput(Transaction.fromBuffer(update.tx), params, ecpair().makeRandom());
 }

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { PrivateKey } from "@libp2p/interface";
 import { type Msat, msat } from "../../../payments/amount.ts";
-import { ECPair, KeyRing } from "../../../payments/channel/keys.ts";
+import { ecpair, KeyRing } from "../../../payments/channel/keys.ts";
 import { p2wpkhOutput } from "../../../payments/channel/script.ts";
 import { Store } from "../../../store/db.ts";
 import { createHost } from "../../host.ts";
@@ -60,7 +60,7 @@ async function node(
   return { host: n, channels: host.services.channel as ChannelService, store, keys };
 }
 
-function fundingFrom(wallet = ECPair.makeRandom()) {
+function fundingFrom(wallet = ecpair().makeRandom()) {
   return {
     capacitySats: CAPACITY,
     feeSats: 300n,
@@ -220,7 +220,7 @@ describe("channel protocol", () => {
     expect(stored(payer, id)?.status).toBe("closing");
     expect((await failure(payer.channels.pay(id, msat(1_000n), "later"))).name).toBe("ChannelClosedError");
     // The refund is still there for the payer (valid only from the refund height).
-    const refund = payer.channels.refund(id, p2wpkhOutput(ECPair.makeRandom().publicKey), 300n);
+    const refund = payer.channels.refund(id, p2wpkhOutput(ecpair().makeRandom().publicKey), 300n);
     expect(refund.locktime).toBe(REFUND_HEIGHT);
     expect(stored(payee, id)?.state.paidMsat).toBe(msat(50_000n));
   });
