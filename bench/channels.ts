@@ -19,7 +19,7 @@ import { createHost, type Host } from "../src/node/host.ts";
 import { type ChannelService, channelProtocol } from "../src/node/protocols/channel/index.ts";
 import { msat } from "../src/payments/amount.ts";
 import { PayeeChannel, PayerChannel } from "../src/payments/channel/channel.ts";
-import { ECPair } from "../src/payments/channel/keys.ts";
+import { ecpair } from "../src/payments/channel/keys.ts";
 import { p2wpkhOutput } from "../src/payments/channel/script.ts";
 import { testChannel } from "../src/payments/channel/test-channel.ts";
 import { Store } from "../src/store/db.ts";
@@ -134,7 +134,7 @@ async function measure(payments: number, pipeline: number): Promise<void> {
   const peer = (await payer.host.peerStore.all()).find((p) => payeeAddr.endsWith(p.id.toString()))?.id;
   if (!peer) throw new Error("the payee is not known after dialling it");
   const channels = payer.host.services.channel as ChannelService;
-  const wallet = ECPair.makeRandom();
+  const wallet = ecpair().makeRandom();
   const open = async () =>
     (
       await channels.openChannel(peer, {
