@@ -333,5 +333,5 @@ export function bitcoinlibJudge(hex: string, prevouts: LedgerOutput[], height: n
     tx: { ok: boolean; error: string | null };
   }[];
   const errors = [verdict?.tx.error, ...(verdict?.inputs.map((i) => i.error) ?? [])].filter(Boolean);
-  return verdict && verdict.tx.ok && verdict.inputs.every((i) => i.ok) ? undefined : errors.join("; ") || "invalid";
+  return verdict?.tx.ok && verdict.inputs.every((i) => i.ok) ? undefined : errors.join("; ") || "invalid";
 }
