@@ -19,7 +19,15 @@ import { nodeNetwork } from "./aggregator/network.ts";
 import { RateMeter } from "./control/dash-rate.ts";
 import { createHost, type Host } from "./host.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
-import { bookPayment, ChainTip, NodeChannels, nodeBooks, publish, WalletChannelKeys } from "./payments.ts";
+import {
+  bookPayment,
+  ChainTip,
+  closeExpiring,
+  NodeChannels,
+  nodeBooks,
+  publish,
+  WalletChannelKeys,
+} from "./payments.ts";
 import { Payouts } from "./payouts.ts";
 import { type CapabilityDescription, type CapabilityService, capabilityService } from "./protocols/capability/index.ts";
 import type { CapabilityRecord } from "./protocols/capability/messages.ts";
@@ -246,6 +254,7 @@ export class InfernetNode implements AsyncDisposable {
         }),
       },
     })) as InfernetHost;
+    if (chain) tip.onHeight = (height) => closeExpiring(host?.services.channel as ChannelService, chain, height);
     tip.start();
     host.addEventListener("stop", () => tip.stop());
     node = new InfernetNode(

@@ -2,7 +2,7 @@ import type { PeerId } from "@libp2p/interface";
 import { Transaction } from "bitcoinjs-lib";
 import { formatMsat, type Msat } from "../payments/amount.ts";
 import type { Chain } from "../payments/chain/index.ts";
-import type { ChannelParams, SignedState } from "../payments/channel/channel.ts";
+import { type ChannelParams, mustCloseBy, type SignedState } from "../payments/channel/channel.ts";
 import type { ChannelKeys, Signer } from "../payments/channel/keys.ts";
 import { Escrow } from "../payments/escrow.ts";
 import { InsufficientFundsError, Ledger } from "../payments/ledger.ts";
@@ -79,12 +79,44 @@ export class WalletChannelKeys implements ChannelKeys {
   }
 }
 
+/**
+ * A payee's safety: every channel paying this node that has reached its `mustCloseBy` height (some
+ * blocks before the payer may take the funds back alone) is closed with the latest state, and a
+ * close the chain has not taken yet is published again. Returns the txids the chain took.
+ */
+export async function closeExpiring(
+  channel: ChannelService,
+  chain: Chain,
+  height: number,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  const published: string[] = [];
+  for (const c of channel.channels()) {
+    if (c.role !== "payee" || c.state.sequence === 0) continue;
+    const expiring = c.status === "open" && height >= mustCloseBy(c.params.refundHeight);
+    const unpublished = c.status === "closing" && c.closeTx !== undefined;
+    if (!expiring && !unpublished) continue;
+    try {
+      const tx = expiring ? channel.closeUnilaterally(c.params.id) : (c.closeTx as Uint8Array);
+      const txid = Transaction.fromBuffer(Buffer.from(tx)).getId();
+      if (!expiring && (await chain.transaction(txid, signal).catch(() => undefined))) continue;
+      published.push(await publish(chain, tx, signal));
+      log.warn("channel closed before its refund height", { channel: c.params.id, height, txid });
+    } catch (err) {
+      log.error("channel close not published", { channel: c.params.id, err: errorMessage(err) });
+    }
+  }
+  return published;
+}
+
 /** The chain's height as last read (0 until the first answer), refreshed every TIP_POLL_MS. */
 export class ChainTip {
   private height = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
   /** Whether the last read failed (a failure is a warning once, then quiet until the chain answers). */
   private failing = false;
+  /** Called with each height read (the node closes expiring channels from it). */
+  onHeight: ((height: number) => Promise<unknown> | undefined) | undefined;
 
   constructor(private readonly chain: Chain | undefined) {}
 
@@ -110,6 +142,7 @@ export class ChainTip {
       this.height = await this.chain.tipHeight(signal);
       if (this.failing) log.info("chain tip read again", { height: this.height });
       this.failing = false;
+      await this.onHeight?.(this.height);
     } catch (err) {
       (this.failing ? log.debug : log.warn)("chain tip not read", { err: errorMessage(err) });
       this.failing = true;

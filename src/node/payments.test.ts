@@ -1,0 +1,78 @@
+import { afterEach, expect, test } from "bun:test";
+import { join } from "node:path";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import { bitcoinlibJudge, fakeEsplora } from "../../test/helpers/fake-esplora.ts";
+import { tempDir } from "../../test/helpers/paths.ts";
+import { msat } from "../payments/amount.ts";
+import { EsploraChain } from "../payments/chain/index.ts";
+import { mustCloseBy } from "../payments/channel/channel.ts";
+import { ecpair, KeyRing } from "../payments/channel/keys.ts";
+import { p2wpkhOutput } from "../payments/channel/script.ts";
+import { Store } from "../store/db.ts";
+import { createHost } from "./host.ts";
+import { closeExpiring, publish } from "./payments.ts";
+import { type ChannelService, channelProtocol } from "./protocols/channel/index.ts";
+import { connect } from "./protocols/infer/test-hosts.ts";
+
+// A payee's safety net on real hosts over QUIC and real SQLite: its channel is closed with the latest
+// state once the chain reaches `mustCloseBy`, and the close is judged by python-bitcoinlib before
+// the fake chain (test/helpers/fake-esplora.ts: no Bitcoin node runs here) takes it.
+const REFUND_HEIGHT = 1_000;
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function node(height: () => number) {
+  const dir = tempDir();
+  const store = Store.openFile(join(dir.path, "infernet.db"));
+  const host = await createHost({
+    privateKey: await generateKeyPair("Ed25519"),
+    listen: ["/ip4/127.0.0.1/udp/0/quic-v1"],
+    mdns: false,
+    services: { channel: channelProtocol({ store, keys: new KeyRing(), height }) },
+  });
+  cleanup.push(async () => {
+    await host.stop();
+    store.close();
+    dir[Symbol.dispose]();
+  });
+  return { host, channels: host.services.channel as ChannelService };
+}
+
+test("a channel paying this node is closed with its latest state at mustCloseBy, once, and the chain takes it", async () => {
+  await using chain = fakeEsplora();
+  chain.ledger.judge = bitcoinlibJudge;
+  chain.ledger.tip = 500;
+  const esplora = new EsploraChain({ network: "regtest", url: chain.url });
+  const height = () => chain.ledger.tip;
+  const payer = await node(height);
+  const payee = await node(height);
+  await connect(payer.host, payee.host);
+  // The payer's coins are on the fake chain, so its funding (P2WPKH, checked by the fake) is taken.
+  const wallet = ecpair().makeRandom();
+  const coin = chain.ledger.fund(p2wpkhOutput(wallet.publicKey), 2_000_000n);
+  const { params, fundingTx } = await payer.channels.openChannel(payee.host.peerId, {
+    capacitySats: 1_000_000n,
+    feeSats: 500n,
+    refundHeight: REFUND_HEIGHT,
+    utxos: [{ txid: coin.txid, vout: coin.vout, valueSats: 2_000_000n, signer: wallet }],
+    fundingFeeSats: 1_000n,
+    changeOutput: p2wpkhOutput(wallet.publicKey),
+  });
+  await publish(esplora, fundingTx.toBuffer());
+  await payer.channels.pay(params.id, msat(25_000_000n), "deposit");
+
+  expect(await closeExpiring(payee.channels, esplora, mustCloseBy(REFUND_HEIGHT) - 1)).toEqual([]);
+  expect(await closeExpiring(payer.channels, esplora, mustCloseBy(REFUND_HEIGHT))).toEqual([]); // not the payee
+  const [txid] = await closeExpiring(payee.channels, esplora, mustCloseBy(REFUND_HEIGHT));
+  expect(txid).toBeDefined();
+  const close = chain.ledger.txs.get(txid as string);
+  expect(close).toBeDefined();
+  // The payee's output carries what it was paid (25,000 sats), the rest goes back to the payer.
+  const outs = [...chain.ledger.outputs.entries()].filter(([k]) => k.startsWith(`${txid}:`)).map(([, o]) => o.value);
+  expect(outs).toContain(25_000n);
+  expect(payee.channels.channels()[0]?.status).toBe("closing");
+  // Again at the next height: the chain has it, nothing is sent twice.
+  expect(await closeExpiring(payee.channels, esplora, mustCloseBy(REFUND_HEIGHT) + 1)).toEqual([]);
+});
