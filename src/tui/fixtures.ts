@@ -189,7 +189,14 @@ export const PROVIDER_SNAPSHOT: DashboardSnapshot = {
     },
   ],
   peers: PEERS,
-  earnings: { available: false, reason: "payments (escrow, channels, Lightning) are not built yet" },
+  earnings: {
+    incomeMsat: "1234500",
+    feesMsat: "0",
+    escrowMsat: "0",
+    owedMsat: "0",
+    paying: 0,
+    paid: 1,
+  },
   log: LOG,
   takenAt: TAKEN_AT,
 };
@@ -223,7 +230,7 @@ export const EMPTY_SNAPSHOT: DashboardSnapshot = {
   },
   jobs: [],
   peers: [],
-  earnings: { available: false, reason: "payments (escrow, channels, Lightning) are not built yet" },
+  earnings: { incomeMsat: "0", feesMsat: "0", escrowMsat: "0", owedMsat: "0", paying: 0, paid: 0 },
   log: [],
   takenAt: TAKEN_AT,
 };

@@ -102,11 +102,12 @@ describe("narrow (80x24): one panel at a time", () => {
     expect(filterPeers(PROVIDER_SNAPSHOT.peers, "QWEN").map((p) => p.peerId)).toEqual([PEER_IDS[2]]);
   });
 
-  test("earnings says payments are not built and shows no figures", () => {
+  test("earnings: the node's income from its books, exact to the msat, and its channels", () => {
     const frame = focused("earnings");
-    expect(frame).toContain("not available yet: payments are not built");
-    const body = frame.slice(frame.indexOf("Earnings"));
-    expect(body).not.toMatch(/\bsats?\b|\d+(\.\d+)? ?(BTC|msat)/);
+    expect(frame).toContain("income 1,234.5 sat");
+    expect(frame).toContain("channels: 0 paying out, 1 paying in");
+    // A provider holds no escrow: the aggregator line is not shown.
+    expect(frame).not.toContain("owed to providers");
   });
 
   test("log: the newest lines, scrolled back with a note", () => {

@@ -89,11 +89,24 @@ export interface DashboardSnapshot {
   serving: ServingView;
   jobs: JobView[];
   peers: PeerView[];
-  /** Payments are not built yet: the panel says so (no invented numbers). */
-  earnings: { available: false; reason: string };
+  /** The node's books (payments/ledger.ts), amounts as decimal strings of msat. */
+  earnings: EarningsView;
   /** The newest lines of the node's log, oldest first. */
   log: LogLine[];
   takenAt: number;
+}
+
+/** What the earnings panel shows: the node's own books, read from its ledger and channels. */
+export interface EarningsView {
+  /** Paid to this node for its own work (an aggregator's payouts, direct payments). */
+  incomeMsat: string;
+  /** As an aggregator: fees earned, escrow locked for running jobs, providers' earnings not paid out yet. */
+  feesMsat: string;
+  escrowMsat: string;
+  owedMsat: string;
+  /** Open channels this node pays into, and open channels paying it. */
+  paying: number;
+  paid: number;
 }
 
 /** A catalog model as the model manager (`m`) lists it: what the node could serve, and what it does. */

@@ -58,7 +58,7 @@ test("a provider's snapshot: its id, mode, models, no jobs, its peers, hardware 
   expect(snap.peers.some((p) => p.peerId === p1.status.peerId)).toBe(false);
   expect(snap.hardware.cpu.cores).toBeGreaterThan(0);
   expect(snap.hardware.memory.totalBytes).toBeGreaterThan(snap.hardware.memory.usedBytes);
-  expect(snap.earnings).toEqual({ available: false, reason: "payments are not built yet" });
+  expect(snap.earnings).toEqual({ incomeMsat: "0", feesMsat: "0", escrowMsat: "0", owedMsat: "0", paying: 0, paid: 0 });
   expect(snap.log.some((l) => l.msg === "node started" && l.ns === "node" && l.level === "info")).toBe(true);
   expect(snap.takenAt).toBeGreaterThanOrEqual(snap.node.startedAt);
 

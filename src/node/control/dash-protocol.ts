@@ -7,6 +7,9 @@ import type { DashboardSnapshot } from "../../tui/state.ts";
  * (tui/state.ts), `POST /v1/serving {accepting}` pauses or resumes serving. The client checks the
  * snapshot against this schema, so a node of another version shows an error, not a garbled screen.
  */
+/** An amount as a decimal string of msat (bigint-safe over JSON). */
+const msatText = z.string().regex(/^\d{1,19}$/);
+
 export const DASHBOARD_PATH = "/v1/dashboard";
 export const SERVING_PATH = "/v1/serving";
 
@@ -115,7 +118,14 @@ export const DashboardSnapshotSchema = z.object({
       }),
     )
     .max(MAX_DASH_PEERS),
-  earnings: z.object({ available: z.literal(false), reason: text }),
+  earnings: z.object({
+    incomeMsat: msatText,
+    feesMsat: msatText,
+    escrowMsat: msatText,
+    owedMsat: msatText,
+    paying: count,
+    paid: count,
+  }),
   log: z
     .array(z.object({ t: text, level: text, ns: text, msg: z.string().max(MAX_LOG_MSG_CHARS) }))
     .max(LOG_TAIL_LINES),

@@ -1,9 +1,10 @@
 import { JobReader } from "../../jobs/job-reader.ts";
 import type { JobState } from "../../jobs/states.ts";
+import { Ledger } from "../../payments/ledger.ts";
 import { detectCpu } from "../../runtime/hardware/cpu.ts";
 import { LiveSampler } from "../../runtime/hardware/live.ts";
 import type { Store } from "../../store/db.ts";
-import type { DashboardSnapshot, HardwareView, JobView, PeerView, ServingView } from "../../tui/state.ts";
+import type { DashboardSnapshot, EarningsView, HardwareView, JobView, PeerView, ServingView } from "../../tui/state.ts";
 import { errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { VERSION } from "../../version.ts";
@@ -20,9 +21,6 @@ import { MAX_DASH_JOBS, MAX_DASH_PEERS, MAX_DASH_WORK } from "./dash-protocol.ts
  * (nvidia-smi at most every few seconds), the log from a bounded tail. Polled every second.
  */
 const log = logger("node:control:dash");
-
-/** Why the earnings panel is empty: payments are a later issue, and no figure is invented. */
-export const EARNINGS_UNAVAILABLE = "payments are not built yet";
 
 interface JobRow {
   id: string;
@@ -95,9 +93,23 @@ export class DashboardSource {
       serving: this.serving(),
       jobs: node.aggregator ? this.jobs.recent(MAX_DASH_JOBS) : [],
       peers: this.peers(),
-      earnings: { available: false, reason: EARNINGS_UNAVAILABLE },
+      earnings: this.earnings(),
       log: this.logTail.read(),
       takenAt: Date.now(),
+    };
+  }
+
+  /** The node's books: a few indexed reads of its ledger and channels per snapshot. */
+  private earnings(): EarningsView {
+    const ledger = new Ledger(this.node.store);
+    const open = this.node.channels.list().filter((c) => c.status === "open");
+    return {
+      incomeMsat: ledger.total("income").toString(),
+      feesMsat: ledger.total("fees").toString(),
+      escrowMsat: ledger.total("escrow").toString(),
+      owedMsat: ledger.total("earnings").toString(),
+      paying: open.filter((c) => c.role === "payer").length,
+      paid: open.filter((c) => c.role === "payee").length,
     };
   }
 
