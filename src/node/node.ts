@@ -1,4 +1,4 @@
-import type { PeerId } from "@libp2p/interface";
+import type { IdentifyResult, PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
@@ -53,7 +53,8 @@ export const EPHEMERAL_LISTEN = ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp
 export const BOOTSTRAP_DIAL_TIMEOUT_MS = 5_000;
 /**
  * How often a long-running node checks that it is still connected to its bootstrap peers, and dials
- * those it lost (an aggregator restarted, a network blip): libp2p does not redial them by itself.
+ * those it lost (an aggregator restarted, a network blip): libp2p's reconnect queue gives up after a
+ * few tries, and a peer that comes back later would stay unconnected.
  */
 export const BOOTSTRAP_CHECK_MS = 5_000;
 /** A measured round-trip time is reused for this long before measuring again. */
@@ -350,8 +351,15 @@ export class InfernetNode implements AsyncDisposable {
 
   private bootstrapTimer: ReturnType<typeof setInterval> | undefined;
   private redialing = false;
+  private stopWatchingBootstrap: (() => void) | undefined;
 
-  /** Redials, every BOOTSTRAP_CHECK_MS, the bootstrap peers (named by /p2p/ id) it has no connection to. */
+  /**
+   * Keeps the bootstrap peers (those named by /p2p/ id): every BOOTSTRAP_CHECK_MS it dials those it
+   * has no connection to. Whoever redials a lost one (this timer, or libp2p's own reconnect queue for
+   * the keep-alive peers the bootstrap module tags), once identify has run on the new connection the
+   * node provides its DHT keys and announces its record again: a restarted bootstrap peer (an
+   * aggregator) starts with empty DHT and directory, and would not learn of this node otherwise.
+   */
   private keepBootstrap(): void {
     const peers = this.bootstrapAddrs.flatMap((a) => {
       const id = /\/p2p\/([^/]+)$/.exec(a)?.[1];
@@ -362,18 +370,37 @@ export class InfernetNode implements AsyncDisposable {
       }
     });
     if (peers.length === 0) return;
+    const lost = new Set<string>();
+    const named = new Map(peers.map((p) => [p.id.toString(), p.addr]));
+    const onDisconnect = (e: CustomEvent<PeerId>) => {
+      if (named.has(e.detail.toString())) lost.add(e.detail.toString());
+    };
+    const onIdentify = (e: CustomEvent<IdentifyResult>) => {
+      const id = e.detail.peerId.toString();
+      if (!lost.delete(id)) return;
+      log.info("bootstrap peer reconnected", { addr: named.get(id) });
+      this.capability.bootstrapReconnected();
+    };
+    this.host.addEventListener("peer:disconnect", onDisconnect);
+    this.host.addEventListener("peer:identify", onIdentify);
+    this.stopWatchingBootstrap = () => {
+      this.host.removeEventListener("peer:disconnect", onDisconnect);
+      this.host.removeEventListener("peer:identify", onIdentify);
+    };
     this.bootstrapTimer = setInterval(() => {
       if (this.redialing) return;
-      const lost = peers.filter((p) => this.host.getConnections(p.id).length === 0);
-      if (lost.length === 0) return;
+      const unconnected = peers.filter((p) => this.host.getConnections(p.id).length === 0);
+      if (unconnected.length === 0) return;
       this.redialing = true;
       const signal = AbortSignal.timeout(BOOTSTRAP_DIAL_TIMEOUT_MS);
-      void Promise.allSettled(lost.map((p) => this.host.dial(multiaddr(p.addr), { signal })))
+      void Promise.allSettled(unconnected.map((p) => this.host.dial(multiaddr(p.addr), { signal })))
         .then((results) => {
           for (const [i, r] of results.entries()) {
-            if (r.status !== "fulfilled") continue;
-            log.info("bootstrap peer reconnected", { addr: lost[i]?.addr });
-            this.capability.bootstrapReconnected();
+            if (r.status === "rejected")
+              log.debug("bootstrap peer still unreachable", {
+                addr: unconnected[i]?.addr,
+                err: errorMessage(r.reason),
+              });
           }
         })
         .finally(() => {
@@ -507,6 +534,7 @@ export class InfernetNode implements AsyncDisposable {
 
   async stop(): Promise<void> {
     clearInterval(this.bootstrapTimer);
+    this.stopWatchingBootstrap?.();
     await this.payouts?.stop();
     await this.aggregator?.stop();
     await this.host.stop();

@@ -45,6 +45,8 @@ export const DEFAULT_RECORD_TTL_MS = 4 * DEFAULT_ANNOUNCE_INTERVAL_MS;
 export const DEFAULT_REPROVIDE_INTERVAL_MS = 10 * 60_000;
 /** Two announcements are at least this far apart; `announce()` calls in between are coalesced. */
 export const MIN_ANNOUNCE_GAP_MS = 500;
+/** After a bootstrap peer reconnects, the wait before this node provides and announces to it again. */
+export const RECONNECT_SETTLE_MS = 250;
 /** Gossip from one peer closer together than this is not relayed (a flood of fresh seqs). */
 export const MIN_GOSSIP_GAP_MS = 250;
 /** First retry of an announcement whose record could not be built yet (the host still starting). */
@@ -226,8 +228,12 @@ class DefaultCapabilityService implements CapabilityService {
 
   bootstrapReconnected(): void {
     if (!this.started) return;
-    void this.provide(true);
-    void this.announce();
+    // Identify has just run: the DHT's routing table and gossipsub's subscriptions take the peer in
+    // their own listeners of the same event, so the provide and announce wait a moment for them.
+    this.later(RECONNECT_SETTLE_MS, () => {
+      void this.provide(true);
+      void this.announce();
+    });
   }
 
   announce(): Promise<void> {

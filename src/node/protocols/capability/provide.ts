@@ -29,6 +29,8 @@ export class KeyProvider {
   private wanted = new Map<string, CID>();
   private readonly provided = new Map<string, CID>();
   private running = false;
+  /** A full round was asked for while one ran: it runs when that one ends. */
+  private againQueued = false;
   private retryMs = PROVIDE_RETRY_MS;
   private retry: ReturnType<typeof setTimeout> | undefined;
   private shutdown = new AbortController();
@@ -69,7 +71,11 @@ export class KeyProvider {
 
   private async run(again: boolean): Promise<void> {
     const todo = again ? [...this.wanted] : this.pending();
-    if (this.running || todo.length === 0) return;
+    if (this.running) {
+      this.againQueued ||= again;
+      return;
+    }
+    if (todo.length === 0) return;
     this.running = true;
     const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(PROVIDE_TIMEOUT_MS)]);
     let missed = 0;
@@ -88,6 +94,10 @@ export class KeyProvider {
       if (!signal.aborted) log.debug("provide failed", { err: errorMessage(err) });
     } finally {
       this.running = false;
+    }
+    if (this.againQueued && !this.shutdown.signal.aborted) {
+      this.againQueued = false;
+      return this.run(true);
     }
     if (missed === 0) this.retryMs = PROVIDE_RETRY_MS;
     else if (!this.shutdown.signal.aborted && this.init.connected()) {
