@@ -6,6 +6,7 @@ import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Chain } from "../payments/chain/index.ts";
 import type { ChannelNetwork } from "../payments/channel/script.ts";
+import { ChannelStore } from "../payments/channel/store.ts";
 import { modelPrice, type PriceFlags } from "../payments/pricing.ts";
 import type { Wallet } from "../payments/wallet/index.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
@@ -223,7 +224,8 @@ export class InfernetNode implements AsyncDisposable {
     const privateKey = await loadOrCreateIdentity(config.home);
     const { wallet, chain, network } = options.payments ?? {};
 
-    const tip = new ChainTip(chain);
+    const channelStore = new ChannelStore(store);
+    const tip = new ChainTip(chain, () => channelStore.hasLive());
     const books = nodeBooks(store);
     host = (await createHost({
       privateKey,
@@ -244,7 +246,7 @@ export class InfernetNode implements AsyncDisposable {
           store,
           ...(wallet ? { keys: new WalletChannelKeys(() => wallet().key, store) } : {}),
           ...(network ? { network } : {}),
-          height: () => tip.current(),
+          height: () => tip.known(),
           payee: !options.ephemeral,
           onPayment: (payment) => bookPayment(books.escrow, payment),
           // A channel counts only once its funding is on the chain (this node broadcasts it; known is fine).

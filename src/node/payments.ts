@@ -3,6 +3,7 @@ import { Transaction } from "bitcoinjs-lib";
 import { formatMsat, type Msat } from "../payments/amount.ts";
 import type { Chain } from "../payments/chain/index.ts";
 import { type ChannelParams, mustCloseBy, type SignedState } from "../payments/channel/channel.ts";
+import { ChannelRefusedError } from "../payments/channel/errors.ts";
 import type { ChannelKeys, Signer } from "../payments/channel/keys.ts";
 import { Escrow } from "../payments/escrow.ts";
 import { InsufficientFundsError, Ledger } from "../payments/ledger.ts";
@@ -29,6 +30,8 @@ export const BOND_MEMO = "bond";
 export const EARNINGS_MEMO = "earnings";
 /** How often the chain's tip is read (the channels' refund heights are judged against it). */
 export const TIP_POLL_MS = 30_000;
+/** A height read longer ago than this is read again before a channel opens or a payment counts. */
+export const TIP_FRESH_MS = 2 * TIP_POLL_MS;
 /** Channel keys past the last one known to be used that `key()` still looks at (one opened and not stored). */
 export const KEY_LOOKAHEAD = 16;
 
@@ -109,21 +112,36 @@ export async function closeExpiring(
   return published;
 }
 
-/** The chain's height as last read (0 until the first answer), refreshed every TIP_POLL_MS. */
+/**
+ * The chain's height for the channels' timelocks. While the node has channels that are open or
+ * closing it is read every TIP_POLL_MS (each height closes the channels paying it that must close);
+ * a node without channels reads nothing, so one that never uses payments never dials a chain.
+ * `known()` is what money decisions use: a height read within TIP_FRESH_MS, read again if older,
+ * or a refusal when the chain cannot answer, never a guess.
+ */
 export class ChainTip {
   private height = 0;
+  private readAt = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
   /** Whether the last read failed (a failure is a warning once, then quiet until the chain answers). */
   private failing = false;
+  private lastError = "";
   /** Called with each height read (the node closes expiring channels from it). */
   onHeight: ((height: number) => Promise<unknown> | undefined) | undefined;
 
-  constructor(private readonly chain: Chain | undefined) {}
+  constructor(
+    private readonly chain: Chain | undefined,
+    /** Whether the node has channels that need the height read (default: always). */
+    private readonly needed: () => boolean = () => true,
+  ) {}
 
   start(): void {
     if (!this.chain || this.timer) return;
-    void this.read();
-    this.timer = setInterval(() => void this.read(), TIP_POLL_MS);
+    const tick = () => {
+      if (this.needed()) void this.read();
+    };
+    tick();
+    this.timer = setInterval(tick, TIP_POLL_MS);
     this.timer.unref?.();
   }
 
@@ -132,19 +150,35 @@ export class ChainTip {
     this.timer = undefined;
   }
 
+  /** The height as last read: 0 until the chain first answers. */
   current(): number {
     return this.height;
+  }
+
+  /**
+   * A height read within TIP_FRESH_MS (reading it now if the last read is older); a
+   * ChannelRefusedError naming the chain's failure when there is none to trust.
+   */
+  async known(signal?: AbortSignal): Promise<number> {
+    if (this.readAt > 0 && Date.now() - this.readAt < TIP_FRESH_MS) return this.height;
+    await this.read(signal);
+    if (this.readAt > 0 && Date.now() - this.readAt < TIP_FRESH_MS) return this.height;
+    throw new ChannelRefusedError(
+      `this node cannot read the chain's height (${this.lastError || "no chain configured"}): no channel opens or payment counts until it can`,
+    );
   }
 
   async read(signal?: AbortSignal): Promise<number> {
     if (!this.chain) return this.height;
     try {
       this.height = await this.chain.tipHeight(signal);
+      this.readAt = Date.now();
       if (this.failing) log.info("chain tip read again", { height: this.height });
       this.failing = false;
       await this.onHeight?.(this.height);
     } catch (err) {
-      (this.failing ? log.debug : log.warn)("chain tip not read", { err: errorMessage(err) });
+      this.lastError = errorMessage(err);
+      (this.failing ? log.debug : log.warn)("chain tip not read", { err: this.lastError });
       this.failing = true;
     }
     return this.height;
@@ -203,7 +237,7 @@ export class NodeChannels {
     if (!wallet || !chain) throw new ConfigError("this node has no wallet and chain to fund a channel from");
     const feeRate = await (this.init.feeRate ?? ((s) => chain.feeRate(6, s)))(signal).catch(() => FALLBACK_FEE_RATE);
     const funding = await wallet.fundingInputs(capacitySats, feeRate, undefined, signal);
-    const height = await tip.read(signal);
+    const height = await tip.known(signal);
     const { params, fundingTx } = await channel.openChannel(
       peer,
       {

@@ -70,6 +70,7 @@ export class ChannelStore {
   private readonly advance: Statement<unknown, Binding[]>;
   private readonly pendingRow: Statement<unknown, Binding[]>;
   private readonly statusRow: Statement<unknown, Binding[]>;
+  private readonly liveRow: Statement<{ live: number }, []>;
 
   constructor(private readonly store: Store) {
     const db = store.db;
@@ -94,6 +95,14 @@ export class ChannelStore {
          updated_at = ?6 WHERE id = ?1 AND status = 'open'`,
     );
     this.statusRow = db.query("UPDATE channels SET status = ?2, close_tx = ?3, updated_at = ?4 WHERE id = ?1");
+    this.liveRow = db.query<{ live: number }, []>(
+      "SELECT EXISTS (SELECT 1 FROM channels WHERE status IN ('open', 'closing')) AS live",
+    );
+  }
+
+  /** Whether any channel is open or closing (one whose timelocks the chain's height decides). */
+  hasLive(): boolean {
+    return this.liveRow.get()?.live === 1;
   }
 
   /** A new channel, state 0 (nothing paid). */

@@ -43,8 +43,11 @@ export interface ChannelInit {
   keys?: ChannelKeys;
   /** The Bitcoin network channels are on (default regtest); a peer proposing another is refused. */
   network?: ChannelNetwork;
-  /** The chain's current height (the payee refuses payments from a channel's `mustCloseBy`). */
-  height: () => number;
+  /**
+   * The chain's current height (the payee refuses payments from a channel's `mustCloseBy`); may
+   * read it, and throws (a refusal sent to the payer) when it is not known.
+   */
+  height: () => number | Promise<number>;
   /** Serve the payee side (default true). A node that only pays need not. */
   payee?: boolean;
   /** Largest channel this node accepts as payee (default DEFAULT_MAX_CAPACITY_SATS). */

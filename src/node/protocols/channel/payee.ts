@@ -71,7 +71,8 @@ export interface PayeeSettings {
   store: ChannelStore;
   keys: ChannelKeys;
   network: ChannelNetwork;
-  height: () => number;
+  /** The chain's height; may read it, and throws (a refusal) when it is not known. */
+  height: () => number | Promise<number>;
   maxCapacitySats: bigint;
   maxFeeSats: bigint;
   /** What a payment with this memo must be (undefined: any increase); may look it up. */
@@ -165,7 +166,7 @@ export class ChannelPayee {
     };
     checkTerms(proposed, {
       network: settings.network,
-      height: settings.height(),
+      height: await settings.height(),
       maxCapacitySats: settings.maxCapacitySats,
       maxFeeSats: settings.maxFeeSats,
     });
@@ -231,7 +232,8 @@ export class ChannelPayee {
       const expectedMsat: (Msat | undefined)[] = [];
       for (const u of updates) expectedMsat.push(await this.expected({ channelId: u.channelId, peer, memo: u.memo }));
       const { channel } = entry;
-      const checked = channel.checkBatch(updates, { height: this.settings.height(), expectedMsat });
+      const height = await this.settings.height();
+      const checked = channel.checkBatch(updates, { height, expectedMsat });
       const refusal = checked.refusal ?? unreadable;
       const newest = checked.accepted.at(-1);
       if (!newest) return { sequence: undefined, ...(refusal ? { refusal } : {}) };
