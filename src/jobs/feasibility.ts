@@ -171,6 +171,16 @@ export function eligibleProviders(
 }
 
 /**
+ * What the job costs at the prices announced now, msat, before the aggregator's fee: each record's
+ * work paid to `redundancy` copies at the prices of the first providers of `eligible` (ranked best
+ * first, as the planner takes them), rounded up.
+ */
+export function estimatedCostMsat(job: JobTerms, eligible: readonly CapabilityRecord[]): number {
+  const prices = eligible.slice(0, job.redundancy).map((p) => unitPriceMsat(p, job.sha256));
+  return Math.ceil(prices.reduce((sum, price) => sum + price * job.totalTokens, 0));
+}
+
+/**
  * When the remaining work would finish if every eligible provider worked on it at its expected
  * speed: `now` plus remaining units over the providers' combined units per millisecond.
  */

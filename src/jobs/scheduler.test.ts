@@ -217,7 +217,7 @@ describe("planAssignments", () => {
   test("checkSchedulable gives the client the same typed reasons before a job is accepted", () => {
     const providers = [provider("a", { tps: 10 }), provider("b", { tps: 10 })];
     // 10 shards x 10 units, two providers at 10 units/s: 5 s.
-    expect(checkSchedulable(job(10), providers, T0)).toBe(T0 + 5_000);
+    expect(checkSchedulable(job(10), providers, T0).finishMs).toBe(T0 + 5_000);
     expect(errorOf(() => checkSchedulable(job(10, { deadlineMs: T0 + 4_000 }), providers, T0))?.name).toBe(
       "DeadlineTooShortError",
     );

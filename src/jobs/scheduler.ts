@@ -206,14 +206,15 @@ export function planAssignments(
 /**
  * The check an aggregator makes before accepting a job: throws `ModelNotServedError`,
  * `PriceTooLowError` or `DeadlineTooShortError` (the client's words for why not), else returns the
- * expected finish at the providers' announced or measured speeds.
+ * expected finish at the providers' announced or measured speeds, and the providers that may take
+ * copies, best first.
  */
 export function checkSchedulable(
   job: PlanJob,
   providers: readonly CapabilityRecord[],
   now: number,
   options: Pick<PlanOptions, "exclude"> = {},
-): number {
+): { finishMs: number; eligible: CapabilityRecord[] } {
   const eligible = eligibleProviders(job, providers, now, options.exclude);
   const speeds = measuredSpeeds([
     ...(job.history ?? []),
@@ -221,7 +222,7 @@ export function checkSchedulable(
   ]);
   const finish = finishOf(job, eligible, speeds, now);
   checkDeadline(job, finish, now);
-  return finish;
+  return { finishMs: finish, eligible };
 }
 
 /** When the job's remaining copies would be done with every eligible provider on it. */

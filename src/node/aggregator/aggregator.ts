@@ -1,4 +1,5 @@
 import type { JobReport } from "../../jobs/job-report.ts";
+import { estimatedCostMsat } from "../../jobs/feasibility.ts";
 import { tokensPerRecord } from "../../jobs/job-snapshot.ts";
 import { planShards, type Shard } from "../../jobs/records.ts";
 import { checkSchedulable, type PlanJob } from "../../jobs/scheduler.ts";
@@ -6,16 +7,25 @@ import { shardToWire } from "../../jobs/shard-codec.ts";
 import { parseJobSpec, shardRanges } from "../../jobs/spec.ts";
 import { SHARD_STATES } from "../../jobs/states.ts";
 import type { Store } from "../../store/db.ts";
+import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { throwIfAborted } from "../../util/abort.ts";
 import { errorMessage, InvalidInputError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
 import { encode } from "../wire.ts";
-import type { AggregatorApi, JobEvent, JobSummary, JobUploadHeader, OutputInfo, SubmitResult } from "./api.ts";
+import type {
+  AggregatorApi,
+  JobEvent,
+  JobQuote,
+  JobSummary,
+  JobUploadHeader,
+  OutputInfo,
+  SubmitResult,
+} from "./api.ts";
 import { Coordinator, type CoordinatorInit } from "./coordinator.ts";
 import { mergeJob } from "./merge-job.ts";
 import type { AggregatorNetwork } from "./network.ts";
 import { AggregatorPayments } from "./payments.ts";
-import { clientRefusal, providerBudget } from "./plan-job.ts";
+import { clientPrice, clientRefusal, providerBudget } from "./plan-job.ts";
 import { AggregatorStore } from "./store.ts";
 
 /**
@@ -97,20 +107,12 @@ export class Aggregator implements AggregatorApi {
     return this.store.existing(spec, client);
   }
 
-  async submit(
-    header: JobUploadHeader,
-    shards: AsyncIterable<Shard>,
-    client: string,
-    signal: AbortSignal,
-  ): Promise<SubmitResult> {
+  async quote(header: JobUploadHeader, client: string, signal: AbortSignal): Promise<JobQuote> {
     const spec = parseJobSpec(header.spec);
     const plan = checkPlan(header);
-    const known = this.store.existing(spec, client);
-    if (known) return known;
     // Refuse before the upload what could never run: nobody serves the model, too cheap, too late.
     const providers = await this.init.network.findProviders(spec.model.sha256, signal);
     const perRecord = tokensPerRecord(spec);
-    const ranges = shardRanges(plan);
     const draft: PlanJob = {
       id: "new job",
       sha256: spec.model.sha256,
@@ -119,7 +121,7 @@ export class Aggregator implements AggregatorApi {
       deadlineMs: spec.deadlineMs,
       totalTokens: plan.records * perRecord,
       tokensPerRecord: perRecord,
-      shards: ranges.map((r, i) => ({
+      shards: shardRanges(plan).map((r, i) => ({
         id: i,
         index: i,
         count: r.count,
@@ -129,12 +131,34 @@ export class Aggregator implements AggregatorApi {
       })),
     };
     const own = this.init.network.knownProviders(spec.model.sha256).filter((r) => r.peerId === this.init.network.self);
+    let eligible: CapabilityRecord[];
     try {
-      checkSchedulable(draft, [...own, ...providers], this.now());
+      eligible = checkSchedulable(draft, [...own, ...providers], this.now()).eligible;
     } catch (err) {
       throw clientRefusal(err as Error, spec.maxPriceMsat, this.feePercent);
     }
     this.payments?.checkCredit(client, spec);
+    return {
+      estimatedMsat: BigInt(clientPrice(estimatedCostMsat(draft, eligible), this.feePercent)),
+      lockedMsat: this.payments ? this.payments.quote(spec) : 0n,
+      feePercent: this.feePercent,
+      providers: eligible.length,
+    };
+  }
+
+  async submit(
+    header: JobUploadHeader,
+    shards: AsyncIterable<Shard>,
+    client: string,
+    signal: AbortSignal,
+    quote?: JobQuote,
+  ): Promise<SubmitResult> {
+    const spec = parseJobSpec(header.spec);
+    const plan = checkPlan(header);
+    const known = this.store.existing(spec, client);
+    if (known) return known;
+    if (!quote) await this.quote(header, client, signal);
+    const ranges = shardRanges(plan);
 
     const uploadId = crypto.randomUUID();
     try {

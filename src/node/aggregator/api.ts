@@ -25,6 +25,21 @@ export interface SubmitResult {
   created: boolean;
 }
 
+/**
+ * What an aggregator tells a client before the upload: what the job should cost at the prices the
+ * providers announce now, and what it locks in escrow (the client's maximum; what verified copies do
+ * not take goes back when the job ends). Amounts in msat.
+ */
+export interface JobQuote {
+  /** The providers' prices for every copy of every record (canaries and reassignments aside), plus the fee. */
+  estimatedMsat: bigint;
+  /** Locked from the client's credit when the job is stored; 0 when this aggregator takes no payment. */
+  lockedMsat: bigint;
+  feePercent: number;
+  /** Providers that may take copies now. */
+  providers: number;
+}
+
 /** Where a finished job's merged output lies on the aggregator, for download. */
 export interface OutputInfo {
   /** The JSONL file (text: `{index, output, providers}`; classification: `{index, class, label, score, providers}`). */
@@ -69,7 +84,12 @@ export interface AggregatorApi {
    */
   existing(spec: JobSpec, client: string): SubmitResult | undefined;
   /**
-   * Stores an uploaded job: `shards` arrive in order and each must match `header.plan` and
+   * Before an upload: what the job would cost and lock, once the checks `submit` makes before a shard
+   * is read have passed (the same typed refusals).
+   */
+  quote(header: JobUploadHeader, client: string, signal: AbortSignal): Promise<JobQuote>;
+  /**
+   * Stores an uploaded job (checked as `quote` checks, unless given the quote just made for it): `shards` arrive in order and each must match `header.plan` and
    * `header.kind`; the job, its shards and their payloads are committed in one transaction once the
    * last one is in, and scheduling starts. Throws `InvalidInputError` for a shard that does not fit,
    * a `SchedulingError` (model served by nobody, price too low, deadline too short) before anything
@@ -80,6 +100,7 @@ export interface AggregatorApi {
     shards: AsyncIterable<Shard>,
     client: string,
     signal: AbortSignal,
+    quote?: JobQuote,
   ): Promise<SubmitResult>;
   /** The job's events until it is verified or failed; `JobNotFoundError` for another client's job. */
   watch(jobId: string, client: string, signal: AbortSignal): AsyncIterable<JobEvent>;

@@ -22,6 +22,9 @@ import {
   type JobStreamLine,
   type JobUploadLine,
   OUTPUT_HEADERS,
+  QUOTE_PATH,
+  type QuoteLine,
+  quoteFromLine,
 } from "./jobs-protocol.ts";
 import { ndjsonLines } from "./ndjson.ts";
 
@@ -55,6 +58,17 @@ export function controlJobOps(control: ControlClient, peerId: string): JobOps {
     async findAggregators(signal) {
       const res = await call(AGGREGATORS_PATH, { signal: timed(signal, SLOW_CALL_TIMEOUT_MS) });
       return (await res.json()) as AggregatorChoice[];
+    },
+
+    async quote(aggregator, header, signal) {
+      const line: JobUploadLine = { aggregator, ...header };
+      const res = await call(QUOTE_PATH, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(line),
+        signal: timed(signal, SLOW_CALL_TIMEOUT_MS),
+      });
+      return quoteFromLine((await res.json()) as QuoteLine);
     },
 
     async submit(aggregator, header, shards, options) {

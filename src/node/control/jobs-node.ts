@@ -47,6 +47,12 @@ export function nodeJobOps(node: InfernetNode): JobOps {
       );
     },
 
+    async quote(aggregator, header, signal) {
+      const own = self(aggregator);
+      if (own) return own.quote(header, node.peerId, signal);
+      return node.jobs.quote(await peer(aggregator), header, { signal });
+    },
+
     async submit(aggregator, header, shards, options) {
       const own = self(aggregator);
       if (own) {

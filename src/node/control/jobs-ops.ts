@@ -1,6 +1,6 @@
 import type { JobReport } from "../../jobs/job-report.ts";
 import type { Shard } from "../../jobs/records.ts";
-import type { JobEvent, JobUploadHeader, SubmitResult } from "../aggregator/api.ts";
+import type { JobEvent, JobQuote, JobUploadHeader, SubmitResult } from "../aggregator/api.ts";
 
 /**
  * What a client does with batch jobs, whichever way it reaches the network: through the running
@@ -38,6 +38,8 @@ export interface JobOps {
   /** This side's peer id (the client the aggregator sees). */
   readonly peerId: string;
   findAggregators(signal: AbortSignal): Promise<AggregatorChoice[]>;
+  /** The aggregator's quote for the job, before its upload (refused as a submit would be). */
+  quote(aggregator: AggregatorRef, header: JobUploadHeader, signal: AbortSignal): Promise<JobQuote>;
   submit(
     aggregator: AggregatorRef,
     header: JobUploadHeader,

@@ -1,13 +1,14 @@
 import { z } from "zod";
 import { MAX_JOB_RECORDS, MAX_SHARD_BYTES, MAX_SHARDS } from "../../jobs/records.ts";
 import { JobSpecSchema } from "../../jobs/spec.ts";
-import type { JobEvent } from "../aggregator/api.ts";
+import type { JobEvent, JobQuote } from "../aggregator/api.ts";
 
 /**
  * The control API's batch-job endpoints (HTTP over the node's Unix socket, see protocol.ts):
  *
  * - `POST /v1/jobs`: NDJSON body, first a `JobUploadLine`, then one line per shard, in order: the
  *   shard's CBOR (`encode(shardToWire(shard))`) as base64. Answers `{jobId, created}`.
+ * - `POST /v1/jobs/quote`: a `JobUploadLine` as JSON; answers the aggregator's `QuoteLine`.
  * - `GET /v1/jobs/:id/events?aggregator=PEER&addr=MULTIADDR...`: NDJSON `JobStreamLine`s until
  *   `finished` (heartbeats while quiet, `reconnecting` when the aggregator was lost and is retried).
  * - `GET /v1/jobs/:id/output?aggregator=PEER&offset=N`: the merged output's bytes from `offset`, with
@@ -20,6 +21,9 @@ import type { JobEvent } from "../aggregator/api.ts";
  */
 
 export const JOBS_PATH = "/v1/jobs";
+export const QUOTE_PATH = "/v1/jobs/quote";
+/** Longest body of a quote request: a job header is a few kB. */
+export const MAX_QUOTE_BODY_BYTES = 64 * 1024;
 export const AGGREGATORS_PATH = "/v1/aggregators";
 
 /** Longest peer id or multiaddr accepted in a request. */
@@ -57,6 +61,32 @@ export const JobUploadLineSchema = z.strictObject({
   kind: z.enum(["prompts", "images", "tensor"]),
 });
 export type JobUploadLine = z.input<typeof JobUploadLineSchema>;
+
+/** A `JobQuote` as JSON: msat as decimal strings. */
+export interface QuoteLine {
+  estimatedMsat: string;
+  lockedMsat: string;
+  feePercent: number;
+  providers: number;
+}
+
+export function quoteToLine(q: JobQuote): QuoteLine {
+  return {
+    estimatedMsat: q.estimatedMsat.toString(),
+    lockedMsat: q.lockedMsat.toString(),
+    feePercent: q.feePercent,
+    providers: q.providers,
+  };
+}
+
+export function quoteFromLine(line: QuoteLine): JobQuote {
+  return {
+    estimatedMsat: BigInt(line.estimatedMsat),
+    lockedMsat: BigInt(line.lockedMsat),
+    feePercent: line.feePercent,
+    providers: line.providers,
+  };
+}
 
 export const JobIdSchema = z
   .string()

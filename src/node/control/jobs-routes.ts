@@ -18,7 +18,10 @@ import {
   type JobStreamLine,
   JobUploadLineSchema,
   MAX_UPLOAD_LINE_CHARS,
+  MAX_QUOTE_BODY_BYTES,
   OUTPUT_HEADERS,
+  QUOTE_PATH,
+  quoteToLine,
 } from "./jobs-protocol.ts";
 import { errorLine, ndjsonLines, ndjsonResponse } from "./ndjson.ts";
 
@@ -43,6 +46,7 @@ export async function routeJobs(
       return Response.json(await nodeJobOps(node).findAggregators(req.signal));
     }
     if (req.method === "POST" && url.pathname === JOBS_PATH) return await upload(node, req);
+    if (req.method === "POST" && url.pathname === QUOTE_PATH) return await quote(node, req);
     const match = /^\/v1\/jobs\/([^/]+)\/(events|output|report)$/.exec(url.pathname);
     if (!match || req.method !== "GET") return undefined;
     const parsed = JobIdSchema.safeParse(decodeURIComponent(match[1] as string));
@@ -66,6 +70,22 @@ function aggregatorOf(url: URL): AggregatorRef {
   return parsed.data;
 }
 
+/** A job's header line (an upload's first line, a quote request), checked; a UsageError naming `what`. */
+function headerLine(text: string, what: string) {
+  let header: unknown;
+  try {
+    header = JSON.parse(text);
+  } catch (cause) {
+    throw new UsageError(`the ${what} is not JSON: ${errorMessage(cause)}`);
+  }
+  const parsed = JobUploadLineSchema.safeParse(header);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UsageError(`bad ${what}: ${issue?.path.join(".")}: ${issue?.message ?? "malformed"}`);
+  }
+  return parsed.data;
+}
+
 async function upload(node: InfernetNode, req: Request): Promise<Response> {
   if (!req.body) throw new UsageError("an upload needs a body");
   const lines = ndjsonLines(
@@ -75,18 +95,7 @@ async function upload(node: InfernetNode, req: Request): Promise<Response> {
   );
   const first = await lines.next();
   if (first.done) throw new UsageError("an upload starts with its header line");
-  let header: unknown;
-  try {
-    header = JSON.parse(first.value);
-  } catch (cause) {
-    throw new UsageError(`the upload header is not JSON: ${errorMessage(cause)}`);
-  }
-  const parsed = JobUploadLineSchema.safeParse(header);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(`bad upload header: ${issue?.path.join(".")}: ${issue?.message ?? "malformed"}`);
-  }
-  const { aggregator, spec, plan, kind } = parsed.data;
+  const { aggregator, spec, plan, kind } = headerLine(first.value, "upload header");
   async function* shards(): AsyncGenerator<Shard> {
     for await (const line of lines) {
       if (line.trim() === "") continue;
@@ -95,6 +104,13 @@ async function upload(node: InfernetNode, req: Request): Promise<Response> {
   }
   const result = await nodeJobOps(node).submit(aggregator, { spec, plan, kind }, shards(), { signal: req.signal });
   return Response.json(result);
+}
+
+async function quote(node: InfernetNode, req: Request): Promise<Response> {
+  const text = await req.text();
+  if (text.length > MAX_QUOTE_BODY_BYTES) throw new InvalidInputError(`a quote request is over ${MAX_QUOTE_BODY_BYTES} bytes`);
+  const { aggregator, spec, plan, kind } = headerLine(text, "quote request");
+  return Response.json(quoteToLine(await nodeJobOps(node).quote(aggregator, { spec, plan, kind }, req.signal)));
 }
 
 async function output(

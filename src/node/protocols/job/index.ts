@@ -2,12 +2,12 @@ import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
 import type { JobReport } from "../../../jobs/job-report.ts";
 import type { Shard } from "../../../jobs/records.ts";
-import type { AggregatorApi, JobEvent, JobUploadHeader, SubmitResult } from "../../aggregator/api.ts";
+import type { AggregatorApi, JobEvent, JobQuote, JobUploadHeader, SubmitResult } from "../../aggregator/api.ts";
 import { ProtocolLifecycle } from "../lifecycle.ts";
 import { positive } from "../settings.ts";
 import type { CallContext } from "./call.ts";
 import { type FetchedOutput, type FetchOutputOptions, fetchJobOutput } from "./download.ts";
-import { fetchReport, watchJob } from "./requester.ts";
+import { fetchQuote, fetchReport, watchJob } from "./requester.ts";
 import { JobServer } from "./server.ts";
 import { type SubmitOptions, submitJob } from "./submit.ts";
 
@@ -78,6 +78,8 @@ export interface JobService extends Startable {
     shards: AsyncIterable<Shard>,
     options?: SubmitOptions,
   ): Promise<SubmitResult>;
+  /** What a job would cost and lock at `peer`, asked before its upload; refused as `submit` would refuse it. */
+  quote(peer: PeerId, header: JobUploadHeader, options?: { signal?: AbortSignal }): Promise<JobQuote>;
   /** The job's events, ending after `finished`; `JobNotFoundError` for a job that is not the caller's. */
   watch(peer: PeerId, jobId: string, options?: { signal?: AbortSignal }): AsyncIterable<JobEvent>;
   /**
@@ -143,6 +145,11 @@ class DefaultJobService implements JobService {
   ): Promise<SubmitResult> {
     this.checkRunning();
     return await submitJob(this.context, peer, header, shards, options);
+  }
+
+  async quote(peer: PeerId, header: JobUploadHeader, options: { signal?: AbortSignal } = {}): Promise<JobQuote> {
+    this.checkRunning();
+    return await fetchQuote(this.context, peer, header, options);
   }
 
   watch(peer: PeerId, jobId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<JobEvent> {

@@ -184,6 +184,22 @@ describe("submit", () => {
     }
   });
 
+  test("a quote before the upload: the aggregator's estimate and lock arrive exactly; its refusals typed; nothing uploaded", async () => {
+    const before = fake.uploads.length;
+    const { header } = job(5, 2, "prompts", prompts);
+    fake.quoted = { estimatedMsat: 987_654_321_012n, lockedMsat: 5_000_000_000n, feePercent: 1.5, providers: 7 };
+    expect(await jobs.quote(aggregator.peerId, header)).toEqual(fake.quoted);
+    fake.refuse = new PriceTooLowError("too cheap", 42, { hint: "raise it" });
+    try {
+      const err = await jobs.quote(aggregator.peerId, header).catch((e: Error) => e);
+      expect(err).toBeInstanceOf(PriceTooLowError);
+      expect((err as PriceTooLowError).neededMsat).toBe(42);
+    } finally {
+      fake.refuse = undefined;
+    }
+    expect(fake.uploads.length).toBe(before);
+  });
+
   test("a shard that does not fit the plan is refused before it is sent", async () => {
     const { header, shards } = job(5, 2, "prompts", prompts);
     const uploads = fake.uploads.length;

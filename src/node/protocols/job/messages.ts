@@ -45,6 +45,8 @@ export const MAX_JOB_ID_CHARS = 128;
 export const MAX_HINT_CHARS = 512;
 /** Longest reason a failed job's summary carries (longer ones are cut). */
 export const MAX_JOB_ERROR_CHARS = 4096;
+/** Most providers a quote may say could take copies (a count, bounded like any peer's number). */
+export const MAX_QUOTE_PROVIDERS = 100_000;
 
 /** Error codes an aggregator sends; `protocol` and `integrity` are the client's own. */
 export const JOB_ERROR_CODES = [
@@ -94,12 +96,15 @@ export const SubmitRequestSchema = z.object({
   plan: ShardPlanSchema,
   kind: ShardKindSchema,
 });
+/** What a job would cost and lock, asked before deciding to upload it (the same header as a submit). */
+export const QuoteRequestSchema = SubmitRequestSchema.extend({ type: z.literal("quote") });
 const WatchRequestSchema = z.object({ v, type: z.literal("watch"), jobId });
 const OutputRequestSchema = z.object({ v, type: z.literal("output"), jobId, offset: count });
 const ReportRequestSchema = z.object({ v, type: z.literal("report"), jobId });
 
 export const JobRequestSchema = z.discriminatedUnion("type", [
   SubmitRequestSchema,
+  QuoteRequestSchema,
   WatchRequestSchema,
   OutputRequestSchema,
   ReportRequestSchema,
@@ -131,6 +136,16 @@ export const JobErrorSchema = ErrorMessageSchema.extend({
     .optional(),
 });
 export type JobErrorFrame = z.infer<typeof JobErrorSchema>;
+
+const msatText = z.string().regex(/^\d{1,19}$/);
+
+/** The aggregator's quote with the go-ahead to upload (see `JobQuote`); msat as decimal strings. */
+export const QuoteSchema = z.object({
+  estimatedMsatText: msatText,
+  lockedMsatText: msatText,
+  feePercent: z.number().min(0).max(100),
+  providers: z.int().min(0).max(MAX_QUOTE_PROVIDERS),
+});
 
 const Keepalive = z.object({ v, type: z.literal("keepalive") });
 const Accepted = z.object({ v, type: z.literal("accepted"), jobId, created: z.boolean() });
@@ -193,6 +208,12 @@ const ReportSchema = z.looseObject({
   retries: count,
   wallMs: z.number(),
 });
+
+export const QuoteReplySchema = z.discriminatedUnion("type", [
+  Keepalive,
+  QuoteSchema.extend({ v, type: z.literal("quote") }),
+  JobErrorSchema,
+]);
 
 export const ReportReplySchema = z.discriminatedUnion("type", [
   Keepalive,

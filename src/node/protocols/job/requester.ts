@@ -1,12 +1,12 @@
 import type { PeerId } from "@libp2p/interface";
 import type { JobReport } from "../../../jobs/job-report.ts";
-import type { JobEvent } from "../../aggregator/api.ts";
+import type { JobEvent, JobQuote, JobUploadHeader } from "../../aggregator/api.ts";
 import { WIRE_VERSION } from "../../wire.ts";
 import { Call, type CallContext } from "./call.ts";
-import { ReportReplySchema, WatchReplySchema } from "./messages.ts";
+import { QuoteReplySchema, ReportReplySchema, WatchReplySchema } from "./messages.ts";
 
 /**
- * The client side of watch and report. A watch yields the job's events as they come and ends after
+ * The client side of quote, watch and report. A watch yields the job's events as they come and ends after
  * `finished`; leaving the loop early, aborting the signal, or the aggregator's silence (see
  * `Call`) resets the stream.
  */
@@ -41,6 +41,30 @@ export async function* watchJob(
       return;
     }
     yield event;
+  }
+}
+
+/** The aggregator's quote for a job before its upload (see `AggregatorApi.quote`); its refusals typed. */
+export async function fetchQuote(
+  context: CallContext,
+  peer: PeerId,
+  header: JobUploadHeader,
+  options: { signal?: AbortSignal } = {},
+): Promise<JobQuote> {
+  using call = await Call.open(context, peer, "the quote", options.signal);
+  try {
+    await call.send({ v: WIRE_VERSION, type: "quote", spec: header.spec, plan: header.plan, kind: header.kind });
+    await call.closeWrite();
+    const reply = await call.read(QuoteReplySchema);
+    call.finish();
+    return {
+      estimatedMsat: BigInt(reply.estimatedMsatText),
+      lockedMsat: BigInt(reply.lockedMsatText),
+      feePercent: reply.feePercent,
+      providers: reply.providers,
+    };
+  } catch (err) {
+    throw call.failure(err);
   }
 }
 

@@ -122,6 +122,19 @@ export class JobServer {
         await this.submit(header, api, client, lp, out, call);
         return;
       }
+      case "quote": {
+        const header: JobUploadHeader = { spec: parseJobSpec(request.spec), plan: request.plan, kind: request.kind };
+        const quote = await api.quote(header, client, call.signal);
+        await out.send({
+          v: WIRE_VERSION,
+          type: "quote",
+          estimatedMsatText: quote.estimatedMsat.toString(),
+          lockedMsatText: quote.lockedMsat.toString(),
+          feePercent: quote.feePercent,
+          providers: quote.providers,
+        });
+        return;
+      }
       case "watch":
         await watch(request.jobId, api, client, out, call.signal);
         return;
@@ -160,6 +173,8 @@ export class JobServer {
     }
     this.uploads += 1;
     try {
+      // The checks come before the go-ahead: a job that could never run is refused before any shard.
+      const quote = await api.quote(header, client, call.signal);
       await out.send({ v: WIRE_VERSION, type: "upload" });
       let failure: unknown;
       const shards = this.receive(header, lp, out, call, (err) => {
@@ -167,7 +182,7 @@ export class JobServer {
       });
       let result: Awaited<ReturnType<AggregatorApi["submit"]>>;
       try {
-        result = await api.submit(header, shards, client, call.signal);
+        result = await api.submit(header, shards, client, call.signal, quote);
       } catch (err) {
         // The upload's own refusal, not however the aggregator wrapped it.
         throw failure ?? err;

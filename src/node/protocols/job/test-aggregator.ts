@@ -6,6 +6,7 @@ import { InvalidInputError } from "../../../util/errors.ts";
 import type {
   AggregatorApi,
   JobEvent,
+  JobQuote,
   JobSummary,
   JobUploadHeader,
   OutputInfo,
@@ -51,6 +52,14 @@ export class FakeAggregator implements AggregatorApi {
       });
     }
     return { jobId: job.id, created: false };
+  }
+
+  /** What `quote` answers (when nothing is refused). */
+  quoted: JobQuote = { estimatedMsat: 1_234_000n, lockedMsat: 5_000_000n, feePercent: this.feePercent, providers: 3 };
+
+  async quote(): Promise<JobQuote> {
+    if (this.refuse) throw this.refuse;
+    return this.quoted;
   }
 
   async submit(
