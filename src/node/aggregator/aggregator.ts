@@ -1,5 +1,5 @@
-import type { JobReport } from "../../jobs/job-report.ts";
 import { estimatedCostMsat } from "../../jobs/feasibility.ts";
+import type { JobReport } from "../../jobs/job-report.ts";
 import { tokensPerRecord } from "../../jobs/job-snapshot.ts";
 import { planShards, type Shard } from "../../jobs/records.ts";
 import { checkSchedulable, type PlanJob } from "../../jobs/scheduler.ts";
@@ -7,10 +7,10 @@ import { shardToWire } from "../../jobs/shard-codec.ts";
 import { parseJobSpec, shardRanges } from "../../jobs/spec.ts";
 import { SHARD_STATES } from "../../jobs/states.ts";
 import type { Store } from "../../store/db.ts";
-import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { throwIfAborted } from "../../util/abort.ts";
 import { errorMessage, InvalidInputError } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
+import type { CapabilityRecord } from "../protocols/capability/messages.ts";
 import { encode } from "../wire.ts";
 import type {
   AggregatorApi,

@@ -17,8 +17,8 @@ import {
   JobIdSchema,
   type JobStreamLine,
   JobUploadLineSchema,
-  MAX_UPLOAD_LINE_CHARS,
   MAX_QUOTE_BODY_BYTES,
+  MAX_UPLOAD_LINE_CHARS,
   OUTPUT_HEADERS,
   QUOTE_PATH,
   quoteToLine,
@@ -108,7 +108,8 @@ async function upload(node: InfernetNode, req: Request): Promise<Response> {
 
 async function quote(node: InfernetNode, req: Request): Promise<Response> {
   const text = await req.text();
-  if (text.length > MAX_QUOTE_BODY_BYTES) throw new InvalidInputError(`a quote request is over ${MAX_QUOTE_BODY_BYTES} bytes`);
+  if (text.length > MAX_QUOTE_BODY_BYTES)
+    throw new InvalidInputError(`a quote request is over ${MAX_QUOTE_BODY_BYTES} bytes`);
   const { aggregator, spec, plan, kind } = headerLine(text, "quote request");
   return Response.json(quoteToLine(await nodeJobOps(node).quote(aggregator, { spec, plan, kind }, req.signal)));
 }
