@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { MAX_JOB_RECORDS, MAX_SHARD_BYTES, MAX_SHARDS, type Shard, type ShardPlan } from "../../../jobs/records.ts";
 import { JOB_STATES, SHARD_STATES } from "../../../jobs/states.ts";
+import type { JobQuote } from "../../aggregator/api.ts";
 import { ErrorMessageSchema, WIRE_VERSION } from "../../wire.ts";
 
 /**
@@ -118,6 +119,9 @@ export const UploadFrameSchema = z.discriminatedUnion("type", [
   z.object({ v, type: z.literal("end") }),
 ]);
 
+/** An amount of msat as a decimal string (a bigint does not fit every CBOR reader's number). */
+const msatText = z.string().regex(/^\d{1,19}$/);
+
 /** An error frame, with what a client needs to act on it. */
 export const JobErrorSchema = ErrorMessageSchema.extend({
   hint: z.string().max(MAX_HINT_CHARS).optional(),
@@ -126,20 +130,12 @@ export const JobErrorSchema = ErrorMessageSchema.extend({
   /** With `deadline-too-short`: when the job would finish, Unix ms. */
   expectedFinishMs: count.optional(),
   /** With `insufficient-funds`: the quote, and the client's credit at the aggregator, msat (decimal). */
-  neededMsatText: z
-    .string()
-    .regex(/^\d{1,19}$/)
-    .optional(),
-  balanceMsatText: z
-    .string()
-    .regex(/^\d{1,19}$/)
-    .optional(),
+  neededMsatText: msatText.optional(),
+  balanceMsatText: msatText.optional(),
 });
 export type JobErrorFrame = z.infer<typeof JobErrorSchema>;
 
-const msatText = z.string().regex(/^\d{1,19}$/);
-
-/** The aggregator's quote with the go-ahead to upload (see `JobQuote`); msat as decimal strings. */
+/** The aggregator's answer to a `quote` request (see `JobQuote`); msat as decimal strings. */
 export const QuoteSchema = z.object({
   estimatedMsatText: msatText,
   lockedMsatText: msatText,
@@ -214,6 +210,24 @@ export const QuoteReplySchema = z.discriminatedUnion("type", [
   QuoteSchema.extend({ v, type: z.literal("quote") }),
   JobErrorSchema,
 ]);
+
+export function quoteToWire(q: JobQuote): z.infer<typeof QuoteSchema> {
+  return {
+    estimatedMsatText: q.estimatedMsat.toString(),
+    lockedMsatText: q.lockedMsat.toString(),
+    feePercent: q.feePercent,
+    providers: q.providers,
+  };
+}
+
+export function quoteFromWire(w: z.infer<typeof QuoteSchema>): JobQuote {
+  return {
+    estimatedMsat: BigInt(w.estimatedMsatText),
+    lockedMsat: BigInt(w.lockedMsatText),
+    feePercent: w.feePercent,
+    providers: w.providers,
+  };
+}
 
 export const ReportReplySchema = z.discriminatedUnion("type", [
   Keepalive,

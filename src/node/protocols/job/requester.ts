@@ -3,7 +3,7 @@ import type { JobReport } from "../../../jobs/job-report.ts";
 import type { JobEvent, JobQuote, JobUploadHeader } from "../../aggregator/api.ts";
 import { WIRE_VERSION } from "../../wire.ts";
 import { Call, type CallContext } from "./call.ts";
-import { QuoteReplySchema, ReportReplySchema, WatchReplySchema } from "./messages.ts";
+import { QuoteReplySchema, quoteFromWire, ReportReplySchema, WatchReplySchema } from "./messages.ts";
 
 /**
  * The client side of quote, watch and report. A watch yields the job's events as they come and ends after
@@ -57,12 +57,7 @@ export async function fetchQuote(
     await call.closeWrite();
     const reply = await call.read(QuoteReplySchema);
     call.finish();
-    return {
-      estimatedMsat: BigInt(reply.estimatedMsatText),
-      lockedMsat: BigInt(reply.lockedMsatText),
-      feePercent: reply.feePercent,
-      providers: reply.providers,
-    };
+    return quoteFromWire(reply);
   } catch (err) {
     throw call.failure(err);
   }

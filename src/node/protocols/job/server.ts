@@ -29,6 +29,7 @@ import {
   MAX_SHARD_FRAME_BYTES,
   misfit,
   OUTPUT_CHUNK_BYTES,
+  quoteToWire,
   UploadFrameSchema,
 } from "./messages.ts";
 import { Replies } from "./replies.ts";
@@ -125,14 +126,7 @@ export class JobServer {
       case "quote": {
         const header: JobUploadHeader = { spec: parseJobSpec(request.spec), plan: request.plan, kind: request.kind };
         const quote = await api.quote(header, client, call.signal);
-        await out.send({
-          v: WIRE_VERSION,
-          type: "quote",
-          estimatedMsatText: quote.estimatedMsat.toString(),
-          lockedMsatText: quote.lockedMsat.toString(),
-          feePercent: quote.feePercent,
-          providers: quote.providers,
-        });
+        await out.send({ v: WIRE_VERSION, type: "quote", ...quoteToWire(quote) });
         return;
       }
       case "watch":
