@@ -53,6 +53,18 @@ describe("refusals without a network", () => {
     ],
     ["a bad price", () => ["submit", "--model", "mnist-8", "--inputs", IMAGES, "--max-price", "-5"], 2, "--max-price"],
     [
+      "a price below a msat",
+      () => ["submit", "--model", "mnist-8", "--inputs", IMAGES, "--max-price", "1.5msat"],
+      2,
+      "--max-price must be an amount",
+    ],
+    [
+      "a price above 1 BTC",
+      () => ["submit", "--model", "mnist-8", "--inputs", IMAGES, "--max-price", "100000001sat"],
+      2,
+      "is more than 100,000,000 sat",
+    ],
+    [
       "a bad deadline",
       () => ["submit", "--model", "mnist-8", "--inputs", IMAGES, "--deadline", "soon"],
       2,

@@ -77,11 +77,31 @@ test("a client deposits over a channel, one cheater among four providers: everyo
 
   const output = join(client.home, "labels.jsonl");
   const job = ["--model", "mnist-8", "--inputs", MNIST_IMAGES, "--shard-size", String(SHARD), "--redundancy", "2"];
-  await using submit = watchedSubmit(
-    [...job, "--max-price", String(QUOTE_MSAT), "--output", output, "--bootstrap", aggregator.quic, "--no-mdns"],
-    client.home,
-  );
+  const terms = [...job, "--max-price", `${QUOTE_MSAT / 1_000}sat`, "--bootstrap", aggregator.quic, "--no-mdns"];
+  // Two copies of every record at the providers' price, plus the fee; a dry run holds and locks nothing.
+  const quote = {
+    event: "quote",
+    aggregator: agg,
+    estimatedMsat: String(Math.ceil(2 * MNIST_RECORDS * PRICE * (1 + FEE_PERCENT / 100))),
+    lockedMsat: String(QUOTE_MSAT),
+    feePercent: FEE_PERCENT,
+    providers: 4,
+  };
+  const dry = await infernet(["submit", ...terms, "--quote", "--json"], { home: client.home });
+  expect(dry.stderr).toBe("");
+  expect(dry.code).toBe(0);
+  expect(JSON.parse(dry.stdout)).toEqual(quote);
+  {
+    using store = Store.open(aggregator.home);
+    expect(store.db.query("SELECT count(*) AS n FROM aggregator_jobs").get()).toEqual({ n: 0 });
+    expect(new AggregatorPayments(store, new AggregatorStore(store)).escrow.credit(client.status.peerId)).toBe(
+      msat(QUOTE_MSAT),
+    );
+  }
+
+  await using submit = watchedSubmit([...terms, "--output", output], client.home);
   const r = await submit.done();
+  expect(r.events[0]).toEqual(quote);
   expect(r.stderr).not.toContain("infernet:");
   expect(r.code).toBe(0);
   expect(r.events.at(-2)).toMatchObject({ event: "output", records: MNIST_RECORDS });

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { formatMsat, type Msat, parseAmountText } from "../payments/amount.ts";
 import { UsageError } from "../util/errors.ts";
 
 /** One command-line option, documented where it is declared so `--help` can never drift. */
@@ -70,6 +71,31 @@ export function numberFlag(
   max: number,
 ): number | undefined {
   return numericFlag(command, flag, raw, min, max, false);
+}
+
+/**
+ * Parses an amount flag ("5000sat", "2.5sat", "1500msat"; a bare number is `bare` units) up to
+ * `max`, or throws a `UsageError` that names the flag.
+ */
+export function amountFlag(
+  command: string,
+  flag: string,
+  raw: string | undefined,
+  bare: "sat" | "msat",
+  max: Msat,
+): Msat | undefined {
+  if (raw === undefined) return undefined;
+  const amount = parseAmountText(raw, bare);
+  if (amount === undefined) {
+    throw new UsageError(
+      `${command}: --${flag} must be an amount like 5000sat or 1500msat, got "${raw.slice(0, 32)}"`,
+      {
+        hint: `a bare number is ${bare === "sat" ? "sats" : "millisatoshis"}`,
+      },
+    );
+  }
+  if (amount > max) throw new UsageError(`${command}: --${flag} ${raw.slice(0, 32)} is more than ${formatMsat(max)}`);
+  return amount;
 }
 
 function numericFlag(

@@ -4,10 +4,12 @@ import { DEFAULT_REDUNDANCY, type JobSpec, MAX_REDUNDANCY } from "../jobs/spec.t
 import { type Splitter, splitImages, splitPrompts } from "../jobs/split.ts";
 import { SubmittedJobs } from "../jobs/submitted-jobs.ts";
 import { modelFile } from "../models/catalog.ts";
+import type { JobQuote } from "../node/aggregator/api.ts";
 import type { AggregatorChoice, AggregatorRef } from "../node/control/jobs-ops.ts";
+import { formatMsat, msat } from "../payments/amount.ts";
 import { detectFormat } from "../runtime/onnx/inputs/source.ts";
 import { NoProviderError, RuntimeError, UsageError } from "../util/errors.ts";
-import { intFlag, type OptionSpecs } from "./args.ts";
+import { amountFlag, intFlag, type OptionSpecs } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { jobAccess, parseAggregator } from "./job-access.ts";
 import { type JobRequest, MAX_PRICE_MSAT, readJobFile, resolveSettings, type SubmitSettings } from "./job-file.ts";
@@ -36,8 +38,12 @@ const SUBMIT_OPTIONS = {
   "max-tokens": { type: "string", value: "N", description: "Tokens per prompt that does not set its own maxTokens" },
   "max-price": {
     type: "string",
-    value: "MSAT",
-    description: "Most the whole job may cost, millisatoshi (default 10,000 sats)",
+    value: "AMOUNT",
+    description: "Most the whole job may cost: 5000sat, 1500msat, or a bare number of msat (default 10,000 sats)",
+  },
+  quote: {
+    type: "boolean",
+    description: "Print the aggregator's quote and exit: nothing is uploaded or locked",
   },
   deadline: { type: "string", value: "DURATION", description: "Give up after this long, e.g. 30m (default 1h)" },
   aggregator: {
@@ -65,8 +71,11 @@ export const submitCommand = defineCommand({
     "submit job.json [--detach] [--json]",
     "submit --model mnist-8 --inputs FILE_OR_DIR [--shard-size N | --shards N] [--redundancy N]",
     "submit --model stories260k --prompts prompts.jsonl --max-tokens 64",
+    "submit job.json --max-price 5000sat --quote",
   ],
-  details: `Splits the input here, uploads the shards to an aggregator, draws one cell per shard while
+  details: `Splits the input here, asks an aggregator for a quote (what the job should cost at its providers'
+prices plus its fee, and what it locks from your credit there: --max-price), prints it, uploads the
+shards (\`--quote\` stops before this: nothing is uploaded or locked), draws one cell per shard while
 providers compute them (· queued, ▸ running, ▪ returned, ✓ verified, × failed), then writes the merged
 result (JSONL, one line per record, in input order) and prints the providers, retries, time and cost.
 Ctrl-C stops following; the job keeps running (\`infernet job <id> --wait\` picks it up). Running the same
@@ -95,7 +104,7 @@ Examples:
       redundancy: intFlag("submit", "redundancy", values.redundancy, 1, MAX_REDUNDANCY),
       minVerification: intFlag("submit", "min-verification", values["min-verification"], 1, MAX_REDUNDANCY),
       maxTokens: intFlag("submit", "max-tokens", values["max-tokens"], 1, 1_000_000),
-      maxPriceMsat: intFlag("submit", "max-price", values["max-price"], 0, MAX_PRICE_MSAT),
+      maxPriceMsat: maxPriceFlag(values["max-price"]),
       deadline: values.deadline,
       aggregator: values.aggregator,
       output: values.output,
@@ -147,7 +156,18 @@ Examples:
       idempotencyKey: key,
       ...(settings.maxTokens !== undefined ? { params: { maxTokens: settings.maxTokens } } : {}),
     };
-    if (!pending) await savePendingSubmit(home, { spec, aggregator });
+    if (!pending) {
+      // A pending upload may already be held (and its escrow locked), so only a new job is quoted:
+      // the aggregator checks price, deadline and credit before a single shard leaves this machine.
+      const quote = await access.quote(aggregator, { spec, plan, kind }, ctx.signal);
+      printQuote(ctx, quote, aggregator.peerId, json);
+      if (values.quote) return 0;
+      await savePendingSubmit(home, { spec, aggregator });
+    } else if (values.quote) {
+      throw new UsageError("submit --quote: this job's upload was interrupted and is resumed instead", {
+        hint: "run submit without --quote to finish it, or give --key to quote a new job",
+      });
+    }
     const upload = uploadProgress(ctx, plan.shardCount, json);
     const result = await access.submit(
       aggregator,
@@ -178,6 +198,33 @@ Examples:
     return await followAndFetch(ctx, access, job, { json });
   },
 });
+
+function maxPriceFlag(raw: string | undefined): number | undefined {
+  const amount = amountFlag("submit", "max-price", raw, "msat", msat(MAX_PRICE_MSAT));
+  return amount === undefined ? undefined : Number(amount);
+}
+
+/** `quote: about 12.5 sat (fee 1%) from 4 providers; 5,000 sat locked from your credit until the job ends`. */
+function printQuote(ctx: CliContext, quote: JobQuote, aggregator: string, json: boolean): void {
+  if (json) {
+    jsonLine(ctx, {
+      event: "quote",
+      aggregator,
+      estimatedMsat: quote.estimatedMsat.toString(),
+      lockedMsat: quote.lockedMsat.toString(),
+      feePercent: quote.feePercent,
+      providers: quote.providers,
+    });
+    return;
+  }
+  const locked =
+    quote.lockedMsat > 0n
+      ? `; ${formatMsat(msat(quote.lockedMsat))} locked from your credit until the job ends, the rest refunded`
+      : "; this aggregator takes no payment";
+  ctx.stderr.write(
+    `quote: about ${formatMsat(msat(quote.estimatedMsat))} (fee ${quote.feePercent}%) from ${quote.providers} provider${quote.providers === 1 ? "" : "s"}${locked}\n`,
+  );
+}
 
 function detached(ctx: CliContext, jobId: string, json: boolean): number {
   if (!json) {

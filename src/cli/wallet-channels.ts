@@ -1,5 +1,5 @@
 import { ControlClient } from "../node/control/client.ts";
-import { formatMsat, MSAT_PER_SAT, msat } from "../payments/amount.ts";
+import { formatMsat, msat, parseAmountText } from "../payments/amount.ts";
 import { ChannelStore } from "../payments/channel/store.ts";
 import { UsageError } from "../util/errors.ts";
 import type { CliContext } from "./command.ts";
@@ -15,18 +15,14 @@ export const PAYMENT_MEMOS = ["deposit", "bond", "earnings", "payment"] as const
 /** Largest amount one `wallet pay` sends, msat (1 BTC): anything above is a typo. */
 export const MAX_PAY_MSAT = 100_000_000_000n;
 
-const AMOUNT = /^(\d{1,16})(?:\.(\d{1,3}))?\s*(sat|msat)?$/;
-
 /** "5000", "5000sat", "2.5sat", "1500msat" -> msat. */
 export function parsePayAmount(text: string): bigint {
-  const m = AMOUNT.exec(text.trim());
-  if (!m || (m[3] === "msat" && m[2] !== undefined)) {
+  const amount = parseAmountText(text, "sat");
+  if (amount === undefined) {
     throw new UsageError(`wallet pay: "${text.slice(0, 32)}" is not an amount`, {
       hint: "sats (5000, 2.5sat) or millisatoshis (1500msat)",
     });
   }
-  const whole = BigInt(m[1] as string);
-  const amount = m[3] === "msat" ? whole : whole * MSAT_PER_SAT + BigInt((m[2] ?? "").padEnd(3, "0") || "0");
   if (amount === 0n || amount > MAX_PAY_MSAT) {
     throw new UsageError(`wallet pay: ${text.slice(0, 32)} is not between 1 msat and 1 BTC`);
   }

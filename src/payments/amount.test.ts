@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { add, formatMsat, MAX_MSAT, msat, sats, scale, sub, toSatsFloor } from "./amount.ts";
+import { add, formatMsat, MAX_MSAT, msat, parseAmountText, sats, scale, sub, toSatsFloor } from "./amount.ts";
 
 describe("msat amounts", () => {
   test("whole, non-negative amounts up to 21 million bitcoin are accepted from bigint, number and text", () => {
@@ -42,5 +42,34 @@ describe("msat amounts", () => {
     expect(formatMsat(msat(1_234_500))).toBe("1,234.5 sat");
     expect(formatMsat(msat(7))).toBe("0.007 sat");
     expect(formatMsat(msat(2_000))).toBe("2 sat");
+  });
+});
+
+describe("amounts as people type them", () => {
+  test("sat and msat suffixes; a bare number in the unit the flag names", () => {
+    expect(parseAmountText("5000sat", "msat")).toBe(msat(5_000_000));
+    expect(parseAmountText("2.5sat", "msat")).toBe(msat(2_500));
+    expect(parseAmountText("0.001 sat", "sat")).toBe(msat(1));
+    expect(parseAmountText("1500msat", "sat")).toBe(msat(1_500));
+    expect(parseAmountText("1500", "msat")).toBe(msat(1_500));
+    expect(parseAmountText("1500", "sat")).toBe(msat(1_500_000));
+    expect(parseAmountText(" 7 ", "sat")).toBe(msat(7_000));
+  });
+  test("fractions of a msat, signs, exponents, text and more than 21M BTC are not amounts", () => {
+    for (const bad of [
+      "1.5msat",
+      "0.0001sat",
+      "-5",
+      "+5",
+      "1e3",
+      "5 bitcoin",
+      "",
+      "sat",
+      "2.5",
+      "9999999999999999sat",
+    ]) {
+      expect([bad, parseAmountText(bad, "msat")]).toEqual([bad, undefined]);
+    }
+    expect(parseAmountText("2.5", "sat")).toBe(msat(2_500));
   });
 });

@@ -70,6 +70,22 @@ export function toSatsFloor(amount: Msat): bigint {
   return amount / MSAT_PER_SAT;
 }
 
+const AMOUNT_TEXT = /^(\d{1,16})(?:\.(\d{1,3}))?\s*(sat|msat)?$/;
+
+/**
+ * An amount as people type it: "5000sat", "2.5sat", "1500msat", or a bare number in `bare` units.
+ * Undefined for anything else (a fraction of a msat, a sign, text); the caller names the flag.
+ */
+export function parseAmountText(text: string, bare: "sat" | "msat"): Msat | undefined {
+  const m = AMOUNT_TEXT.exec(text.trim());
+  if (!m) return undefined;
+  const unit = m[3] ?? bare;
+  if (unit === "msat" && m[2] !== undefined) return undefined;
+  const whole = BigInt(m[1] as string);
+  const amount = unit === "msat" ? whole : whole * MSAT_PER_SAT + BigInt((m[2] ?? "").padEnd(3, "0"));
+  return amount > MAX_MSAT ? undefined : (amount as Msat);
+}
+
 /** "1,234.567 sat" for people; exact. */
 export function formatMsat(amount: Msat): string {
   const whole = (amount / MSAT_PER_SAT).toLocaleString("en-US");
