@@ -2,6 +2,8 @@ import type { NetworkEvent } from "../node/client.ts";
 import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { InfernetNode } from "../node/node.ts";
+import { type Msat, msat } from "../payments/amount.ts";
+import { paymentsSetup } from "../payments/setup.ts";
 import type {
   Engine,
   InferenceEvent,
@@ -26,7 +28,7 @@ export interface NetworkAccess extends AsyncDisposable {
   run(
     model: { name: string; sha256: string },
     request: InferenceRequest,
-    options: { maxPrice?: number; signal?: AbortSignal },
+    options: { maxPriceMsat?: Msat; signal?: AbortSignal },
   ): AsyncIterable<NetworkEvent>;
   node?: InfernetNode;
   control?: ControlClient;
@@ -37,7 +39,10 @@ export interface NetworkAccess extends AsyncDisposable {
  * has no way onto a network (no node running, no bootstrap peer, no LAN peer answering mDNS), so the
  * caller can work locally at once instead of waiting for discovery that cannot succeed.
  */
-export async function networkAccess(ctx: CliContext): Promise<NetworkAccess | undefined> {
+export async function networkAccess(
+  ctx: CliContext,
+  options: { payments?: boolean } = {},
+): Promise<NetworkAccess | undefined> {
   const config = ctx.config();
   const control = await ControlClient.connect(config.home);
   if (control) {
@@ -49,7 +54,17 @@ export async function networkAccess(ctx: CliContext): Promise<NetworkAccess | un
     };
   }
   if (!config.bootstrap.length && !config.mdns) return undefined;
-  const node = await InfernetNode.start({ config, store: ctx.store(), ephemeral: true, signal: ctx.signal });
+  // A node of this command's own pays over this home's channels with its wallet's keys when asked to.
+  const payments = options.payments ? paymentsSetup(config) : undefined;
+  const node = await InfernetNode.start({
+    config,
+    store: ctx.store(),
+    ephemeral: true,
+    signal: ctx.signal,
+    ...(payments
+      ? { payments: { wallet: () => payments.wallet(), chain: payments.chain, network: payments.network } }
+      : {}),
+  });
   const wait = config.bootstrap.length ? EPHEMERAL_CONNECT_TIMEOUT_MS : MDNS_CONNECT_TIMEOUT_MS;
   if (!(await settle(node, wait, ctx.signal))) {
     await node.stop();
@@ -82,7 +97,12 @@ async function settle(node: InfernetNode, connectTimeoutMs: number, signal: Abor
 export function networkEngine(
   access: NetworkAccess,
   runtime: RuntimeName,
-  options: { maxPrice?: number; onProvider?: (peerId: string, attempt: number, resumedAt: number) => void },
+  options: {
+    maxPriceMsat?: Msat;
+    onProvider?: (peerId: string, attempt: number, resumedAt: number) => void;
+    /** Told what a provider was paid for the request over this node's channel to it. */
+    onPaid?: (peerId: string, paidMsat: Msat) => void;
+  },
 ): Engine & { outputSeen(): boolean } {
   let seen = false;
   return {
@@ -95,10 +115,11 @@ export function networkEngine(
     ): AsyncGenerator<InferenceEvent> {
       if (!model.sha256) throw new Error("a network run needs the model's sha256");
       for await (const event of access.run({ name: model.name, sha256: model.sha256 }, request, {
-        ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
+        ...(options.maxPriceMsat !== undefined ? { maxPriceMsat: options.maxPriceMsat } : {}),
         ...(runOptions.signal ? { signal: runOptions.signal } : {}),
       })) {
         if (event.type === "provider") options.onProvider?.(event.peerId, event.attempt, event.resumedAt);
+        else if (event.type === "paid") options.onPaid?.(event.peerId, msat(event.paidMsat));
         else {
           if (event.type !== "done") seen = true;
           yield event;

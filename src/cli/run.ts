@@ -1,9 +1,10 @@
 import { ensureFile, isDownloaded } from "../models/cache.ts";
 import { type CatalogEntry, findModel, modelFile } from "../models/catalog.ts";
 import { looksLikePath, type ResolvedModel, resolveLocalModel } from "../models/local.ts";
+import { formatMsat, type Msat, msat } from "../payments/amount.ts";
 import type { Engine, GenerateRequest, RuntimeName } from "../runtime/engine.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
-import { intFlag, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
+import { amountFlag, intFlag, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { networkAccess, networkEngine } from "./network.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
@@ -37,10 +38,18 @@ const RUN_OPTIONS = {
   local: { type: "boolean", description: "Run on this machine (download the model if needed)" },
   remote: { type: "boolean", description: "Run on the network even if the model is on this machine" },
   deadline: { type: "string", value: "SECONDS", description: "Give up (exit 124) if not done by then" },
-  "max-price": { type: "string", value: "SATS", description: "Highest price accepted, satoshis per 1,000 tokens" },
+  "max-price": {
+    type: "string",
+    value: "AMOUNT",
+    description:
+      "Most this request may cost (50sat, 1500msat; a bare number is sats): a provider that charges is paid as the answer streams, over your channel to it",
+  },
   ...NETWORK_OPTIONS,
   ...RUN_ONNX_OPTIONS,
 } as const satisfies OptionSpecs;
+
+/** Highest --max-price one request takes (1 BTC): anything above is a typo. */
+export const MAX_RUN_PRICE_MSAT = msat(100_000_000_000);
 
 export const runCommand = defineCommand({
   name: "run",
@@ -57,6 +66,7 @@ stderr (with --json, a final {"summary": ...} line).
 Examples:
   infernet run stories260k "Once upon a time"
   infernet run llama3 "Why is the sky blue?" --max-tokens 200
+  infernet run stories260k "Once upon a time" --max-price 50sat   # pays a provider that charges
   infernet run mnist-8 --input digit.png
   infernet run mnist-8 --input t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz --json`,
   options: RUN_OPTIONS,
@@ -80,7 +90,7 @@ Examples:
     const runtime = findModel(modelArg)?.runtime ?? (modelArg.endsWith(".onnx") ? "onnx" : "llama");
     checkArguments(runtime, modelArg, promptWords.length > 0, values.input !== undefined);
     const request = runtime === "llama" ? await generateRequest(values, promptWords) : undefined;
-    const maxPrice = numberFlag("run", "max-price", values["max-price"], 0, 1_000_000);
+    const maxPriceMsat = amountFlag("run", "max-price", values["max-price"], "sat", MAX_RUN_PRICE_MSAT);
 
     const onnxOptions = {
       ...(values.input !== undefined ? { input: values.input } : {}),
@@ -93,7 +103,7 @@ Examples:
     // A catalog model not on this machine runs on the network (--remote: even if it is here).
     const entry = looksLikePath(modelArg) ? undefined : findModel(modelArg);
     if (entry && !values.local && (values.remote || !isDownloaded(config, ctx.store(), entry))) {
-      const options = { verbose: Boolean(values.verbose), remoteOnly: Boolean(values.remote), maxPrice };
+      const options = { verbose: Boolean(values.verbose), remoteOnly: Boolean(values.remote), maxPriceMsat };
       const ran = await runRemotely(ctx, entry, options, async (model, engine) => {
         if (request)
           return (await import("./run-llama.ts")).runLlama(
@@ -155,10 +165,10 @@ async function generateRequest(values: RunValues, promptWords: string[]): Promis
 async function runRemotely(
   ctx: CliContext,
   entry: CatalogEntry,
-  options: { verbose: boolean; remoteOnly: boolean; maxPrice: number | undefined },
+  options: { verbose: boolean; remoteOnly: boolean; maxPriceMsat: Msat | undefined },
   run: (model: ResolvedModel, engine: Engine) => Promise<number>,
 ): Promise<number | undefined> {
-  await using access = await networkAccess(ctx);
+  await using access = await networkAccess(ctx, { payments: options.maxPriceMsat !== undefined });
   if (!access) {
     if (options.remoteOnly) {
       throw new NoProviderError("not connected to any peer", {
@@ -168,7 +178,9 @@ async function runRemotely(
     return undefined;
   }
   const engine = networkEngine(access, entry.runtime, {
-    ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
+    ...(options.maxPriceMsat !== undefined ? { maxPriceMsat: options.maxPriceMsat } : {}),
+    onPaid: (peerId, paid) =>
+      ctx.stderr.write(`infernet: paid ${formatMsat(paid)} to provider ${peerId} over your channel\n`),
     onProvider: (peerId, attempt, resumedAt) => {
       if (options.verbose || attempt > 1) {
         const how = attempt > 1 ? `continuing after ${resumedAt} tokens on` : "running on";

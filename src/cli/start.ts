@@ -48,6 +48,11 @@ Examples:
       description:
         "Sats per 1,000 tokens or inferences for every model (default: config price), or one model's: MODEL=2sat/1ktok, MODEL=1sat/1kinf, MODEL=500msat/1ktok-in (prompt tokens), MODEL=1sat/s (compute-second); repeatable",
     },
+    "require-payment": {
+      type: "boolean",
+      description:
+        "With --provider, charge direct requests: paid as they stream over a channel from the client (`infernet run --max-price`)",
+    },
     aggregator: { type: "boolean", description: "Take batch jobs from clients and run them across providers" },
     escrow: {
       type: "boolean",
@@ -82,6 +87,9 @@ Examples:
     if (given.length && !values.provider) throw new UsageError("start: --models needs --provider");
     if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
     if (values.escrow && !values.aggregator) throw new UsageError("start: --escrow needs --aggregator");
+    if (values["require-payment"] && !values.provider) {
+      throw new UsageError("start: --require-payment needs --provider");
+    }
     const feePercent = values.fee !== undefined ? parseFee(values.fee) : DEFAULT_FEE_PERCENT;
     const prices = priceFlags(values.price ?? []);
     if (prices.sats !== undefined) ctx.overrides.price = prices.sats;
@@ -106,6 +114,7 @@ Examples:
       prices,
       ...(api !== undefined ? { apiPort: api, apiPrefer: prefer } : {}),
       ...(values.aggregator ? { aggregator: { feePercent, ...(values.escrow ? { escrow: true } : {}) } } : {}),
+      ...(values["require-payment"] ? { requirePayment: true } : {}),
       json: Boolean(values.json),
       dashboard: !values["no-dash"] && !values.json && onTerminal(ctx),
     });
@@ -118,6 +127,8 @@ export interface RunNodeOptions {
   /** Per-model prices from `--price MODEL=...`. */
   prices?: PriceFlags;
   aggregator?: { feePercent: number; escrow?: boolean };
+  /** Charge direct requests as they stream (payments/direct.ts). */
+  requirePayment?: boolean;
   /** Print the status as one JSON line once up (headless only). */
   json: boolean;
   /** Open the dashboard on this terminal; closing it stops the node. Otherwise run headless until Ctrl-C. */
@@ -165,6 +176,7 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
       feeRate: (signal) => payments.feeRate(signal ? { signal } : {}),
     },
     ...(options.aggregator ? { aggregator: options.aggregator } : {}),
+    ...(options.requirePayment ? { requirePayment: true } : {}),
   });
   try {
     await using _control = await startControlServer(node, config.home);

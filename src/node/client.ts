@@ -1,4 +1,6 @@
 import { peerIdFromString } from "@libp2p/peer-id";
+import { add, formatMsat, type Msat, sub, ZERO_MSAT } from "../payments/amount.ts";
+import { DirectPayer, directMemo, newOffer, promptBytes } from "../payments/direct.ts";
 import { ReputationStore } from "../reputation/store.ts";
 import type { FinishReason, InferenceEvent, InferenceRequest, Usage } from "../runtime/engine.ts";
 import { abortReason } from "../util/abort.ts";
@@ -33,9 +35,16 @@ export const PROVIDERS_FRESH_MS = 30_000;
  */
 export const LATENCY_PROBE_WAIT_MS = 1_000;
 
+/** A generation without `maxTokens` is priced as this many tokens when providers are filtered by budget. */
+export const BUDGET_FILTER_TOKENS = 256;
+
 export interface NetworkRunOptions {
-  /** Highest price accepted, satoshis per 1,000 tokens. */
-  maxPrice?: number;
+  /**
+   * Most this request may cost: a provider whose full answer would cost more at its rate is skipped,
+   * and one that charges (`requiresPayment`) is paid as the result streams, up to this, over this
+   * node's channel to it (payments/direct.ts). Without it, only providers that charge nothing serve.
+   */
+  maxPriceMsat?: Msat;
   signal?: AbortSignal;
   /** Overall deadline for the whole request, all attempts included. */
   deadlineMs?: number;
@@ -46,7 +55,9 @@ export interface NetworkRunOptions {
 /** The events a caller sees: the engine's, plus which provider is serving. */
 export type NetworkEvent =
   | InferenceEvent
-  | { type: "provider"; peerId: string; attempt: number; resumedAt: number; satsPer1kTokens: number };
+  | { type: "provider"; peerId: string; attempt: number; resumedAt: number; satsPer1kTokens: number }
+  /** Before `done` when providers were paid for the request: what went to each over its channel. */
+  | { type: "paid"; peerId: string; paidMsat: string };
 
 export async function* runOnNetwork(
   node: InfernetNode,
@@ -67,14 +78,22 @@ export async function* runOnNetwork(
   const usage: Usage = { inputTokens: 0, outputTokens: 0, computeMs: 0, firstOutputMs: 0 };
   const started = performance.now();
   const reputation = localReputation(new ReputationStore(node.store));
-  const priced = { sha256: model.sha256, ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}) };
+  const budget = options.maxPriceMsat;
+  const priced = {
+    sha256: model.sha256,
+    ...(budget !== undefined ? { maxPrice: perUnitBudget(budget, request) } : {}),
+  };
+  // Providers that charge are asked only when this node can pay them: a budget, and a channel with room for it.
+  const payable = (r: CapabilityRecord) =>
+    !r.requiresPayment || (budget !== undefined && node.channels.channelTo(r.peerId, budget) !== undefined);
+  let spent: Msat = ZERO_MSAT;
 
   for (let attempt = 1; attempt <= MAX_PROVIDER_ATTEMPTS; attempt++) {
     await Promise.race([
       Promise.all(found.map((r) => node.latencyTo(r.peerId, signal))),
       Bun.sleep(LATENCY_PROBE_WAIT_MS),
     ]);
-    const [choice] = rankProviders(found, {
+    const [choice] = rankProviders(found.filter(payable), {
       ...priced,
       exclude: tried,
       latencyMs: (id) => node.knownLatency(id),
@@ -100,10 +119,15 @@ export async function* runOnNetwork(
 
     const attemptRequest = withResume(request, generated);
     const carried = generated.tokens.length;
+    const payer =
+      choice.requiresPayment && budget !== undefined
+        ? directPayer(node, choice, model.sha256, attemptRequest, sub(budget, spent), signal)
+        : undefined;
     try {
       for await (const event of node.infer.infer(peerIdFromString(choice.peerId), model, attemptRequest, {
         ...(signal ? { signal } : {}),
         ...(options.deadlineMs ? { deadlineMs: Math.max(1, options.deadlineMs - (performance.now() - started)) } : {}),
+        ...(payer ? { payer } : {}),
       })) {
         if (event.type === "token") {
           if (usage.firstOutputMs === 0) usage.firstOutputMs = performance.now() - started;
@@ -116,6 +140,10 @@ export async function* runOnNetwork(
         } else if (event.type === "logprobs") {
           yield event;
         } else {
+          if (payer) {
+            spent = add(spent, payer.paid());
+            yield { type: "paid", peerId: choice.peerId, paidMsat: payer.paid().toString() };
+          }
           yield {
             type: "done",
             finishReason: event.finishReason,
@@ -126,6 +154,11 @@ export async function* runOnNetwork(
       }
       throw new InfernetError("the stream ended without a result");
     } catch (err) {
+      if (payer) {
+        // What was paid for tokens received stays paid: the next provider has that much less to earn.
+        spent = add(spent, payer.paid());
+        if (payer.paid() > 0n) yield { type: "paid", peerId: choice.peerId, paidMsat: payer.paid().toString() };
+      }
       if (signal?.aborted) throw abortReason(signal);
       // A generation constrained to JSON cannot be continued elsewhere (the grammar starts afresh).
       if (request.kind === "generate" && request.format && generated.tokens.length > 0) throw err;
@@ -160,9 +193,20 @@ export async function* runOnNetwork(
       hint: "see `infernet reputation` (bans expire on their own)",
     });
   }
+  const charging = found.filter((r) => !payable(r)).length;
+  if (failures.length === 0 && charging > 0 && rankProviders(found, priced).length > 0) {
+    throw new NoProviderError(
+      budget === undefined
+        ? `every provider of ${model.name} charges for direct requests (${charging}); give --max-price to pay one`
+        : `every provider of ${model.name} within your price charges, and this node has no open channel to one with ${formatMsat(budget)} left`,
+      {
+        hint: "open a channel with `infernet wallet fund <sats> --to <provider>`, then pay with --max-price",
+      },
+    );
+  }
   if (failures.length === 0) {
     throw new NoProviderError(
-      `no provider of ${model.name} is within your price (max ${options.maxPrice} sats per 1k tokens)`,
+      `no provider of ${model.name} is within your price (${formatMsat(budget ?? ZERO_MSAT)})`,
       {
         hint: "raise --max-price",
       },
@@ -176,6 +220,35 @@ export async function* runOnNetwork(
   throw new NoProviderError(`every provider of ${model.name} failed (${failures.join("; ")})`, {
     hint: "try again, or run it locally with --local",
   });
+}
+
+/** The budget per main unit of work (msat), for the price filter: a full answer must fit it. */
+function perUnitBudget(budget: Msat, request: InferenceRequest): number {
+  const units =
+    request.kind === "generate"
+      ? (request.maxTokens ?? BUDGET_FILTER_TOKENS)
+      : request.kind === "tensor"
+        ? (Object.values(request.inputs)[0]?.dims[0] ?? 1)
+        : request.inputs.length;
+  return Number(budget) / Math.max(1, units);
+}
+
+/** Pays `record`'s provider for this attempt over this node's channel to it, up to `budget`. */
+function directPayer(
+  node: InfernetNode,
+  record: CapabilityRecord,
+  sha256: string,
+  request: InferenceRequest,
+  budget: Msat,
+  signal: AbortSignal | undefined,
+): DirectPayer {
+  const price = record.models.find((m) => m.sha256 === sha256)?.price ?? {};
+  const offer = newOffer(price, budget);
+  const memo = directMemo(offer.id);
+  const pay = async (amount: Msat) => {
+    await node.channels.pay(record.peerId, amount, memo, signal);
+  };
+  return new DirectPayer(offer, pay, promptBytes(request), request.kind);
 }
 
 /** After a failover mid-generation, the next provider continues from what was already received. */

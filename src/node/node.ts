@@ -7,6 +7,7 @@ import type { ResolvedModel } from "../models/local.ts";
 import type { Chain } from "../payments/chain/index.ts";
 import type { ChannelNetwork } from "../payments/channel/script.ts";
 import { ChannelStore } from "../payments/channel/store.ts";
+import { DirectPayments } from "../payments/direct.ts";
 import { modelPrice, type PriceFlags } from "../payments/pricing.ts";
 import type { Wallet } from "../payments/wallet/index.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
@@ -81,6 +82,8 @@ export interface StartNodeOptions {
   ephemeral?: boolean;
   /** Engines to serve with (default: configured from `config`). */
   engines?: Record<RuntimeName, Engine>;
+  /** Direct requests must be paid as they stream, over a channel from the client (payments/direct.ts). */
+  requirePayment?: boolean;
   /** Run an aggregator on this node (it may serve models too), taking this fee; `escrow`: take payment. */
   aggregator?: { feePercent: number; escrow?: boolean };
   /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
@@ -216,6 +219,7 @@ export class InfernetNode implements AsyncDisposable {
           : { active: 0, queued: 0, maxConcurrent: 0 },
         reputation: { completed: load.served, failed: load.failed },
         ...(aggregator ? { aggregator: { feePercent: aggregator.feePercent } } : {}),
+        ...(options.requirePayment ? { requiresPayment: true as const } : {}),
       };
     };
 
@@ -227,6 +231,8 @@ export class InfernetNode implements AsyncDisposable {
     const channelStore = new ChannelStore(store);
     const tip = new ChainTip(chain, () => channelStore.hasLive());
     const books = nodeBooks(store);
+    // What clients paid for their direct requests, as each payment is stored (payments/direct.ts).
+    const direct = new DirectPayments();
     host = (await createHost({
       privateKey,
       listen: options.ephemeral ? EPHEMERAL_LISTEN : config.listen,
@@ -235,7 +241,14 @@ export class InfernetNode implements AsyncDisposable {
       mdns: config.mdns,
       dhtClient: options.ephemeral ?? false,
       services: {
-        infer: inferProtocol({ served, accepting: open, ...engines }),
+        infer: inferProtocol({
+          served,
+          accepting: open,
+          ...engines,
+          ...(options.requirePayment
+            ? { charge: { payments: direct, price: (m) => modelPrice(options.prices, m.name, m.runtime, price) } }
+            : {}),
+        }),
         // Aggregators send providers whole shards of batch jobs over this one.
         shard: shardProtocol({ served, accepting: open, ...engines }),
         // Clients submit batch jobs to an aggregator over this one.
@@ -249,6 +262,9 @@ export class InfernetNode implements AsyncDisposable {
           height: () => tip.known(),
           payee: !options.ephemeral,
           onPayment: (payment) => bookPayment(books.escrow, payment),
+          onStored: (payments) => {
+            for (const p of payments) direct.credit(p.peer, p.memo, p.amountMsat);
+          },
           // A channel counts only once its funding is on the chain (this node broadcasts it; known is fine).
           checkFunding: async (tx) => {
             if (!chain) throw new ConfigError("this node has no chain to check a channel's funding on");

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { IdempotencyConflictError, JobNotFoundError } from "../../jobs/errors.ts";
 import { ModelNotServedError } from "../../jobs/feasibility.ts";
+import type { Msat } from "../../payments/amount.ts";
 import type { InferenceRequest } from "../../runtime/engine.ts";
 import {
   AbortedError,
@@ -84,12 +85,12 @@ export class ControlClient {
   async *run(
     model: { name: string; sha256: string },
     request: InferenceRequest,
-    options: { maxPrice?: number; deadlineMs?: number; signal?: AbortSignal } = {},
+    options: { maxPriceMsat?: Msat; deadlineMs?: number; signal?: AbortSignal } = {},
   ): AsyncGenerator<NetworkEvent> {
     const body: RunBody = {
       model,
       request: requestToWire(request),
-      ...(options.maxPrice !== undefined ? { maxPrice: options.maxPrice } : {}),
+      ...(options.maxPriceMsat !== undefined ? { maxPriceMsat: options.maxPriceMsat.toString() } : {}),
       ...(options.deadlineMs !== undefined ? { deadlineMs: options.deadlineMs } : {}),
     };
     let res: Response;

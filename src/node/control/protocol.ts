@@ -74,7 +74,11 @@ export const RunBodySchema = z.object({
       outputs: z.array(z.string().max(256)).max(64).optional(),
     }),
   ]),
-  maxPrice: z.number().nonnegative().optional(),
+  /** Most the request may cost, msat (decimal): see NetworkRunOptions.maxPriceMsat. */
+  maxPriceMsat: z
+    .string()
+    .regex(/^\d{1,19}$/)
+    .optional(),
   deadlineMs: z.number().int().positive().optional(),
 });
 export type RunBody = z.infer<typeof RunBodySchema>;
@@ -130,5 +134,6 @@ export type RunStreamLine =
   | Exclude<InferenceEvent, { type: "tensors" }>
   | { type: "tensors"; outputs: Record<string, WireTensor> }
   | { type: "provider"; peerId: string; attempt: number; resumedAt: number; satsPer1kTokens: number }
+  | { type: "paid"; peerId: string; paidMsat: string }
   | { type: "error"; name: string; message: string; hint?: string }
   | { type: "heartbeat" };

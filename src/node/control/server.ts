@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
+import { msat } from "../../payments/amount.ts";
 import type { InferenceRequest } from "../../runtime/engine.ts";
 import { ConfigError, errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/logger.ts";
@@ -97,7 +98,7 @@ async function run(node: InfernetNode, req: Request): Promise<Response> {
     ? node.runServed(body.model.sha256, request, req.signal)
     : runOnNetwork(node, body.model, request, {
         signal: req.signal,
-        ...(body.maxPrice !== undefined ? { maxPrice: body.maxPrice } : {}),
+        ...(body.maxPriceMsat !== undefined ? { maxPriceMsat: msat(body.maxPriceMsat, "maxPriceMsat") } : {}),
         ...(body.deadlineMs !== undefined ? { deadlineMs: body.deadlineMs } : {}),
       });
   return ndjsonResponse<RunStreamLine>(req.signal, async (send) => {

@@ -89,6 +89,8 @@ export interface CapabilityRecord {
   models: { name: string; sha256: string; runtime: "llama" | "onnx"; price: ModelPrice }[];
   /** Present when the node runs jobs for clients (`infernet start --aggregator`). */
   aggregator?: { feePercent: number };
+  /** Direct requests must be paid as they stream, over a channel from the client (payments/direct.ts). */
+  requiresPayment?: true;
   load: { active: number; queued: number; maxConcurrent: number };
   /** `score` is in [0, 1] when present. */
   reputation: { completed: number; failed: number; score?: number };
@@ -174,6 +176,13 @@ const gpuSchema = z
   })
   .refine((g) => g.vramFree <= g.vramTotal, { message: "vramFree exceeds vramTotal", path: ["vramFree"] });
 
+/** A model's price on the wire: msat per 1,000 of each unit (payments/pricing.ts). */
+export const PriceSchema = z.strictObject(
+  Object.fromEntries(PRICE_UNITS.map((u) => [u, uint(MAX_PRICE_MSAT_PER_1K).optional()])) as Record<
+    PriceUnit,
+    z.ZodOptional<z.ZodNumber>
+  >,
+);
 export const capabilityRecordSchema = z
   .object({
     v: z.literal(CAPABILITY_RECORD_VERSION),
@@ -193,15 +202,11 @@ export const capabilityRecordSchema = z
           name,
           sha256: z.string().regex(SHA256_HEX),
           runtime: z.enum(["llama", "onnx"]),
-          price: z.strictObject(
-            Object.fromEntries(PRICE_UNITS.map((u) => [u, uint(MAX_PRICE_MSAT_PER_1K).optional()])) as Record<
-              PriceUnit,
-              z.ZodOptional<z.ZodNumber>
-            >,
-          ),
+          price: PriceSchema,
         }),
       )
       .max(MAX_MODELS),
+    requiresPayment: z.literal(true).optional(),
     aggregator: z
       .object({
         feePercent: z.number().refine(isValidFee, {

@@ -58,6 +58,7 @@ export interface ChannelInit {
   callTimeoutMs?: number;
   expected?: PayeeSettings["expected"];
   onPayment?: PayeeSettings["onPayment"];
+  onStored?: PayeeSettings["onStored"];
   checkFunding?: PayeeSettings["checkFunding"];
 }
 
@@ -114,6 +115,7 @@ class DefaultChannelService implements ChannelService {
       maxFeeSats: init.maxFeeSats ?? DEFAULT_MAX_COMMITMENT_FEE_SATS,
       ...(init.expected ? { expected: init.expected } : {}),
       ...(init.onPayment ? { onPayment: init.onPayment } : {}),
+      ...(init.onStored ? { onStored: init.onStored } : {}),
       ...(init.checkFunding ? { checkFunding: init.checkFunding } : {}),
     });
     this.life = new ProtocolLifecycle({

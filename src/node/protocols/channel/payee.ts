@@ -86,6 +86,8 @@ export interface PayeeSettings {
    * (synchronous, on the same database: what it writes commits with the payment). Throwing refuses it.
    */
   onPayment?: (payment: ReceivedPayment) => void;
+  /** Called with a frame's payments once they are stored and booked (committed), before the ack. */
+  onStored?: (payments: ReceivedPayment[]) => void;
   /** Checks the funding transaction further (broadcast, confirmed); throws to refuse the channel. */
   checkFunding?: (tx: Uint8Array, params: ChannelParams) => Promise<void>;
 }
@@ -240,25 +242,26 @@ export class ChannelPayee {
       // Written before it is applied and acknowledged: an acknowledged payment is never lost. The
       // listener runs inside the same SQLite transaction (a ledger entry it writes commits with the
       // state, or neither does and the payments are refused).
-      const { onPayment, store } = this.settings;
+      const { onPayment, onStored, store } = this.settings;
       const previous = channel.state.sequence;
+      const received = checked.accepted.map(
+        ({ state, increase }, i): ReceivedPayment => ({
+          channelId: channel.id,
+          peer,
+          sequence: state.sequence,
+          amountMsat: increase,
+          paidMsat: state.paidMsat,
+          memo: updates[i]?.memo ?? "",
+        }),
+      );
       if (onPayment) {
         store.transaction(() => {
           store.saveState(channel.id, previous, newest.state);
-          checked.accepted.forEach(({ state, increase }, i) => {
-            const memo = updates[i]?.memo ?? "";
-            onPayment({
-              channelId: channel.id,
-              peer,
-              sequence: state.sequence,
-              amountMsat: increase,
-              paidMsat: state.paidMsat,
-              memo,
-            });
-          });
+          for (const payment of received) onPayment(payment);
         });
       } else store.saveState(channel.id, previous, newest.state);
       channel.apply(newest.state);
+      onStored?.(received);
       return { sequence: newest.state.sequence, ...(refusal ? { refusal } : {}) };
     });
   }

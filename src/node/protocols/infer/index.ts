@@ -1,11 +1,12 @@
 import type { PeerId, Startable } from "@libp2p/interface";
 import type { ConnectionManager, Registrar } from "@libp2p/interface-internal";
+import type { DirectPayer } from "../../../payments/direct.ts";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import type { WorkView } from "../../work-log.ts";
 import { ProtocolLifecycle } from "../lifecycle.ts";
 import { atLeastZero, positive } from "../settings.ts";
 import { RemoteInferenceError } from "./errors.ts";
-import { InferProvider } from "./provider.ts";
+import { InferProvider, type ProviderSettings } from "./provider.ts";
 import { callRemote } from "./requester.ts";
 
 /**
@@ -54,6 +55,8 @@ export interface InferInit {
   maxQueued?: number;
   /** Hard cap per request on the provider, queueing included (default `DEFAULT_REQUEST_TIMEOUT_MS`). */
   requestTimeoutMs?: number;
+  /** Direct requests must be paid as they stream (payments/direct.ts); absent: they are free. */
+  charge?: ProviderSettings["charge"];
 }
 
 export interface InferComponents {
@@ -78,6 +81,8 @@ export interface InferOptions {
   signal?: AbortSignal;
   /** Budget for the whole call, dial included (default `DEFAULT_CLIENT_DEADLINE_MS`); then `TimeoutError`. */
   deadlineMs?: number;
+  /** Pay the provider as the result streams (payments/direct.ts), over `payer`. */
+  payer?: DirectPayer;
 }
 
 export interface InferService extends Startable {
@@ -115,6 +120,7 @@ class DefaultInferService implements InferService {
       maxConcurrent: positive("maxConcurrent", init.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
       maxQueued: atLeastZero("maxQueued", init.maxQueued ?? DEFAULT_MAX_QUEUED),
       requestTimeoutMs: positive("requestTimeoutMs", init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS),
+      ...(init.charge ? { charge: init.charge } : {}),
     });
     this.life = new ProtocolLifecycle({
       registrar: components.registrar,
@@ -157,6 +163,7 @@ class DefaultInferService implements InferService {
         deadlineMs: options.deadlineMs ?? DEFAULT_CLIENT_DEADLINE_MS,
         signal: options.signal,
         inFlight: this.life.calls,
+        ...(options.payer ? { payer: options.payer } : {}),
       }),
     );
   }

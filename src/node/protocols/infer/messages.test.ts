@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { msat } from "../../../payments/amount.ts";
 import type { InferenceEvent, Tensor } from "../../../runtime/engine.ts";
 import { decode, encode, parseMessage } from "../../wire.ts";
 import {
@@ -140,8 +141,28 @@ describe("request and event frames", () => {
     ];
     for (const e of events) {
       const back = overTheWire(eventMessage(e), (b) => parseMessage(b, ResponseMessageSchema));
-      if (back.type === "error") throw new Error("unexpected error frame");
+      if (back.type === "error" || back.type === "bill") throw new Error(`unexpected ${back.type} frame`);
       expect(eventFromWire(back)).toEqual(e);
+    }
+  });
+
+  test("a bill and a payment offer survive encoding and validation; a bad id or amount is rejected", () => {
+    const usage = { inputTokens: 6, outputTokens: 2, computeMs: 1.5, firstOutputMs: 0.2 };
+    const bill = overTheWire(eventMessage({ type: "bill", owedMsat: 12_345n, usage }), (b) =>
+      parseMessage(b, ResponseMessageSchema),
+    );
+    expect(bill).toEqual({ v: 1, type: "bill", owedMsat: "12345", usage });
+    const offer = { id: "ab".repeat(16), maxMsat: msat(50_000), price: { tokensOut: 2_000 } };
+    const request = requestMessage(MODEL, { kind: "generate", prompt: "hi" }, 1_000, offer);
+    expect(RequestMessageSchema.parse(request).payment).toEqual({ id: offer.id, maxMsat: "50000", price: offer.price });
+    for (const payment of [
+      { ...request.payment, id: "not-hex" },
+      { ...request.payment, maxMsat: "-1" },
+      { ...request.payment, maxMsat: "1.5" },
+      { ...request.payment, price: { tokensOut: -1 } },
+      { ...request.payment, price: { bananas: 1 } },
+    ]) {
+      expect(RequestMessageSchema.safeParse({ ...request, payment }).success).toBe(false);
     }
   });
 });

@@ -1,4 +1,6 @@
 import { z } from "zod";
+import type { Msat } from "../../../payments/amount.ts";
+import { PAYMENT_ID, type PaymentOffer } from "../../../payments/direct.ts";
 import {
   type InferenceEvent,
   type InferenceRequest,
@@ -6,10 +8,12 @@ import {
   MAX_TOP_LOGPROBS,
   type Tensor,
   type TensorType,
+  type Usage,
 } from "../../../runtime/engine.ts";
 import { ARRAY_OF, elementCount, TENSOR_TYPES } from "../../../runtime/onnx/tensors.ts";
 import { InvalidInputError } from "../../../util/errors.ts";
 import { ErrorMessageSchema, WIRE_VERSION } from "../../wire.ts";
+import { PriceSchema } from "../capability/messages.ts";
 
 /**
  * Messages of /infernet/infer/1.0.0. The client sends one `request` frame; the provider answers with
@@ -61,10 +65,13 @@ export const REMOTE_ERROR_CODES = [
   "invalid-input",
   "internal",
   "protocol",
+  "payment-required",
 ] as const;
 export type RemoteErrorCode = (typeof REMOTE_ERROR_CODES)[number];
 
 const v = z.literal(WIRE_VERSION);
+/** An amount of msat as a decimal string (CBOR readers differ on big integers). */
+const msatText = z.string().regex(/^\d{1,19}$/);
 const count = z.int().min(0);
 const tokenIds = z.array(z.int().min(0).max(MAX_TOKEN_ID));
 
@@ -146,6 +153,8 @@ export const RequestMessageSchema = z.object({
   request: z.discriminatedUnion("kind", [GenerateSchema, TensorRequestSchema, EmbedSchema]),
   /** The client's remaining budget; the provider stops at min(this, its own cap). */
   deadlineMs: z.int().min(1).max(MAX_DEADLINE_MS).optional(),
+  /** The client pays as the result streams, up to `maxMsat` at `price` (payments/direct.ts). */
+  payment: z.object({ id: z.string().regex(PAYMENT_ID), maxMsat: msatText, price: PriceSchema }).optional(),
 });
 export type RequestMessage = z.infer<typeof RequestMessageSchema>;
 
@@ -170,23 +179,29 @@ const LogprobsMessageSchema = z.object({
   tokens: z.array(candidate.extend({ top: z.array(candidate).max(MAX_TOP_LOGPROBS) })).max(MAX_TOKENS),
 });
 
+const UsageSchema = z.object({
+  inputTokens: count,
+  outputTokens: count,
+  computeMs: z.number().min(0),
+  firstOutputMs: z.number().min(0),
+});
+
 const DoneMessageSchema = z.object({
   v,
   type: z.literal("done"),
-  usage: z.object({
-    inputTokens: count,
-    outputTokens: count,
-    computeMs: z.number().min(0),
-    firstOutputMs: z.number().min(0),
-  }),
+  usage: UsageSchema,
   finishReason: z.enum(["stop", "length", "aborted"]),
 });
+
+/** A paid request's bill, before its last frames: what the whole usage costs, within the budget. */
+const BillMessageSchema = z.object({ v, type: z.literal("bill"), owedMsat: msatText, usage: UsageSchema });
 
 export const ResponseMessageSchema = z.discriminatedUnion("type", [
   TokenMessageSchema,
   TensorsMessageSchema,
   LogprobsMessageSchema,
   DoneMessageSchema,
+  BillMessageSchema,
   ErrorMessageSchema,
 ]);
 export type ResponseMessage = z.infer<typeof ResponseMessageSchema>;
@@ -237,6 +252,7 @@ export function requestMessage(
   model: { name: string; sha256: string },
   request: InferenceRequest,
   deadlineMs: number | undefined,
+  payment?: PaymentOffer,
 ): RequestMessage {
   const body: RequestMessage["request"] =
     request.kind === "tensor"
@@ -252,6 +268,7 @@ export function requestMessage(
     model: { name: model.name, sha256: model.sha256 },
     request: body,
     ...(deadlineMs !== undefined ? { deadlineMs } : {}),
+    ...(payment ? { payment: { id: payment.id, maxMsat: payment.maxMsat.toString(), price: payment.price } } : {}),
   };
 }
 
@@ -271,10 +288,18 @@ export function requestFromWire(message: RequestMessage): InferenceRequest {
   return { kind: "tensor", inputs: tensorsFromWire(r.inputs), ...(r.outputs ? { outputs: r.outputs } : {}) };
 }
 
-export type EventMessage = Exclude<ResponseMessage, { type: "error" }>;
+export type EventMessage = Exclude<ResponseMessage, { type: "error" | "bill" }>;
+export type BillMessage = Extract<ResponseMessage, { type: "bill" }>;
 
-export function eventMessage(event: InferenceEvent): EventMessage {
+/** What a provider streams: the engine's events, and a paid request's bill. */
+export type WireEvent = InferenceEvent | { type: "bill"; owedMsat: Msat; usage: Usage };
+
+export function eventMessage(event: InferenceEvent): EventMessage;
+export function eventMessage(event: WireEvent): EventMessage | BillMessage;
+export function eventMessage(event: WireEvent): EventMessage | BillMessage {
   switch (event.type) {
+    case "bill":
+      return { v: WIRE_VERSION, type: "bill", owedMsat: event.owedMsat.toString(), usage: event.usage };
     case "token":
       return { v: WIRE_VERSION, type: "token", text: event.text, tokens: event.tokens };
     case "tensors":

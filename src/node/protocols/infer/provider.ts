@@ -1,4 +1,13 @@
 import type { Connection, Stream } from "@libp2p/interface";
+import {
+  type DirectPayments,
+  type DirectTab,
+  offerFromWire,
+  PAYMENT_WAIT_MS,
+  PaymentDueError,
+  type PaymentOffer,
+} from "../../../payments/direct.ts";
+import { formatPrice, type ModelPrice } from "../../../payments/pricing.ts";
 import type { Engine, InferenceEvent, InferenceRequest, LocalModel, RuntimeName } from "../../../runtime/engine.ts";
 import { unitsProduced } from "../../../runtime/engine-tap.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
@@ -8,6 +17,7 @@ import { type WorkEntry, WorkLog } from "../../work-log.ts";
 import { answerError, InboundJob } from "../inbound.ts";
 import { Slots } from "../slots.ts";
 import { MAX_REQUEST_FRAME_BYTES, type RemoteErrorCode, RequestMessageSchema, requestFromWire } from "./messages.ts";
+import { coversPrice, metered, tokensWithin } from "./metered.ts";
 import { pump } from "./pump.ts";
 
 /**
@@ -30,6 +40,13 @@ export interface ProviderSettings {
   maxConcurrent: number;
   maxQueued: number;
   requestTimeoutMs: number;
+  /** Set when direct requests must be paid as they stream: the payments received, and each model's price. */
+  charge?: {
+    payments: DirectPayments;
+    price: (model: LocalModel) => ModelPrice;
+    /** Longest wait for a payment due (default PAYMENT_WAIT_MS). */
+    waitMs?: number;
+  };
 }
 
 /** Why a request was refused or failed, as the code and message of its error frame. */
@@ -84,7 +101,9 @@ export class InferProvider {
           `this node does not serve ${message.model.name} (${message.model.sha256})`,
         );
       }
-      const request = toRequest(message);
+      const offer = message.payment ? offerFromWire(message.payment) : undefined;
+      using tab = this.charge(peer, model, offer);
+      const request = withinBudget(toRequest(message), tab ? offer : undefined);
       // A compute slot, waiting in the queue if all are busy; "busy" when the queue is full too.
       release = await this.slots.acquire(signal, () => {
         throw new Refusal(
@@ -105,7 +124,10 @@ export class InferProvider {
       // The slot is free (and the request counted) once the engine is done, before `done` is written:
       // a client that has read `done` sees the provider's load without this request.
       const computed = release;
-      await pump(lp, counted(engine.run(model, request, { signal }), progress), signal, () => {
+      const events = counted(engine.run(model, request, { signal }), progress);
+      const waitMs = this.settings.charge?.waitMs ?? PAYMENT_WAIT_MS;
+      const paid = offer && tab ? metered(events, { offer, tab, kind: request.kind, signal, waitMs }) : events;
+      await pump(lp, paid, signal, () => {
         this.completed += 1;
         progress.end();
         computed();
@@ -121,6 +143,33 @@ export class InferProvider {
     }
   };
 
+  /**
+   * A paid request's tab, when this provider charges: a request that offers no payment, or a price
+   * below this provider's, is refused with "payment-required". Undefined when it does not charge.
+   */
+  private charge(peer: string, model: LocalModel, offer: PaymentOffer | undefined): DirectTab | undefined {
+    const charge = this.settings.charge;
+    if (!charge) return undefined;
+    const price = charge.price(model);
+    if (!offer) {
+      throw new Refusal(
+        "payment-required",
+        `this provider charges for ${model.name} (${formatPrice(price)}): offer a budget and pay over a channel to it`,
+      );
+    }
+    if (!coversPrice(offer.price, price)) {
+      throw new Refusal(
+        "payment-required",
+        `the price offered for ${model.name} is below this provider's (${formatPrice(price)}): read its record again`,
+      );
+    }
+    try {
+      return charge.payments.open(peer, offer.id);
+    } catch (err) {
+      throw new Refusal("bad-request", errorMessage(err));
+    }
+  }
+
   /** Counts a failure of this provider's own (not a refusal), logs, and answers with the error. */
   private async fail(stream: Stream, lp: FrameSink, err: unknown, peer: string): Promise<void> {
     const { code, message } = classify(err);
@@ -129,6 +178,12 @@ export class InferProvider {
     else log.debug("request refused", { peer, code, message });
     await answerError(stream, lp, errorFrame(code, message), CLOSE_TIMEOUT_MS);
   }
+}
+
+/** A paid generation ends where its budget does, at the offered rate (finish reason "length"). */
+function withinBudget(request: InferenceRequest, offer: PaymentOffer | undefined): InferenceRequest {
+  if (!offer || request.kind !== "generate") return request;
+  return { ...request, maxTokens: Math.min(request.maxTokens ?? Number.MAX_SAFE_INTEGER, tokensWithin(offer)) };
 }
 
 function toRequest(message: Parameters<typeof requestFromWire>[0]): InferenceRequest {
@@ -146,6 +201,7 @@ function classify(err: unknown): { code: RemoteErrorCode; message: string } {
     return { code: "bad-request", message: err.message };
   }
   if (err instanceof TimeoutError) return { code: "timeout", message: err.message };
+  if (err instanceof PaymentDueError) return { code: "payment-required", message: err.message };
   if (err instanceof InvalidInputError) return { code: "invalid-input", message: err.message };
   if (err instanceof AbortedError) return { code: "internal", message: err.message };
   return { code: "internal", message: `${err instanceof Error ? err.name : "Error"}: ${errorMessage(err)}` };

@@ -1,6 +1,5 @@
-import type { InferenceEvent } from "../../../runtime/engine.ts";
 import { encode, type FrameSink, writeFrames } from "../../wire.ts";
-import { eventMessage } from "./messages.ts";
+import { eventMessage, type WireEvent } from "./messages.ts";
 
 /**
  * Streams an engine's events to the client, coalescing: an event goes out at once when nothing was
@@ -11,7 +10,7 @@ import { eventMessage } from "./messages.ts";
  * the peer's read) delays the next token. Measured on stories260k (~1,500 tokens/s, 2 cores), one
  * write per token made remote generation ~15% slower than local; a write at most every 25 ms costs a
  * few percent (bench/remote.ts). A model slower than 40 tokens/s never waits, and 25 ms bursts still
- * read as a smooth stream. The first token and `done` are never held back.
+ * read as a smooth stream. The first token, a bill and `done` are never held back.
  */
 
 /** Longest a frame waits to share a transport write with the next ones. */
@@ -32,7 +31,7 @@ function encodePending(p: Pending): Uint8Array {
 /** `onDone` runs when the engine's `done` event arrives, before that frame is written. */
 export async function pump(
   lp: FrameSink,
-  events: AsyncIterable<InferenceEvent>,
+  events: AsyncIterable<WireEvent>,
   signal: AbortSignal,
   onDone: () => void,
 ): Promise<void> {
@@ -87,7 +86,9 @@ export async function pump(
         continue;
       }
       const wait = lastWrite + COALESCE_MS - performance.now();
-      if (event.type === "done" || pendingBytes > MAX_PENDING_BYTES || wait <= 0) start();
+      // A bill is due at once: the request waits on its payment.
+      const now = event.type === "done" || event.type === "bill";
+      if (now || pendingBytes > MAX_PENDING_BYTES || wait <= 0) start();
       else timer ??= setTimeout(start, wait);
     }
     if (pending.length > 0) start();

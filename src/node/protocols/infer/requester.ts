@@ -1,6 +1,8 @@
 import type { PeerId, Stream } from "@libp2p/interface";
 import type { ConnectionManager } from "@libp2p/interface-internal";
-import type { InferenceEvent, InferenceRequest } from "../../../runtime/engine.ts";
+import { msat } from "../../../payments/amount.ts";
+import type { DirectPayer } from "../../../payments/direct.ts";
+import type { InferenceEvent, InferenceRequest, Usage } from "../../../runtime/engine.ts";
 import { abortReason } from "../../../util/abort.ts";
 import { AbortedError, errorMessage, InvalidInputError, TimeoutError } from "../../../util/errors.ts";
 import { abortable, encode, ProtocolError, readMessage, wireStream, writeFrames } from "../../wire.ts";
@@ -33,6 +35,8 @@ export interface RemoteCall {
   signal: AbortSignal | undefined;
   /** Calls in flight; the service aborts them all when it stops. */
   inFlight: Set<AbortController>;
+  /** A paid request: pays for tokens as they arrive and checks the bill (payments/direct.ts). */
+  payer?: DirectPayer;
 }
 
 export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEvent> {
@@ -41,7 +45,8 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
   if (!Number.isInteger(deadlineMs) || deadlineMs < 1 || deadlineMs > MAX_DEADLINE_MS) {
     throw new InvalidInputError(`the deadline must be 1 to ${MAX_DEADLINE_MS} ms, got ${deadlineMs}`);
   }
-  const message = requestMessage(call.model, call.request, deadlineMs);
+  const { payer } = call;
+  const message = requestMessage(call.model, call.request, deadlineMs, payer?.offer);
   checkRequest(message);
   const frame = encode(message);
   if (frame.byteLength > MAX_REQUEST_FRAME_BYTES) {
@@ -53,6 +58,7 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
 
   // One controller per call, fed by the caller's signal, the deadline and the service stopping. No
   // AbortSignal.any or AbortSignal.timeout: both keep the call reachable after it ends.
+  const startedAt = performance.now();
   const controller = new AbortController();
   const { signal } = controller;
   const onCallerAbort = () => controller.abort(call.signal?.reason);
@@ -93,6 +99,12 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
           `${peer} answered ${reply.code}: ${reply.message}`,
         );
       }
+      if (reply.type === "bill") {
+        if (!payer)
+          throw new RemoteInferenceError("protocol", peer, `${peer} sent a bill for a request it was not paid for`);
+        await payBill(payer, reply, peer, performance.now() - startedAt);
+        continue;
+      }
       const logprobs =
         reply.type === "logprobs" && call.request.kind === "generate" && call.request.logprobs !== undefined;
       if (reply.type !== "done" && reply.type !== expected && !logprobs) {
@@ -105,6 +117,7 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
       const event = eventFromWire(reply);
       if (event.type === "done") finished = true;
       yield event;
+      if (event.type === "token" && payer) await payTokens(payer, event.tokens.length, peer);
       if (finished) return;
     }
   } catch (err) {
@@ -114,6 +127,32 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
     call.signal?.removeEventListener("abort", onCallerAbort);
     call.inFlight.delete(controller);
     if (!finished) stream?.abort(new AbortedError("the client stopped the request"));
+  }
+}
+
+/** Pays for tokens received; a payment that fails ends the request (the provider would stop anyway). */
+async function payTokens(payer: DirectPayer, n: number, peer: string): Promise<void> {
+  try {
+    await payer.received(n);
+  } catch (cause) {
+    throw new RemoteInferenceError("payment-required", peer, `paying ${peer} failed: ${errorMessage(cause)}`, {
+      cause,
+    });
+  }
+}
+
+/** Checks the provider's bill against this node's own count, and pays the rest of it. */
+async function payBill(
+  payer: DirectPayer,
+  bill: { owedMsat: string; usage: Usage },
+  peer: string,
+  elapsedMs: number,
+): Promise<void> {
+  try {
+    await payer.settle(msat(bill.owedMsat, "bill"), bill.usage, Math.ceil(elapsedMs));
+  } catch (cause) {
+    const code = cause instanceof InvalidInputError ? "protocol" : "payment-required";
+    throw new RemoteInferenceError(code, peer, `${peer}'s bill was not paid: ${errorMessage(cause)}`, { cause });
   }
 }
 
