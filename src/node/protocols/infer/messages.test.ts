@@ -148,7 +148,7 @@ describe("request and event frames", () => {
 
   test("a bill and a payment offer survive encoding and validation; a bad id or amount is rejected", () => {
     const usage = { inputTokens: 6, outputTokens: 2, computeMs: 1.5, firstOutputMs: 0.2 };
-    const bill = overTheWire(eventMessage({ type: "bill", owedMsat: 12_345n, usage }), (b) =>
+    const bill = overTheWire(eventMessage({ type: "bill", owedMsat: msat(12_345), usage }), (b) =>
       parseMessage(b, ResponseMessageSchema),
     );
     expect(bill).toEqual({ v: 1, type: "bill", owedMsat: "12345", usage });
