@@ -187,22 +187,23 @@ export async function* runOnNetwork(
       hint: "check --bootstrap, or run it locally with --local",
     });
   }
-  // Nothing tried although some are within the price: every one of them is banned here.
-  if (failures.length === 0 && rankProviders(found, priced).length > 0) {
-    throw new NoProviderError(`every provider of ${model.name} within your price is banned here`, {
-      hint: "see `infernet reputation` (bans expire on their own)",
-    });
-  }
   const charging = found.filter((r) => !payable(r)).length;
-  if (failures.length === 0 && charging > 0 && rankProviders(found, priced).length > 0) {
+  const payableInPrice = rankProviders(found.filter(payable), priced).length;
+  if (failures.length === 0 && charging > 0 && payableInPrice === 0 && rankProviders(found, priced).length > 0) {
     throw new NoProviderError(
       budget === undefined
-        ? `every provider of ${model.name} charges for direct requests (${charging}); give --max-price to pay one`
+        ? `the providers of ${model.name} here charge for direct requests (${charging} of them): give --max-price to pay one`
         : `every provider of ${model.name} within your price charges, and this node has no open channel to one with ${formatMsat(budget)} left`,
       {
         hint: "open a channel with `infernet wallet fund <sats> --to <provider>`, then pay with --max-price",
       },
     );
+  }
+  // Nothing tried although some are within the price: every one of them is banned here.
+  if (failures.length === 0 && payableInPrice > 0) {
+    throw new NoProviderError(`every provider of ${model.name} within your price is banned here`, {
+      hint: "see `infernet reputation` (bans expire on their own)",
+    });
   }
   if (failures.length === 0) {
     throw new NoProviderError(
