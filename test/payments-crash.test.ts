@@ -6,6 +6,7 @@ import { AggregatorStore } from "../src/node/aggregator/store.ts";
 import { msat } from "../src/payments/amount.ts";
 import { account } from "../src/payments/ledger.ts";
 import { Store } from "../src/store/db.ts";
+import { earnedByHand } from "./fixtures/jobs.ts";
 import { BOND, CLIENT, DEPOSIT, FEE_PERCENT, PRICE, PROVIDERS, SHARD } from "./fixtures/paying-aggregator.ts";
 import { BUN } from "./helpers/cli.ts";
 import { ROOT, tempDir } from "./helpers/paths.ts";
@@ -66,32 +67,27 @@ function audit(home: string): boolean {
 function settled(home: string): void {
   using store = Store.open(home);
   const books = new AggregatorPayments(store, new AggregatorStore(store));
-  const copies = store.db
-    .query<{ provider: string; n: number }, []>(
-      "SELECT provider, count(*) AS n FROM assignments WHERE state = 'verified' GROUP BY provider",
-    )
-    .all();
+  // Each verified copy earns its price times the multipliers recorded with it (payments/earnings.ts),
+  // rounded down, and the fee is 1% of that rounded up; recorded once, however often it was killed.
   const copyMsat = SHARD * PRICE;
-  const copyFee = Math.ceil((copyMsat * FEE_PERCENT) / 100);
-  const verified = copies.reduce((s, c) => s + c.n, 0);
-  const cheat = copies.find((c) => c.provider === "cheat")?.n ?? 0;
+  const { earned, total, fees } = earnedByHand(store.db, copyMsat, FEE_PERCENT);
+  const cheat = earned.get("cheat") ?? 0;
   const banned = store.db.query("SELECT 1 FROM bans WHERE provider = 'cheat'").get() !== null;
   for (const p of PROVIDERS.filter((p) => p !== "cheat")) {
-    const n = copies.find((c) => c.provider === p)?.n ?? 0;
-    expect(books.escrow.earnings(p)).toBe(msat(n * copyMsat));
+    expect(books.escrow.earnings(p)).toBe(msat(earned.get(p) ?? 0));
     expect(books.escrow.bond(p)).toBe(msat(BOND));
   }
   if (banned) {
     // Caught: its bond and whatever it had earned on jobs already finished went to the forfeits.
     expect(books.escrow.earnings("cheat")).toBe(msat(0));
     expect(books.escrow.bond("cheat")).toBe(msat(0));
-    expect(books.ledger.balance(account("forfeits"))).toBe(msat(BOND + cheat * copyMsat));
+    expect(books.ledger.balance(account("forfeits"))).toBe(msat(BOND + cheat));
   } else {
-    expect(books.escrow.earnings("cheat")).toBe(msat(cheat * copyMsat));
+    expect(books.escrow.earnings("cheat")).toBe(msat(cheat));
   }
   expect(books.ledger.total("escrow")).toBe(0n);
-  expect(books.ledger.balance(account("fees"))).toBe(msat(verified * copyFee));
-  expect(books.escrow.credit(CLIENT)).toBe(msat(DEPOSIT - verified * (copyMsat + copyFee)));
+  expect(books.ledger.balance(account("fees"))).toBe(msat(fees));
+  expect(books.escrow.credit(CLIENT)).toBe(msat(DEPOSIT - total - fees));
   books.check();
 }
 

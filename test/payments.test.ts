@@ -6,7 +6,7 @@ import { AggregatorStore } from "../src/node/aggregator/store.ts";
 import { msat } from "../src/payments/amount.ts";
 import { account, Ledger } from "../src/payments/ledger.ts";
 import { Store } from "../src/store/db.ts";
-import { MNIST_IMAGES, MNIST_RECORDS, watchedSubmit } from "./fixtures/jobs.ts";
+import { earnedByHand, MNIST_IMAGES, MNIST_RECORDS, watchedSubmit } from "./fixtures/jobs.ts";
 import { infernet } from "./helpers/cli.ts";
 import { bitcoinlibJudge, fakeEsplora } from "./helpers/fake-esplora.ts";
 import { type NodeProcess, TestNetwork } from "./helpers/network.ts";
@@ -112,50 +112,44 @@ test("a client deposits over a channel, one cheater among four providers: everyo
   const deadline = Date.now() + 10_000;
   while (books.ledger.total("escrow") > 0n && Date.now() < deadline) await Bun.sleep(50);
   books.check();
-  const copies = new Map(
-    store.db
-      .query<{ provider: string; n: number }, []>(
-        "SELECT provider, count(*) AS n FROM assignments WHERE state = 'verified' GROUP BY provider",
-      )
-      .all()
-      .map((c) => [c.provider, c.n]),
-  );
-  const cheat = nodes[0]?.status.peerId as string;
+  // Each verified copy earns its price times its multipliers for speed and reputation, as recorded
+  // with it (payments/earnings.ts), rounded down; the fee is 1% of that, rounded up per copy.
   const copyMsat = SHARD * PRICE;
-  const copyFee = Math.ceil((copyMsat * FEE_PERCENT) / 100);
-  const verified = [...copies.values()].reduce((a, b) => a + b, 0);
-  expect(copies.get(cheat)).toBeUndefined();
+  const { earned, total: earnedTotal, fees, lowestBps } = earnedByHand(store.db, copyMsat, FEE_PERCENT);
+  expect(lowestBps).toBeGreaterThanOrEqual(7_200);
+  const cheat = nodes[0]?.status.peerId as string;
+  expect(earned.get(cheat)).toBeUndefined();
   // Each honest provider is paid what it earned over a channel the aggregator opened to it: its
   // earnings at the aggregator come down to 0 and its own books show the income.
   for (const h of nodes.slice(1)) {
     const id = h.status.peerId;
-    const earned = msat((copies.get(id) ?? 0) * copyMsat);
-    expect(books.ledger.credited(account("earnings", id), "release")).toBe(earned);
+    const due = msat(earned.get(id) ?? 0);
+    expect(books.ledger.credited(account("earnings", id), "release")).toBe(due);
     using theirs = Store.open(h.home);
     const income = () => new Ledger(theirs).balance(account("income", agg));
     const paid = Date.now() + 30_000;
-    while ((books.escrow.earnings(id) > 0n || income() < earned) && Date.now() < paid) {
+    while ((books.escrow.earnings(id) > 0n || income() < due) && Date.now() < paid) {
       // Blocks come: a payout channel is funded from the aggregator's coins once they are confirmed.
       chain.ledger.mine();
       await Bun.sleep(100);
     }
     expect(books.escrow.earnings(id)).toBe(msat(0));
-    expect(income()).toBe(earned);
+    expect(income()).toBe(due);
     expect(books.escrow.bond(id)).toBe(msat(BOND_MSAT));
   }
   expect(books.escrow.earnings(cheat)).toBe(msat(0));
   expect(books.escrow.bond(cheat)).toBe(msat(0));
   expect(books.ledger.balance(account("forfeits"))).toBe(msat(BOND_MSAT));
-  expect(books.ledger.balance(account("fees"))).toBe(msat(verified * copyFee));
+  expect(books.ledger.balance(account("fees"))).toBe(msat(fees));
   expect(books.ledger.total("escrow")).toBe(0n);
-  expect(books.escrow.credit(client.status.peerId)).toBe(msat(QUOTE_MSAT - verified * (copyMsat + copyFee)));
+  expect(books.escrow.credit(client.status.peerId)).toBe(msat(QUOTE_MSAT - earnedTotal - fees));
   // What came in over the channels (deposit, bonds) less what went out (payouts).
-  const paidOut = verified * copyMsat;
+  const paidOut = earnedTotal;
   expect(-books.ledger.balanceOf(account("outside", "channel"))).toBe(BigInt(QUOTE_MSAT + 4 * BOND_MSAT - paidOut));
   books.check();
   // The client's report says what the ledger charged.
   const report = r.events.at(-1)?.report as { cost: { providersMsat: number; feeMsat: number } };
-  expect(report.cost).toMatchObject({ providersMsat: verified * copyMsat, feeMsat: verified * copyFee });
+  expect(report.cost).toMatchObject({ providersMsat: earnedTotal, feeMsat: fees });
 
   // The client closes its channel: the close both signed pays the aggregator what the channel
   // carried (the deposit, in whole sats) and the client the rest, and the chain takes it.

@@ -6,11 +6,16 @@ import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
+import { type Msat, msat } from "../payments/amount.ts";
 import { type PriceFlags, priceFlags } from "../payments/pricing.ts";
 import { paymentsSetup } from "../payments/setup.ts";
 import { ConfigError, RuntimeError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
-import { intFlag } from "./args.ts";
+import { amountFlag, intFlag } from "./args.ts";
+
+/** Highest --min-bond (1 BTC): anything above is a typo. */
+const MAX_BOND_MSAT = msat(100_000_000_000);
+
 import { type CliContext, defineCommand } from "./command.ts";
 import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
@@ -59,6 +64,12 @@ Examples:
       description:
         "With --aggregator, take payment: a job runs only when its client's credit here (paid over a channel) covers its quote",
     },
+    "min-bond": {
+      type: "string",
+      value: "AMOUNT",
+      description:
+        "With --escrow, give copies only to providers whose bond here is at least this (1000sat, 500msat; bare: sats)",
+    },
     fee: {
       type: "string",
       value: "PERCENT",
@@ -87,6 +98,8 @@ Examples:
     if (given.length && !values.provider) throw new UsageError("start: --models needs --provider");
     if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
     if (values.escrow && !values.aggregator) throw new UsageError("start: --escrow needs --aggregator");
+    const minBondMsat = amountFlag("start", "min-bond", values["min-bond"], "sat", MAX_BOND_MSAT);
+    if (minBondMsat !== undefined && !values.escrow) throw new UsageError("start: --min-bond needs --escrow");
     if (values["require-payment"] && !values.provider) {
       throw new UsageError("start: --require-payment needs --provider");
     }
@@ -113,7 +126,15 @@ Examples:
       models: names,
       prices,
       ...(api !== undefined ? { apiPort: api, apiPrefer: prefer } : {}),
-      ...(values.aggregator ? { aggregator: { feePercent, ...(values.escrow ? { escrow: true } : {}) } } : {}),
+      ...(values.aggregator
+        ? {
+            aggregator: {
+              feePercent,
+              ...(values.escrow ? { escrow: true } : {}),
+              ...(minBondMsat !== undefined ? { minBondMsat } : {}),
+            },
+          }
+        : {}),
       ...(values["require-payment"] ? { requirePayment: true } : {}),
       json: Boolean(values.json),
       dashboard: !values["no-dash"] && !values.json && onTerminal(ctx),
@@ -126,7 +147,7 @@ export interface RunNodeOptions {
   models: string[];
   /** Per-model prices from `--price MODEL=...`. */
   prices?: PriceFlags;
-  aggregator?: { feePercent: number; escrow?: boolean };
+  aggregator?: { feePercent: number; escrow?: boolean; minBondMsat?: Msat };
   /** Charge direct requests as they stream (payments/direct.ts). */
   requirePayment?: boolean;
   /** Print the status as one JSON line once up (headless only). */

@@ -4,6 +4,7 @@ import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
 import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
+import type { Msat } from "../payments/amount.ts";
 import type { Chain } from "../payments/chain/index.ts";
 import type { ChannelNetwork } from "../payments/channel/script.ts";
 import { ChannelStore } from "../payments/channel/store.ts";
@@ -85,7 +86,7 @@ export interface StartNodeOptions {
   /** Direct requests must be paid as they stream, over a channel from the client (payments/direct.ts). */
   requirePayment?: boolean;
   /** Run an aggregator on this node (it may serve models too), taking this fee; `escrow`: take payment. */
-  aggregator?: { feePercent: number; escrow?: boolean };
+  aggregator?: { feePercent: number; escrow?: boolean; minBondMsat?: Msat };
   /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
   payments?: {
     /** The on-chain wallet, made on first use (its key file and BIP32 code cost a node start nothing). */
@@ -302,6 +303,7 @@ export class InfernetNode implements AsyncDisposable {
         feePercent: aggregator.feePercent,
         privateKey,
         ...(aggregator.escrow ? { escrow: true } : {}),
+        ...(aggregator.minBondMsat !== undefined ? { minBondMsat: aggregator.minBondMsat } : {}),
       });
       node.aggregator.start();
       if (node.aggregator.payments) {

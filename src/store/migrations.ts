@@ -355,4 +355,13 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX channels_peer ON channels (peer, role, status);
     `,
   },
+  {
+    version: 9,
+    name: "payments: earnings multipliers",
+    sql: `
+      -- The share of its price a verified copy earned, in basis points (payments/earnings.ts: speed
+      -- times reputation, at most 10000), set in the transaction that paid it; NULL: the whole price.
+      ALTER TABLE assignments ADD COLUMN earn_bps INTEGER CHECK (earn_bps BETWEEN 0 AND 10000);
+    `,
+  },
 ];

@@ -6,6 +6,7 @@ import { checkSchedulable, type PlanJob } from "../../jobs/scheduler.ts";
 import { shardToWire } from "../../jobs/shard-codec.ts";
 import { parseJobSpec, shardRanges } from "../../jobs/spec.ts";
 import { SHARD_STATES } from "../../jobs/states.ts";
+import { type Msat, ZERO_MSAT } from "../../payments/amount.ts";
 import type { Store } from "../../store/db.ts";
 import { throwIfAborted } from "../../util/abort.ts";
 import { errorMessage, InvalidInputError } from "../../util/errors.ts";
@@ -58,6 +59,8 @@ export interface AggregatorInit
    * (payments.ts). Without it jobs run unpaid and the books stay empty.
    */
   escrow?: boolean;
+  /** With escrow: a provider gets copies only while its bond here is at least this (default 0). */
+  minBondMsat?: Msat;
 }
 
 export class Aggregator implements AggregatorApi {
@@ -75,7 +78,9 @@ export class Aggregator implements AggregatorApi {
     this.feePercent = init.feePercent;
     this.now = init.now ?? Date.now;
     this.store = new AggregatorStore(init.store, this.now);
-    this.payments = init.escrow ? new AggregatorPayments(init.store, this.store, this.now) : undefined;
+    this.payments = init.escrow
+      ? new AggregatorPayments(init.store, this.store, this.now, init.minBondMsat ?? ZERO_MSAT)
+      : undefined;
     this.coordinator = new Coordinator({
       ...init,
       store: this.store,
@@ -133,7 +138,10 @@ export class Aggregator implements AggregatorApi {
     const own = this.init.network.knownProviders(spec.model.sha256).filter((r) => r.peerId === this.init.network.self);
     let eligible: CapabilityRecord[];
     try {
-      eligible = checkSchedulable(draft, [...own, ...providers], this.now()).eligible;
+      // Providers without the bond this aggregator asks for get no work, so the quote counts none of them.
+      const unbonded = new Set(this.payments?.unbonded(providers.map((p) => p.peerId)) ?? []);
+      const bonded = providers.filter((p) => !unbonded.has(p.peerId));
+      eligible = checkSchedulable(draft, [...own, ...bonded], this.now()).eligible;
     } catch (err) {
       throw clientRefusal(err as Error, spec.maxPriceMsat, this.feePercent);
     }

@@ -278,7 +278,9 @@ export class Coordinator {
     const jobsById = new Map(unfinished.map((j) => [j.id, j]));
     const issued = new Map(records.map((r) => [r.peerId, r.issuedAt]));
     // This node is among the providers when it serves the model (its copies run on its own engines).
-    const exclude = new Set([...this.backoff.excluded(now, (p) => issued.get(p)), ...this.trust.banned()]);
+    // A provider without the bond this aggregator asks for (payments.ts) is left out like a banned one.
+    const unbonded = this.init.payments?.unbonded(records.map((r) => r.peerId).filter((p) => p !== network.self)) ?? [];
+    const exclude = new Set([...this.backoff.excluded(now, (p) => issued.get(p)), ...this.trust.banned(), ...unbonded]);
     const plan = planAssignments({ jobs: snapshots }, records, now, {
       exclude,
       // Reputation places copies: a provider that loses copies or is slow gets fewer (scheduler.ts).
@@ -288,7 +290,7 @@ export class Coordinator {
     });
     const refused = new Set(plan.refused.map((r) => r.jobId));
     for (const id of [...this.unplaceableSince.keys()]) if (!refused.has(id)) this.unplaceableSince.delete(id);
-    const banned = new Set(this.trust.banned());
+    const banned = new Set([...this.trust.banned(), ...unbonded]);
     for (const { jobId, error } of plan.refused) {
       // Enough providers, some only paused (backoff.ts: busy, or lost until they announce again):
       // the job waits for them without counting towards its grace. A provider that is really gone

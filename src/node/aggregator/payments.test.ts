@@ -5,6 +5,7 @@ import { SimNetwork } from "../../../test/helpers/sim-network.ts";
 import type { JobSpecInput } from "../../jobs/spec.ts";
 import { splitImages } from "../../jobs/split.ts";
 import { msat } from "../../payments/amount.ts";
+import { FULL_BPS, REPUTATION_FLOOR_BPS, speedBps } from "../../payments/earnings.ts";
 import { account } from "../../payments/ledger.ts";
 import { createOnnxEngine, type OnnxEngine } from "../../runtime/onnx/engine.ts";
 import { Store } from "../../store/db.ts";
@@ -57,7 +58,7 @@ async function finish(agg: Aggregator, jobId: string) {
   throw new Error("the watch ended without finishing");
 }
 
-function setup(peers: string[]) {
+function setup(peers: string[], minBondMsat?: number) {
   const dir = tempDir();
   const store = Store.open(dir.path);
   const net = new SimNetwork(onnx, peers, { price: PRICE, reference: true });
@@ -71,6 +72,7 @@ function setup(peers: string[]) {
       firstFrameTimeoutMs: 2_000,
       unplaceableGraceMs: 2_000,
       escrow: true,
+      ...(minBondMsat !== undefined ? { minBondMsat: msat(minBondMsat) } : {}),
     });
   return {
     dir,
@@ -98,6 +100,17 @@ async function audited<T>(agg: Aggregator, body: () => Promise<T>): Promise<{ va
   } finally {
     clearInterval(timer);
   }
+}
+
+/** The job's verified copies as paid: provider, shard, the share of the price earned, lease-to-return time. */
+function earnedCopies(store: Store, jobId: string) {
+  return store.db
+    .query<{ provider: string; shard: number; bps: number | null; wallMs: number }, [string]>(
+      `SELECT provider, shard_id AS shard, earn_bps AS bps, returned_at - leased_at AS wallMs
+       FROM assignments WHERE job_id = ? AND state = 'verified'`,
+    )
+    .all(jobId)
+    .map((c) => ({ ...c, bps: c.bps ?? FULL_BPS }));
 }
 
 /** Verified copies by provider, read from the job's report (what is owed by hand). */
@@ -142,19 +155,31 @@ describe("escrow on the aggregator", () => {
       const copies = verifiedCopies(agg, jobId);
       expect(copies.get("cheat")).toBeUndefined();
 
-      // By hand: a copy is 500 records at 20 msat = 10,000 msat, and 1% of it, 100 msat, is the fee.
+      // By hand: a copy is 500 records at 20 msat = 10,000 msat, times its earnings multipliers
+      // (payments/earnings.ts) rounded down; the fee is 1% of what it earned, rounded up.
       const copyMsat = SHARD * PRICE;
-      const copyFee = Math.ceil((copyMsat * FEE_PERCENT) / 100);
+      const paid = earnedCopies(s.store, jobId);
+      expect(paid.length).toBe([...copies.values()].reduce((a, b) => a + b, 0));
+      const byProvider = new Map<string, number>();
+      let fees = 0;
+      for (const c of paid) {
+        // Speed against the fastest verified copy of the shard, as recorded; reputation at most 10%.
+        const speed = speedBps(c.wallMs, Math.min(...paid.filter((o) => o.shard === c.shard).map((o) => o.wallMs)));
+        expect(c.bps).toBeLessThanOrEqual(speed);
+        expect(c.bps).toBeGreaterThanOrEqual(Math.floor((speed * REPUTATION_FLOOR_BPS) / FULL_BPS));
+        const earned = Math.floor((copyMsat * c.bps) / FULL_BPS);
+        byProvider.set(c.provider, (byProvider.get(c.provider) ?? 0) + earned);
+        fees += Math.ceil((earned * FEE_PERCENT) / 100);
+      }
       let total = 0;
       for (const p of ["p1", "p2", "p3"]) {
-        const n = copies.get(p) ?? 0;
-        expect(books.escrow.earnings(p)).toBe(msat(n * copyMsat));
+        expect(books.escrow.earnings(p)).toBe(msat(byProvider.get(p) ?? 0));
         expect(books.escrow.bond(p)).toBe(msat(bond));
-        total += n;
+        total += copies.get(p) ?? 0;
       }
+      const earnedTotal = [...byProvider.values()].reduce((a, b) => a + b, 0);
       // Every shard at least once (adaptive replication gives trusted providers' shards fewer copies).
       expect(total).toBeGreaterThanOrEqual(10_000 / SHARD);
-      const fees = total * copyFee;
       expect(books.ledger.balance(account("fees"))).toBe(msat(fees));
       expect(books.escrow.earnings("cheat")).toBe(msat(0));
       expect(books.escrow.bond("cheat")).toBe(msat(0));
@@ -164,14 +189,14 @@ describe("escrow on the aggregator", () => {
       const refunded = AbortSignal.timeout(5_000);
       while (books.escrow.escrowed(jobId) > 0n && !refunded.aborted) await Bun.sleep(20);
       expect(books.escrow.escrowed(jobId)).toBe(msat(0));
-      expect(books.escrow.credit(CLIENT)).toBe(msat(deposit - total * copyMsat - fees));
+      expect(books.escrow.credit(CLIENT)).toBe(msat(deposit - earnedTotal - fees));
       // The job ended: every honest provider's earnings may be paid out now.
       const payable = books.payable();
-      for (const p of ["p1", "p2", "p3"]) expect(payable.get(p)).toBe(msat((copies.get(p) ?? 0) * copyMsat));
+      for (const p of ["p1", "p2", "p3"]) expect(payable.get(p)).toBe(msat(byProvider.get(p) ?? 0));
       expect(payable.has("cheat")).toBe(false);
       // The report says what the ledger paid.
       const cost = agg.report(jobId, CLIENT).cost;
-      expect(cost?.providersMsat).toBe(total * copyMsat);
+      expect(cost?.providersMsat).toBe(earnedTotal);
       expect(cost?.feeMsat).toBe(fees);
       const penalties =
         agg.store.jobs && s.store.db.query("SELECT applied_at FROM penalties WHERE provider = 'cheat'").all();
@@ -222,6 +247,36 @@ describe("escrow on the aggregator", () => {
       expect(agg.payments?.escrow.credit(CLIENT)).toBe(msat(QUOTE));
       expect(agg.payments?.ledger.txns({ jobId, reason: "refund" })).toHaveLength(1);
       agg.payments?.check();
+    } finally {
+      await agg.stop();
+    }
+  });
+
+  test("with a minimum bond, a provider below it gets no copies and is not counted in the quote", async () => {
+    const bond = 5_000;
+    using s = setup(["p1", "p2", "p3"], bond);
+    const agg = s.make();
+    const books = agg.payments;
+    if (!books) throw new Error("escrow is on");
+    books.escrow.deposit(CLIENT, msat(QUOTE), "channel", "c:1");
+    books.escrow.postBond("p1", msat(bond), "channel", "p1-bond:1");
+    books.escrow.postBond("p2", msat(bond), "channel", "p2-bond:1");
+    books.escrow.postBond("p3", msat(bond - 1), "channel", "p3-bond:1");
+    agg.start();
+    try {
+      await using splitter = await splitImages(IMAGES, { shardSize: SHARD });
+      const header = { spec: spec() as never, plan: splitter.plan, kind: splitter.kind };
+      expect((await agg.quote(header, CLIENT, new AbortController().signal)).providers).toBe(2);
+      const { jobId } = await submit(agg, spec());
+      expect((await finish(agg, jobId)).job.state).toBe("verified");
+      const placed = s.store.db
+        .query<{ provider: string }, [string]>("SELECT DISTINCT provider FROM assignments WHERE job_id = ?")
+        .all(jobId)
+        .map((r) => r.provider)
+        .sort();
+      expect(placed).toEqual(["p1", "p2"]);
+      expect(books.escrow.earnings("p3")).toBe(msat(0));
+      books.check();
     } finally {
       await agg.stop();
     }

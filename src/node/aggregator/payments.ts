@@ -1,8 +1,10 @@
 import type { AssignmentRecord } from "../../jobs/rows.ts";
 import type { JobSpec } from "../../jobs/spec.ts";
-import { type Msat, msat } from "../../payments/amount.ts";
+import { type Msat, msat, ZERO_MSAT } from "../../payments/amount.ts";
+import { earningsBps } from "../../payments/earnings.ts";
 import { Escrow, type PaidCopy } from "../../payments/escrow.ts";
 import { Ledger, LedgerInvariantError } from "../../payments/ledger.ts";
+import { ReputationStore } from "../../reputation/store.ts";
 import type { Store } from "../../store/db.ts";
 import { logger } from "../../util/logger.ts";
 import type { AggregatorStore } from "./store.ts";
@@ -21,13 +23,24 @@ export class AggregatorPayments {
   readonly ledger: Ledger;
   readonly escrow: Escrow;
 
+  private readonly reputation: ReputationStore;
+
   constructor(
     private readonly db: Store,
     private readonly store: AggregatorStore,
     now: () => number = Date.now,
+    /** A provider gets copies only while its bond here is at least this. */
+    readonly minBondMsat: Msat = ZERO_MSAT,
   ) {
     this.ledger = new Ledger(db, now);
     this.escrow = new Escrow(this.ledger);
+    this.reputation = new ReputationStore(db, now);
+  }
+
+  /** Of `providers`, those whose bond here is below `minBondMsat` (they get no copies). */
+  unbonded(providers: readonly string[]): string[] {
+    if (this.minBondMsat === ZERO_MSAT) return [];
+    return providers.filter((p) => this.escrow.bond(p) < this.minBondMsat);
   }
 
   /** What a job locks: the client's maximum price, which the planner keeps every copy it pays within. */
@@ -47,15 +60,20 @@ export class AggregatorPayments {
     this.db.db.query("UPDATE aggregator_jobs SET escrow_msat = ? WHERE job_id = ?").run(amount, jobId);
   }
 
-  /** In the transaction that verified the shard: pays its accepted copies. */
+  /**
+   * In the transaction that verified the shard: pays its accepted copies, each its price times its
+   * earnings multipliers for speed and reputation (payments/earnings.ts), recorded with the copy.
+   */
   release(jobId: string, accepted: readonly AssignmentRecord[]): void {
     const meta = this.store.meta(jobId);
-    const copies: PaidCopy[] = accepted.map((a) => ({
-      assignmentId: a.id,
-      provider: a.provider,
-      shardId: a.shardId,
-      amount: this.store.copyPrice(a.id),
-    }));
+    const sha256 = this.store.jobs.job(jobId).spec.model.sha256;
+    const wall = (a: AssignmentRecord) => (a.returnedAt ?? a.endedAt ?? a.leasedAt) - a.leasedAt;
+    const fastestWallMs = Math.min(...accepted.map(wall));
+    const copies: PaidCopy[] = accepted.map((a) => {
+      const score = this.reputation.score(a.provider, sha256);
+      this.store.setEarnings(a.id, earningsBps({ wallMs: wall(a), fastestWallMs, score }));
+      return { assignmentId: a.id, provider: a.provider, shardId: a.shardId, amount: this.store.copyPrice(a.id) };
+    });
     this.escrow.release(jobId, copies, meta.feePercent);
   }
 

@@ -5,7 +5,8 @@ import { JobStore } from "../../jobs/job-store.ts";
 import type { ShardPayload, ShardPlan } from "../../jobs/records.ts";
 import { canonicalJson } from "../../jobs/rows.ts";
 import { type JobSpec, parseJobSpec, shardRanges } from "../../jobs/spec.ts";
-import { type Msat, ZERO_MSAT } from "../../payments/amount.ts";
+import { type Msat, scale, ZERO_MSAT } from "../../payments/amount.ts";
+import { FULL_BPS } from "../../payments/earnings.ts";
 import { type ModelPrice, usagePrice } from "../../payments/pricing.ts";
 import type { Store } from "../../store/db.ts";
 import type { OutputInfo, SubmitResult } from "./api.ts";
@@ -63,23 +64,28 @@ interface CostRow {
   output_tokens: number | null;
   compute_ms: number | null;
   price_json: string | null;
+  earn_bps: number | null;
 }
 
 const COST_QUERY = `SELECT a.provider, m.payload_kind AS kind, s.record_count AS records, a.input_tokens, a.output_tokens,
-         a.compute_ms, a.price_json
+         a.compute_ms, a.price_json, a.earn_bps
   FROM assignments a JOIN shards s ON s.id = a.shard_id JOIN aggregator_jobs m ON m.job_id = a.job_id`;
 
-/** Prompts are paid by their tokens, tensors and images by their records (inferences); both by compute time. */
+/**
+ * Prompts are paid by their tokens, tensors and images by their records (inferences); both by compute
+ * time; times the copy's earnings multipliers once it was paid (payments/earnings.ts).
+ */
 function costOf(r: CostRow): Msat {
   if (!r.price_json) return ZERO_MSAT;
   const price = JSON.parse(r.price_json) as ModelPrice;
   const computeMs = r.compute_ms === null ? undefined : Math.ceil(r.compute_ms);
-  return usagePrice(
+  const full = usagePrice(
     price,
     r.kind === "prompts"
       ? { tokensOut: r.output_tokens ?? 0, tokensIn: r.input_tokens ?? 0, ...(computeMs ? { computeMs } : {}) }
       : { inferences: r.records, ...(computeMs ? { computeMs } : {}) },
   );
+  return r.earn_bps === null ? full : scale(full, BigInt(r.earn_bps), BigInt(FULL_BPS), "down");
 }
 
 export class AggregatorStore {
@@ -201,6 +207,14 @@ export class AggregatorStore {
     this.db
       .query("UPDATE assignments SET unit_price_msat = ?, price_json = ? WHERE id = ?")
       .run(unitPriceMsat, JSON.stringify(price), assignmentId);
+  }
+
+  /**
+   * Records the share of its price a copy earns (payments/earnings.ts), as it is paid; once: a
+   * release repeated after a crash keeps the share the ledger paid.
+   */
+  setEarnings(assignmentId: string, bps: number): void {
+    this.db.query("UPDATE assignments SET earn_bps = ? WHERE id = ? AND earn_bps IS NULL").run(bps, assignmentId);
   }
 
   /** What a copy earns: its usage (payments/pricing.ts) at the price it was leased at; 0 with no price. */
