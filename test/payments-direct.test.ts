@@ -37,9 +37,13 @@ test("infernet run --max-price pays a charging provider per token over a channel
     home: client.home,
   });
   expect(fund.stderr).toBe("");
+  const prompt = ["run", "stories260k", "Once upon a time", "--max-tokens", "60", "--remote"];
+  // Before its funding has a confirmation the provider counts no payment over the channel.
+  const early = await infernet([...prompt, "--max-price", "50sat"], { home: client.home });
+  expect(early.stderr).toContain("0 of the 1 confirmation");
+  expect(early.code).not.toBe(0);
   chain.ledger.mine();
 
-  const prompt = ["run", "stories260k", "Once upon a time", "--max-tokens", "60", "--remote"];
   // No budget: the only provider charges, so there is none to use.
   const unpaid = await infernet(prompt, { home: client.home });
   expect(unpaid.stderr).toContain("charge for direct requests");

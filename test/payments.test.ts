@@ -65,6 +65,8 @@ test("a client deposits over a channel, one cheater among four providers: everyo
     });
     expect(fund.stderr).toBe("");
     expect(JSON.parse(fund.stdout)).toMatchObject({ capacitySats: CHANNEL_SATS.toString() });
+    // Payments count once the funding has a confirmation (INFERNET_CHANNEL_CONFIRMATIONS, default 1).
+    chain.ledger.mine();
     const paid = n === client ? QUOTE_MSAT : BOND_MSAT;
     const memo = n === client ? "deposit" : "bond";
     const pay = await infernet(["wallet", "pay", `${paid}msat`, "--to", agg, "--memo", memo, "--json"], {

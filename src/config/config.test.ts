@@ -126,6 +126,7 @@ describe("config", () => {
       bitcoindRpcPassword: "",
       bitcoindCookieFile: "",
       walletFeeRate: 0,
+      channelConfirmations: 1,
       lndUrl: "",
       lndMacaroonPath: "",
       lndTlsCertPath: "",
@@ -142,6 +143,7 @@ describe("config", () => {
         INFERNET_BITCOIND_RPC_USER: "alice",
         INFERNET_BITCOIND_RPC_PASSWORD: "s3cret",
         INFERNET_WALLET_FEE_RATE: "2.5",
+        INFERNET_CHANNEL_CONFIRMATIONS: "6",
         INFERNET_LND_URL: "https://127.0.0.1:8080",
         INFERNET_LND_MACAROON: "lnd/admin.macaroon",
         INFERNET_LND_TLS_CERT: "/lnd/tls.cert",
@@ -155,6 +157,7 @@ describe("config", () => {
       bitcoindRpcPassword: "s3cret",
       bitcoindCookieFile: "/data/signet/.cookie",
       walletFeeRate: 2.5,
+      channelConfirmations: 6,
       lndUrl: "https://127.0.0.1:8080",
       lndTlsCertPath: "/lnd/tls.cert",
     });
@@ -178,6 +181,9 @@ describe("config", () => {
     expect(bad({ INFERNET_LND_URL: "localhost:8080" }).name).toBe("ConfigError");
     for (const rate of ["0.5", "-1", "1001", "fast"]) {
       expect(bad({ INFERNET_WALLET_FEE_RATE: rate }).message).toMatch(/INFERNET_WALLET_FEE_RATE: .*0, or 1 to 1000/);
+    }
+    for (const n of ["-1", "1.5", "145", "many"]) {
+      expect(bad({ INFERNET_CHANNEL_CONFIRMATIONS: n }).message).toMatch(/INFERNET_CHANNEL_CONFIRMATIONS/);
     }
     writeFileSync(join(dir.path, "config.json"), JSON.stringify({ chainNetwork: "Mainnet" }));
     expect(errorOf(() => loadConfig({ env })).message).toMatch(/at "chainNetwork": not a Bitcoin network/);

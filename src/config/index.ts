@@ -73,6 +73,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     bitcoindRpcPassword: SETTINGS.bitcoindRpcPassword.schema.parse(merged.bitcoindRpcPassword),
     bitcoindCookieFile: absoluteOrEmpty(SETTINGS.bitcoindCookieFile.schema.parse(merged.bitcoindCookieFile)),
     walletFeeRate: SETTINGS.walletFeeRate.schema.parse(merged.walletFeeRate),
+    channelConfirmations: SETTINGS.channelConfirmations.schema.parse(merged.channelConfirmations),
     lndUrl: SETTINGS.lndUrl.schema.parse(merged.lndUrl),
     lndMacaroonPath: absoluteOrEmpty(SETTINGS.lndMacaroonPath.schema.parse(merged.lndMacaroonPath)),
     lndTlsCertPath: absoluteOrEmpty(SETTINGS.lndTlsCertPath.schema.parse(merged.lndTlsCertPath)),

@@ -28,6 +28,10 @@ export type ChainBackendName = (typeof CHAIN_BACKEND_NAMES)[number];
 
 /** Highest fee rate a setting may ask for, sat/vB (payments/chain's sanity cap). */
 export const MAX_WALLET_FEE_RATE = 1000;
+/** A channel's funding must have this many confirmations before payments over it count (a payee's default). */
+export const DEFAULT_CHANNEL_CONFIRMATIONS = 1;
+/** Most confirmations a node may ask for (a day of blocks). */
+export const MAX_CHANNEL_CONFIRMATIONS = 144;
 
 /** A list given as an array (config file, flags) or a comma-separated string (environment). */
 const commaList = (v: unknown) =>
@@ -215,6 +219,16 @@ export const SETTINGS = {
       .refine((v) => v === 0 || (v >= 1 && v <= MAX_WALLET_FEE_RATE), `0, or 1 to ${MAX_WALLET_FEE_RATE} sat/vB`)
       .default(0),
   }),
+  channelConfirmations: setting({
+    env: "INFERNET_CHANNEL_CONFIRMATIONS",
+    description: `Confirmations a channel's funding needs before payments over it count here (0 to ${MAX_CHANNEL_CONFIRMATIONS}; 0: once it is published).`,
+    schema: z.coerce
+      .number({ error: `a whole number of blocks, 0 to ${MAX_CHANNEL_CONFIRMATIONS}` })
+      .int()
+      .min(0)
+      .max(MAX_CHANNEL_CONFIRMATIONS)
+      .default(DEFAULT_CHANNEL_CONFIRMATIONS),
+  }),
   lndUrl: setting({
     env: "INFERNET_LND_URL",
     description: "LND REST URL (https://host:8080) for Lightning payments; empty means Lightning is off.",
@@ -259,6 +273,7 @@ export const FILE_SCHEMA = z
     bitcoindRpcPassword: SETTINGS.bitcoindRpcPassword.schema.optional(),
     bitcoindCookieFile: SETTINGS.bitcoindCookieFile.schema.optional(),
     walletFeeRate: SETTINGS.walletFeeRate.schema.optional(),
+    channelConfirmations: SETTINGS.channelConfirmations.schema.optional(),
     lndUrl: SETTINGS.lndUrl.schema.optional(),
     lndMacaroonPath: SETTINGS.lndMacaroonPath.schema.optional(),
     lndTlsCertPath: SETTINGS.lndTlsCertPath.schema.optional(),
@@ -292,6 +307,8 @@ export interface Config {
   bitcoindCookieFile: string;
   /** sat/vB; 0 means the chain's estimate. */
   walletFeeRate: number;
+  /** Blocks a channel's funding must be buried under before payments over it count here. */
+  channelConfirmations: number;
   /** Empty: Lightning is off. */
   lndUrl: string;
   /** Absolute, or empty. */

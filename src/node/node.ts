@@ -26,6 +26,7 @@ import {
   bookPayment,
   ChainTip,
   closeExpiring,
+  fundingConfirmed,
   NodeChannels,
   nodeBooks,
   publish,
@@ -266,6 +267,9 @@ export class InfernetNode implements AsyncDisposable {
           onStored: (payments) => {
             for (const p of payments) direct.credit(p.peer, p.memo, p.amountMsat);
           },
+          // Payments count once the funding is buried under config.channelConfirmations blocks (a
+          // payer could otherwise double-spend an unconfirmed funding and keep what it paid).
+          fundingConfirmed: (params) => fundingConfirmed(chain, params, config.channelConfirmations),
           // A channel counts only once its funding is on the chain (this node broadcasts it; known is fine).
           checkFunding: async (tx) => {
             if (!chain) throw new ConfigError("this node has no chain to check a channel's funding on");

@@ -11,7 +11,7 @@ import { ecpair, KeyRing } from "../payments/channel/keys.ts";
 import { p2wpkhOutput } from "../payments/channel/script.ts";
 import { Store } from "../store/db.ts";
 import { createHost } from "./host.ts";
-import { ChainTip, closeExpiring, publish } from "./payments.ts";
+import { ChainTip, closeExpiring, fundingConfirmed, publish } from "./payments.ts";
 import { type ChannelService, channelProtocol } from "./protocols/channel/index.ts";
 import { connect } from "./protocols/infer/test-hosts.ts";
 
@@ -115,4 +115,22 @@ test("a payee that cannot read the chain's height refuses the channel with that 
   const opening = payer.channels.openChannel(payee.host.peerId, openTerms(chain));
   await expect(opening).rejects.toThrow(/cannot read the chain's height/);
   expect(payee.channels.channels()).toEqual([]);
+});
+
+test("a channel's payments count once its funding has the confirmations asked for; an unknown or unreadable one is refused", async () => {
+  await using chain = fakeEsplora();
+  const esplora = new EsploraChain({ network: "regtest", url: chain.url });
+  const coin = chain.ledger.fund(p2wpkhOutput(ecpair().makeRandom().publicKey), 10_000n, false);
+  const params = { id: `${coin.txid}:0`, fundingTxid: coin.txid } as Parameters<typeof fundingConfirmed>[1];
+  await expect(fundingConfirmed(esplora, params, 1)).rejects.toThrow("has 0 of the 1 confirmation this node needs");
+  await fundingConfirmed(esplora, params, 0);
+  chain.ledger.mine();
+  await fundingConfirmed(esplora, params, 1);
+  await expect(fundingConfirmed(esplora, params, 3)).rejects.toThrow("has 1 of the 3 confirmations");
+  chain.ledger.mine(2);
+  await fundingConfirmed(esplora, params, 3);
+  const unknown = { ...params, fundingTxid: "ab".repeat(32) };
+  await expect(fundingConfirmed(esplora, unknown, 1)).rejects.toThrow(ChannelRefusedError);
+  const dead = new EsploraChain({ network: "regtest", url: "http://127.0.0.1:9" });
+  await expect(fundingConfirmed(dead, params, 1)).rejects.toThrow(/cannot read channel .*'s funding/);
 });

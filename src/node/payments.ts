@@ -35,6 +35,29 @@ export const TIP_FRESH_MS = 2 * TIP_POLL_MS;
 /** Channel keys past the last one known to be used that `key()` still looks at (one opened and not stored). */
 export const KEY_LOOKAHEAD = 16;
 
+/**
+ * Throws a ChannelRefusedError (sent to the payer) while the funding of channel `params` has fewer
+ * than `needed` confirmations; the payer pays again once it has.
+ */
+export async function fundingConfirmed(
+  chain: Chain | undefined,
+  params: ChannelParams,
+  needed: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  if (needed === 0) return;
+  if (!chain) throw new ConfigError("this node has no chain to check a channel's funding on");
+  const tx = await chain.transaction(params.fundingTxid, signal).catch((err) => {
+    throw new ChannelRefusedError(`cannot read channel ${params.id}'s funding from the chain: ${errorMessage(err)}`);
+  });
+  const have = tx?.confirmations ?? 0;
+  if (have < needed) {
+    throw new ChannelRefusedError(
+      `channel ${params.id}'s funding has ${have} of the ${needed} confirmation${needed === 1 ? "" : "s"} this node needs before payments over it count: pay again once it has`,
+    );
+  }
+}
+
 /** Posts what arrived over a channel: called by the payee inside the transaction that stores the state. */
 export function bookPayment(escrow: Escrow, p: ReceivedPayment): void {
   const reference = `${p.channelId}:${p.sequence}`;

@@ -12,7 +12,8 @@ import type { ChannelService, ChannelView } from "./protocols/channel/index.ts";
  * jobs that ended, so a conviction can still claw back the rest) over a channel from it to each
  * provider, opened from its wallet when none has room. A payout is booked before it is sent, keyed
  * by the channel's total after it (`payout:channel:<channel>:<paid msat>`), so a crash never pays
- * twice; a payment the provider refused, or did not get as a sync shows, is booked back.
+ * twice; a payment the provider refused, or did not get as a sync shows, is booked back, and the
+ * next try of the same channel total is a new attempt with its own keys (`<channel>:<msat>#<n>`).
  */
 const log = logger("aggregator:payouts");
 
@@ -84,7 +85,7 @@ export class Payouts {
     if (view.pending) await channel.sync(view.params.id, { signal });
     const current = channel.channels().find((c) => c.params.id === view.params.id) as ChannelView;
     const after = current.state.paidMsat + amount;
-    const reference = `${current.params.id}:${after}`;
+    const reference = attemptReference(payments, `${current.params.id}:${after}`);
     payments.escrow.payOut(provider, amount, "channel", reference);
     try {
       await channel.pay(current.params.id, amount, EARNINGS_MEMO, { signal });
@@ -104,4 +105,16 @@ export class Payouts {
       throw err;
     }
   }
+}
+
+/**
+ * The reference of the next attempt at a channel total: the total itself, then `#1`, `#2`... after
+ * each attempt that was booked back (a retry under the old key would be skipped as a duplicate while
+ * its payment still went out: paid, and still owed).
+ */
+function attemptReference(payments: AggregatorPayments, total: string): string {
+  let n = 0;
+  const ref = () => (n === 0 ? total : `${total}#${n}`);
+  while (payments.ledger.has(`payout-undo:channel:${ref()}`)) n++;
+  return ref();
 }

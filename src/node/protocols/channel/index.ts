@@ -60,6 +60,7 @@ export interface ChannelInit {
   onPayment?: PayeeSettings["onPayment"];
   onStored?: PayeeSettings["onStored"];
   checkFunding?: PayeeSettings["checkFunding"];
+  fundingConfirmed?: PayeeSettings["fundingConfirmed"];
 }
 
 export interface ChannelComponents {
@@ -117,6 +118,7 @@ class DefaultChannelService implements ChannelService {
       ...(init.onPayment ? { onPayment: init.onPayment } : {}),
       ...(init.onStored ? { onStored: init.onStored } : {}),
       ...(init.checkFunding ? { checkFunding: init.checkFunding } : {}),
+      ...(init.fundingConfirmed ? { fundingConfirmed: init.fundingConfirmed } : {}),
     });
     this.life = new ProtocolLifecycle({
       registrar: components.registrar,

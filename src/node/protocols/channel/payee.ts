@@ -90,6 +90,11 @@ export interface PayeeSettings {
   onStored?: (payments: ReceivedPayment[]) => void;
   /** Checks the funding transaction further (broadcast, confirmed); throws to refuse the channel. */
   checkFunding?: (tx: Uint8Array, params: ChannelParams) => Promise<void>;
+  /**
+   * Before the first payment over a channel counts: throws (a refusal sent to the payer) while its
+   * funding lacks the confirmations this node needs; once it passed, it is not asked again.
+   */
+  fundingConfirmed?: (params: ChannelParams) => Promise<void>;
 }
 
 interface Entry {
@@ -97,6 +102,8 @@ interface Entry {
   peer: string;
   /** The tail of this channel's chain of updates: each waits for the one before it. */
   lock: Promise<unknown>;
+  /** Its funding had the confirmations `fundingConfirmed` asks for. */
+  confirmed: boolean;
 }
 
 export class ChannelPayee {
@@ -142,7 +149,7 @@ export class ChannelPayee {
       const signer = this.settings.keys.key(record.params.payeeKey);
       if (!signer) throw new ChannelError(`the key of channel ${id} is not in this node's key store`);
       const channel = new PayeeChannel(record.params, signer, record.state, record.status !== "open");
-      entry = { channel, peer: record.peer, lock: Promise.resolve() };
+      entry = { channel, peer: record.peer, lock: Promise.resolve(), confirmed: false };
       this.entries.set(id, entry);
     }
     if (entry.peer !== peer) throw new UnknownChannelError(`no channel ${id} is known here`);
@@ -186,7 +193,12 @@ export class ChannelPayee {
     await settings.checkFunding?.(funding.tx, params);
     if (settings.store.get(params.id)) throw new ChannelRefusedError(`channel ${params.id} already exists`);
     settings.store.insert({ params, role: "payee", peer, fundingTx: funding.tx });
-    this.entries.set(params.id, { channel: new PayeeChannel(params, key), peer, lock: Promise.resolve() });
+    this.entries.set(params.id, {
+      channel: new PayeeChannel(params, key),
+      peer,
+      lock: Promise.resolve(),
+      confirmed: false,
+    });
     log.info("channel opened", { peer, channel: params.id, capacitySats: String(params.capacitySats) });
     await writeMessage(lp, { v: WIRE_VERSION, type: "opened", channelId: params.id }, { signal: job.signal });
   }
@@ -234,6 +246,10 @@ export class ChannelPayee {
       const expectedMsat: (Msat | undefined)[] = [];
       for (const u of updates) expectedMsat.push(await this.expected({ channelId: u.channelId, peer, memo: u.memo }));
       const { channel } = entry;
+      if (!entry.confirmed && this.settings.fundingConfirmed) {
+        await this.settings.fundingConfirmed(channel.params);
+        entry.confirmed = true;
+      }
       const height = await this.settings.height();
       const checked = channel.checkBatch(updates, { height, expectedMsat });
       const refusal = checked.refusal ?? unreadable;
