@@ -156,6 +156,7 @@ export async function* runOnNetwork(
     } catch (err) {
       if (payer) {
         // What was paid for tokens received stays paid: the next provider has that much less to earn.
+        await payer.flush().catch(() => {});
         spent = add(spent, payer.paid());
         if (payer.paid() > 0n) yield { type: "paid", peerId: choice.peerId, paidMsat: payer.paid().toString() };
       }

@@ -29,7 +29,8 @@ function payer(budget = msat(1_000_000), kind: "generate" | "tensor" = "generate
 describe("the client's side of a paid request", () => {
   test("pays what the tokens cost each PAY_EVERY_TOKENS, then the bill's rest; never twice", async () => {
     const { p, sent } = payer();
-    for (let i = 0; i < 20; i++) await p.received(1);
+    for (let i = 0; i < 20; i++) p.received(1);
+    await p.flush();
     // 8 and 16 tokens crossed: 16 msat then 16 more.
     expect(sent).toEqual([msat(16), msat(16)]);
     const bill = billFor(p.offer, "generate", usage(20));
@@ -49,7 +50,8 @@ describe("the client's side of a paid request", () => {
     ];
     for (const [says, u, extra] of cases) {
       const { p, sent } = payer();
-      await p.received(10);
+      p.received(10);
+      await p.flush();
       const before = sent.length;
       const asked = msat(billFor(p.offer, "generate", u) + (extra ?? 0n));
       await expect(p.settle(asked, u, 1_000)).rejects.toThrow(says);

@@ -144,6 +144,9 @@ async function waitFor(tab: Tab, amount: Msat, signal: AbortSignal, timeoutMs: n
 export class DirectPayer {
   private tokens = 0;
   private paidMsat: Msat = ZERO_MSAT;
+  /** Payments for streamed tokens, one after another. */
+  private queue: Promise<void> = Promise.resolve();
+  private failure: { err: unknown } | undefined;
 
   constructor(
     readonly offer: PaymentOffer,
@@ -157,12 +160,31 @@ export class DirectPayer {
     return this.paidMsat;
   }
 
-  /** `n` more tokens arrived: pays for them once PAY_EVERY_TOKENS are unpaid. */
-  async received(n: number): Promise<void> {
+  /**
+   * `n` more tokens arrived: once PAY_EVERY_TOKENS are unpaid, a payment for them is queued behind
+   * the ones before it (reading the stream goes on meanwhile); a payment that failed is thrown here.
+   */
+  received(n: number): void {
+    this.failed();
     const before = this.tokens;
     this.tokens += n;
     if (Math.floor(this.tokens / PAY_EVERY_TOKENS) === Math.floor(before / PAY_EVERY_TOKENS)) return;
-    await this.payUpTo(streamedCost(this.offer, this.tokens));
+    const total = streamedCost(this.offer, this.tokens);
+    this.queue = this.queue
+      .then(() => (this.failure ? undefined : this.payUpTo(total)))
+      .catch((err) => {
+        this.failure ??= { err };
+      });
+  }
+
+  /** Waits for the queued payments; throws the first that failed. */
+  async flush(): Promise<void> {
+    await this.queue;
+    this.failed();
+  }
+
+  private failed(): void {
+    if (this.failure) throw this.failure.err;
   }
 
   /**
@@ -183,6 +205,7 @@ export class DirectPayer {
     }
     const due = billFor(this.offer, this.kind, usage);
     if (billMsat !== due) throw new InvalidInputError(`the bill asks ${billMsat} msat; its usage costs ${due}`);
+    await this.flush();
     await this.payUpTo(due);
   }
 

@@ -117,7 +117,7 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
       const event = eventFromWire(reply);
       if (event.type === "done") finished = true;
       yield event;
-      if (event.type === "token" && payer) await payTokens(payer, event.tokens.length, peer);
+      if (event.type === "token" && payer) payTokens(payer, event.tokens.length, peer);
       if (finished) return;
     }
   } catch (err) {
@@ -131,9 +131,9 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
 }
 
 /** Pays for tokens received; a payment that fails ends the request (the provider would stop anyway). */
-async function payTokens(payer: DirectPayer, n: number, peer: string): Promise<void> {
+function payTokens(payer: DirectPayer, n: number, peer: string): void {
   try {
-    await payer.received(n);
+    payer.received(n);
   } catch (cause) {
     throw new RemoteInferenceError("payment-required", peer, `paying ${peer} failed: ${errorMessage(cause)}`, {
       cause,
