@@ -195,6 +195,8 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
       chain: payments.chain,
       network: payments.network,
       feeRate: (signal) => payments.feeRate(signal ? { signal } : {}),
+      // An escrowing aggregator with LND configured also takes jobs paid with hold invoices.
+      ...(options.aggregator?.escrow && config.lndUrl ? { lnd: payments.lnd } : {}),
     },
     ...(options.aggregator ? { aggregator: options.aggregator } : {}),
     ...(options.requirePayment ? { requirePayment: true } : {}),

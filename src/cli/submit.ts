@@ -7,8 +7,11 @@ import { modelFile } from "../models/catalog.ts";
 import type { JobQuote } from "../node/aggregator/api.ts";
 import type { AggregatorChoice, AggregatorRef } from "../node/control/jobs-ops.ts";
 import { formatMsat, msat } from "../payments/amount.ts";
+import { SqliteEscrowStore } from "../payments/lightning/escrow-store.ts";
+import { LightningRail } from "../payments/lightning/lightning-rail.ts";
+import { paymentsSetup } from "../payments/setup.ts";
 import { detectFormat } from "../runtime/onnx/inputs/source.ts";
-import { NoProviderError, RuntimeError, UsageError } from "../util/errors.ts";
+import { errorMessage, NoProviderError, RuntimeError, UsageError } from "../util/errors.ts";
 import { amountFlag, intFlag, type OptionSpecs } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { jobAccess, parseAggregator } from "./job-access.ts";
@@ -40,6 +43,12 @@ const SUBMIT_OPTIONS = {
     type: "string",
     value: "AMOUNT",
     description: "Most the whole job may cost: 5000sat, 1500msat, or a bare number of msat (default 10,000 sats)",
+  },
+  pay: {
+    type: "string",
+    value: "HOW",
+    description:
+      "credit (default: from your deposit at the aggregator) or lightning (a hold invoice for --max-price paid from your LND, INFERNET_LND_URL: settled when the job ends, cancelled if it paid nothing)",
   },
   quote: {
     type: "boolean",
@@ -111,6 +120,7 @@ Examples:
       key: values.key,
     };
     applyNetworkOptions(ctx, values);
+    const pay = payFlag(ctx, values.pay);
     const file = positionals[0] !== undefined ? await readJobFile(positionals[0]) : {};
     const settings = await resolveSettings(file, flags, process.cwd());
     const preferred = settings.aggregator !== undefined ? parseAggregator(settings.aggregator) : undefined;
@@ -156,13 +166,16 @@ Examples:
       idempotencyKey: key,
       ...(settings.maxTokens !== undefined ? { params: { maxTokens: settings.maxTokens } } : {}),
     };
+    const header = { spec, plan, kind, ...(pay ? { pay } : {}) };
+    let paying: Promise<HoldOutcome> | undefined;
     if (!pending) {
       // A pending upload may already be held (and its escrow locked), so only a new job is quoted:
       // the aggregator checks price, deadline and credit before a single shard leaves this machine.
-      const quote = await access.quote(aggregator, { spec, plan, kind }, ctx.signal);
+      const quote = await access.quote(aggregator, header, ctx.signal);
       printQuote(ctx, quote, aggregator.peerId, json);
       if (values.quote) return 0;
       await savePendingSubmit(home, { spec, aggregator });
+      if (pay) paying = payHold(ctx, quote, json);
     } else if (values.quote) {
       throw new UsageError("submit --quote: this job's upload was interrupted and is resumed instead", {
         hint: "run submit without --quote to finish it, or give --key to quote a new job",
@@ -171,7 +184,7 @@ Examples:
     const upload = uploadProgress(ctx, plan.shardCount, json);
     const result = await access.submit(
       aggregator,
-      { spec, plan, kind },
+      header,
       withMaxTokens(splitter.shards(ctx.signal), settings.maxTokens),
       { signal: ctx.signal, onUploaded: upload },
     );
@@ -195,9 +208,67 @@ Examples:
       );
     }
     if (values.detach) return detached(ctx, job.jobId, json);
-    return await followAndFetch(ctx, access, job, { json });
+    const code = await followAndFetch(ctx, access, job, { json });
+    if (paying) await reportHold(ctx, paying, json);
+    return code;
   },
 });
+
+/** How a Lightning hold ended, as this client's LND saw its payment. */
+type HoldOutcome = { settled: true; msat: bigint } | { settled: false; why: string };
+
+/** Longest wait, once the job has ended, for the aggregator to settle or cancel its hold. */
+export const HOLD_OUTCOME_WAIT_MS = 30_000;
+
+function payFlag(ctx: CliContext, raw: string | undefined): "lightning" | undefined {
+  if (raw === undefined || raw === "credit") return undefined;
+  if (raw !== "lightning") throw new UsageError(`submit: --pay is credit or lightning, not "${raw.slice(0, 32)}"`);
+  if (!ctx.config().lndUrl) {
+    throw new UsageError("submit --pay lightning needs your Lightning node", {
+      hint: "set INFERNET_LND_URL and INFERNET_LND_MACAROON (see `infernet config`)",
+    });
+  }
+  return "lightning";
+}
+
+/**
+ * Pays the quote's hold invoice from this machine's LND. The payment stays in flight (held along
+ * the route) until the aggregator settles it at the job's end or cancels it; this does not wait.
+ */
+function payHold(ctx: CliContext, quote: JobQuote, json: boolean): Promise<HoldOutcome> {
+  const lnd = paymentsSetup(ctx.config()).lnd;
+  if (!lnd) throw new UsageError("submit --pay lightning needs INFERNET_LND_URL");
+  if (!quote.invoice) throw new RuntimeError("the aggregator answered no Lightning invoice");
+  const rail = new LightningRail({ lnd, store: new SqliteEscrowStore(ctx.store().db) });
+  const amount = msat(quote.lockedMsat);
+  if (!json) ctx.stderr.write(`paying the job's hold invoice of ${formatMsat(amount)} from your Lightning node\n`);
+  return rail.pay(quote.invoice, amount, "infernet job").then(
+    (r): HoldOutcome => ({ settled: true, msat: r.amount }),
+    (err): HoldOutcome => ({ settled: false, why: errorMessage(err) }),
+  );
+}
+
+async function reportHold(ctx: CliContext, paying: Promise<HoldOutcome>, json: boolean): Promise<void> {
+  const outcome = await Promise.race([paying, Bun.sleep(HOLD_OUTCOME_WAIT_MS).then(() => undefined)]);
+  if (json) {
+    jsonLine(ctx, {
+      event: "lightning",
+      ...(outcome === undefined
+        ? { state: "in-flight" }
+        : outcome.settled
+          ? { state: "settled", msat: outcome.msat.toString() }
+          : { state: "cancelled", reason: outcome.why }),
+    });
+    return;
+  }
+  if (outcome === undefined)
+    ctx.stderr.write("lightning: the hold is still in flight; your LND will see it settle or fail\n");
+  else if (outcome.settled) {
+    ctx.stderr.write(
+      `lightning: hold settled, ${formatMsat(msat(outcome.msat))} paid; what the job did not spend is your credit at the aggregator\n`,
+    );
+  } else ctx.stderr.write(`lightning: hold cancelled, nothing paid (${outcome.why})\n`);
+}
 
 function maxPriceFlag(raw: string | undefined): number | undefined {
   const amount = amountFlag("submit", "max-price", raw, "msat", msat(MAX_PRICE_MSAT));

@@ -9,6 +9,9 @@ import type { Chain } from "../payments/chain/index.ts";
 import type { ChannelNetwork } from "../payments/channel/script.ts";
 import { ChannelStore } from "../payments/channel/store.ts";
 import { DirectPayments } from "../payments/direct.ts";
+import { SqliteEscrowStore } from "../payments/lightning/escrow-store.ts";
+import { LightningRail } from "../payments/lightning/lightning-rail.ts";
+import type { LndRest } from "../payments/lightning/lnd-rest.ts";
 import { modelPrice, type PriceFlags } from "../payments/pricing.ts";
 import type { Wallet } from "../payments/wallet/index.ts";
 import type { Engine, InferenceEvent, InferenceRequest, RuntimeName } from "../runtime/engine.ts";
@@ -95,6 +98,8 @@ export interface StartNodeOptions {
     chain?: Chain;
     network?: ChannelNetwork;
     feeRate?: (signal?: AbortSignal) => Promise<bigint>;
+    /** This node's LND (INFERNET_LND_URL): an aggregator with escrow takes jobs paid with hold invoices. */
+    lnd?: LndRest;
   };
   signal?: AbortSignal;
 }
@@ -308,6 +313,9 @@ export class InfernetNode implements AsyncDisposable {
         privateKey,
         ...(aggregator.escrow ? { escrow: true } : {}),
         ...(aggregator.minBondMsat !== undefined ? { minBondMsat: aggregator.minBondMsat } : {}),
+        ...(aggregator.escrow && options.payments?.lnd
+          ? { lightning: new LightningRail({ lnd: options.payments.lnd, store: new SqliteEscrowStore(store.db) }) }
+          : {}),
       });
       node.aggregator.start();
       if (node.aggregator.payments) {

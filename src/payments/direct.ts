@@ -147,6 +147,11 @@ export class DirectPayer {
   /** Payments for streamed tokens, one after another. */
   private queue: Promise<void> = Promise.resolve();
   private failure: { err: unknown } | undefined;
+  private fail: (err: unknown) => void = () => {};
+  /** Rejects with the first payment that failed: the caller stops reading (the provider would stall). */
+  readonly broken: Promise<never> = new Promise<never>((_, reject) => {
+    this.fail = reject;
+  });
 
   constructor(
     readonly offer: PaymentOffer,
@@ -154,7 +159,9 @@ export class DirectPayer {
     /** Bytes of the prompt (its system text and history included): a bound on its tokens. */
     private readonly promptBytes: number,
     private readonly kind: "generate" | "embed" | "tensor",
-  ) {}
+  ) {
+    this.broken.catch(() => {});
+  }
 
   paid(): Msat {
     return this.paidMsat;
@@ -174,6 +181,7 @@ export class DirectPayer {
       .then(() => (this.failure ? undefined : this.payUpTo(total)))
       .catch((err) => {
         this.failure ??= { err };
+        this.fail(err);
       });
   }
 

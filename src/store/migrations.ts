@@ -364,4 +364,25 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE assignments ADD COLUMN earn_bps INTEGER CHECK (earn_bps BETWEEN 0 AND 10000);
     `,
   },
+  {
+    version: 10,
+    name: "payments: Lightning holds for jobs",
+    sql: `
+      -- One Lightning hold invoice per job (payments/lightning/escrow-store.ts reads and writes it).
+      CREATE TABLE lightning_escrow (
+        job_id       TEXT PRIMARY KEY,
+        payment_hash TEXT NOT NULL UNIQUE CHECK (length(payment_hash) = 64),
+        preimage     TEXT NOT NULL CHECK (length(preimage) = 64),
+        amount_msat  INTEGER NOT NULL CHECK (amount_msat > 0),
+        invoice      TEXT,
+        state        TEXT NOT NULL CHECK (state IN ('open', 'settled', 'canceled')),
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        settled_at   INTEGER
+      );
+      -- The aggregator's job a hold paid for (its job_id column is the hold's key, made before the
+      -- job exists: aggregator/lightning.ts), once the job was stored.
+      ALTER TABLE lightning_escrow ADD COLUMN aggregator_job TEXT;
+    `,
+  },
 ];

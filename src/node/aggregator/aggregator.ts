@@ -7,6 +7,7 @@ import { shardToWire } from "../../jobs/shard-codec.ts";
 import { parseJobSpec, shardRanges } from "../../jobs/spec.ts";
 import { SHARD_STATES } from "../../jobs/states.ts";
 import { type Msat, ZERO_MSAT } from "../../payments/amount.ts";
+import type { LightningRail } from "../../payments/lightning/lightning-rail.ts";
 import type { Store } from "../../store/db.ts";
 import { throwIfAborted } from "../../util/abort.ts";
 import { errorMessage, InvalidInputError } from "../../util/errors.ts";
@@ -23,6 +24,7 @@ import type {
   SubmitResult,
 } from "./api.ts";
 import { Coordinator, type CoordinatorInit } from "./coordinator.ts";
+import { AggregatorLightning } from "./lightning.ts";
 import { mergeJob } from "./merge-job.ts";
 import type { AggregatorNetwork } from "./network.ts";
 import { AggregatorPayments } from "./payments.ts";
@@ -61,6 +63,8 @@ export interface AggregatorInit
   escrow?: boolean;
   /** With escrow: a provider gets copies only while its bond here is at least this (default 0). */
   minBondMsat?: Msat;
+  /** With escrow: jobs may be paid with a Lightning hold invoice through this node's LND (lightning.ts). */
+  lightning?: LightningRail;
 }
 
 export class Aggregator implements AggregatorApi {
@@ -68,6 +72,8 @@ export class Aggregator implements AggregatorApi {
   readonly store: AggregatorStore;
   /** The books, when this aggregator takes payment. */
   readonly payments: AggregatorPayments | undefined;
+  /** Jobs paid with Lightning hold invoices, when this aggregator has LND and takes payment. */
+  readonly lightning: AggregatorLightning | undefined;
   private readonly coordinator: Coordinator;
   private readonly waiters = new Map<string, Set<() => void>>();
   private readonly merging = new Map<string, Promise<void>>();
@@ -89,6 +95,10 @@ export class Aggregator implements AggregatorApi {
       onChange: (jobId) => this.touch(jobId),
       onVerified: (jobId) => this.merge(jobId),
     });
+    this.lightning =
+      init.lightning && this.payments
+        ? new AggregatorLightning(init.lightning, init.store, this.payments, this.store, this.now)
+        : undefined;
   }
 
   start(): void {
@@ -99,9 +109,11 @@ export class Aggregator implements AggregatorApi {
     this.coordinator.recover();
     for (const jobId of this.store.unmergedJobs()) this.merge(jobId);
     this.coordinator.start();
+    this.lightning?.start();
   }
 
   async stop(): Promise<void> {
+    await this.lightning?.stop();
     await this.coordinator.stop();
     await Promise.allSettled([...this.merging.values()]);
     await this.init.network.close?.();
@@ -145,13 +157,23 @@ export class Aggregator implements AggregatorApi {
     } catch (err) {
       throw clientRefusal(err as Error, spec.maxPriceMsat, this.feePercent);
     }
-    this.payments?.checkCredit(client, spec);
-    return {
+    const quote: JobQuote = {
       estimatedMsat: BigInt(clientPrice(estimatedCostMsat(draft, eligible), this.feePercent)),
       lockedMsat: this.payments ? this.payments.quote(spec) : 0n,
       feePercent: this.feePercent,
       providers: eligible.length,
     };
+    if (header.pay !== "lightning") {
+      this.payments?.checkCredit(client, spec);
+      return quote;
+    }
+    // Paid with a hold invoice for the quote instead of from the client's credit here.
+    if (!this.lightning || !this.payments) {
+      throw new InvalidInputError("this aggregator takes no Lightning payment", {
+        hint: "pay from a channel deposit (`infernet wallet pay <amount> --to <aggregator> --memo deposit`)",
+      });
+    }
+    return { ...quote, invoice: await this.lightning.hold(spec, client, this.payments.quote(spec), signal) };
   }
 
   async submit(
@@ -166,6 +188,9 @@ export class Aggregator implements AggregatorApi {
     const known = this.store.existing(spec, client);
     if (known) return known;
     if (!quote) await this.quote(header, client, signal);
+    // A job paid over Lightning starts only once its hold is funded (the money is held, not ours yet).
+    const held = header.pay === "lightning" && (await this.lightning?.funded(spec, client, signal)) === true;
+    if (header.pay === "lightning" && !held) throw new InvalidInputError("this job's Lightning hold was never made");
     const ranges = shardRanges(plan);
 
     const uploadId = crypto.randomUUID();
@@ -195,9 +220,10 @@ export class Aggregator implements AggregatorApi {
       }
       throwIfAborted(signal);
       if (next !== plan.shardCount) throw new InvalidInputError(`${next} of ${plan.shardCount} shards arrived`);
-      const result = this.store.commit(uploadId, spec, plan, header.kind, client, this.feePercent, (jobId) =>
-        this.payments?.lock(jobId, client, spec),
-      );
+      const result = this.store.commit(uploadId, spec, plan, header.kind, client, this.feePercent, (jobId) => {
+        if (held) this.lightning?.book(jobId, spec, client);
+        this.payments?.lock(jobId, client, spec);
+      });
       if (result.created) log.info("job accepted", { job: result.jobId, client, shards: plan.shardCount });
       this.coordinator.kick();
       return result;

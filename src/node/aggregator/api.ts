@@ -17,6 +17,11 @@ export interface JobUploadHeader {
   plan: ShardPlan;
   /** What every shard carries. */
   kind: ShardPayload["kind"];
+  /**
+   * How the client pays: absent, from its credit here (a channel deposit); "lightning", a hold
+   * invoice for the job's quote that the quote answers with (aggregator/lightning.ts).
+   */
+  pay?: "lightning";
 }
 
 export interface SubmitResult {
@@ -38,6 +43,8 @@ export interface JobQuote {
   feePercent: number;
   /** Providers that may take copies now. */
   providers: number;
+  /** With `pay: "lightning"`: the hold invoice for `lockedMsat` the client pays before its upload. */
+  invoice?: string;
 }
 
 /** Where a finished job's merged output lies on the aggregator, for download. */

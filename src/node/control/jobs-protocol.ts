@@ -59,6 +59,7 @@ export const JobUploadLineSchema = z.strictObject({
     shardCount: z.int().min(1).max(MAX_SHARDS),
   }),
   kind: z.enum(["prompts", "images", "tensor"]),
+  pay: z.literal("lightning").optional(),
 });
 export type JobUploadLine = z.input<typeof JobUploadLineSchema>;
 
@@ -68,6 +69,7 @@ export interface QuoteLine {
   lockedMsat: string;
   feePercent: number;
   providers: number;
+  invoice?: string;
 }
 
 export function quoteToLine(q: JobQuote): QuoteLine {
@@ -76,6 +78,7 @@ export function quoteToLine(q: JobQuote): QuoteLine {
     lockedMsat: q.lockedMsat.toString(),
     feePercent: q.feePercent,
     providers: q.providers,
+    ...(q.invoice ? { invoice: q.invoice } : {}),
   };
 }
 
@@ -85,6 +88,7 @@ export function quoteFromLine(line: QuoteLine): JobQuote {
     lockedMsat: BigInt(line.lockedMsat),
     feePercent: line.feePercent,
     providers: line.providers,
+    ...(line.invoice ? { invoice: line.invoice } : {}),
   };
 }
 

@@ -95,14 +95,14 @@ async function upload(node: InfernetNode, req: Request): Promise<Response> {
   );
   const first = await lines.next();
   if (first.done) throw new UsageError("an upload starts with its header line");
-  const { aggregator, spec, plan, kind } = headerLine(first.value, "upload header");
+  const { aggregator, ...header } = headerLine(first.value, "upload header");
   async function* shards(): AsyncGenerator<Shard> {
     for await (const line of lines) {
       if (line.trim() === "") continue;
       yield shardFromWire(decode(Buffer.from(line, "base64")));
     }
   }
-  const result = await nodeJobOps(node).submit(aggregator, { spec, plan, kind }, shards(), { signal: req.signal });
+  const result = await nodeJobOps(node).submit(aggregator, header, shards(), { signal: req.signal });
   return Response.json(result);
 }
 
@@ -110,8 +110,8 @@ async function quote(node: InfernetNode, req: Request): Promise<Response> {
   const text = await req.text();
   if (text.length > MAX_QUOTE_BODY_BYTES)
     throw new InvalidInputError(`a quote request is over ${MAX_QUOTE_BODY_BYTES} bytes`);
-  const { aggregator, spec, plan, kind } = headerLine(text, "quote request");
-  return Response.json(quoteToLine(await nodeJobOps(node).quote(aggregator, { spec, plan, kind }, req.signal)));
+  const { aggregator, ...header } = headerLine(text, "quote request");
+  return Response.json(quoteToLine(await nodeJobOps(node).quote(aggregator, header, req.signal)));
 }
 
 async function output(

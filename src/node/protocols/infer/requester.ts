@@ -91,7 +91,9 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
     await abortable(stream.close(), signal);
     const expected = call.request.kind === "generate" ? "token" : "tensors";
     for (;;) {
-      const reply = await readMessage(lp, ResponseMessageSchema, { signal });
+      const read = readMessage(lp, ResponseMessageSchema, { signal });
+      // A payment that failed ends the call at once: the provider would only stall waiting for it.
+      const reply = payer ? await Promise.race([read, paymentFailed(payer, peer)]) : await read;
       if (reply.type === "error") {
         throw new RemoteInferenceError(
           remoteCode(reply.code),
@@ -139,6 +141,15 @@ function payTokens(payer: DirectPayer, n: number, peer: string): void {
       cause,
     });
   }
+}
+
+/** Rejects (as a RemoteInferenceError) once one of `payer`'s payments failed. */
+function paymentFailed(payer: DirectPayer, peer: string): Promise<never> {
+  return payer.broken.catch((cause) => {
+    throw new RemoteInferenceError("payment-required", peer, `paying ${peer} failed: ${errorMessage(cause)}`, {
+      cause,
+    });
+  });
 }
 
 /** Checks the provider's bill against this node's own count, and pays the rest of it. */

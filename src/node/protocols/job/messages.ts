@@ -1,7 +1,8 @@
 import { z } from "zod";
 import { MAX_JOB_RECORDS, MAX_SHARD_BYTES, MAX_SHARDS, type Shard, type ShardPlan } from "../../../jobs/records.ts";
 import { JOB_STATES, SHARD_STATES } from "../../../jobs/states.ts";
-import type { JobQuote } from "../../aggregator/api.ts";
+import { MAX_INVOICE_CHARS } from "../../../payments/lightning/invoice.ts";
+import type { JobQuote, JobUploadHeader } from "../../aggregator/api.ts";
 import { ErrorMessageSchema, WIRE_VERSION } from "../../wire.ts";
 
 /**
@@ -96,6 +97,7 @@ export const SubmitRequestSchema = z.object({
   spec: z.unknown(),
   plan: ShardPlanSchema,
   kind: ShardKindSchema,
+  pay: z.literal("lightning").optional(),
 });
 /** What a job would cost and lock, asked before deciding to upload it (the same header as a submit). */
 export const QuoteRequestSchema = SubmitRequestSchema.extend({ type: z.literal("quote") });
@@ -141,6 +143,7 @@ export const QuoteSchema = z.object({
   lockedMsatText: msatText,
   feePercent: z.number().min(0).max(100),
   providers: z.int().min(0).max(MAX_QUOTE_PROVIDERS),
+  invoice: z.string().min(1).max(MAX_INVOICE_CHARS).optional(),
 });
 
 const Keepalive = z.object({ v, type: z.literal("keepalive") });
@@ -217,6 +220,7 @@ export function quoteToWire(q: JobQuote): z.infer<typeof QuoteSchema> {
     lockedMsatText: q.lockedMsat.toString(),
     feePercent: q.feePercent,
     providers: q.providers,
+    ...(q.invoice ? { invoice: q.invoice } : {}),
   };
 }
 
@@ -226,7 +230,13 @@ export function quoteFromWire(w: z.infer<typeof QuoteSchema>): JobQuote {
     lockedMsat: BigInt(w.lockedMsatText),
     feePercent: w.feePercent,
     providers: w.providers,
+    ...(w.invoice ? { invoice: w.invoice } : {}),
   };
+}
+
+/** A job header as the wire carries it (`pay` only when set). */
+export function headerToWire(header: JobUploadHeader) {
+  return { spec: header.spec, plan: header.plan, kind: header.kind, ...(header.pay ? { pay: header.pay } : {}) };
 }
 
 export const ReportReplySchema = z.discriminatedUnion("type", [

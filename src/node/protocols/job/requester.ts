@@ -3,7 +3,7 @@ import type { JobReport } from "../../../jobs/job-report.ts";
 import type { JobEvent, JobQuote, JobUploadHeader } from "../../aggregator/api.ts";
 import { WIRE_VERSION } from "../../wire.ts";
 import { Call, type CallContext } from "./call.ts";
-import { QuoteReplySchema, quoteFromWire, ReportReplySchema, WatchReplySchema } from "./messages.ts";
+import { headerToWire, QuoteReplySchema, quoteFromWire, ReportReplySchema, WatchReplySchema } from "./messages.ts";
 
 /**
  * The client side of quote, watch and report. A watch yields the job's events as they come and ends after
@@ -53,7 +53,7 @@ export async function fetchQuote(
 ): Promise<JobQuote> {
   using call = await Call.open(context, peer, "the quote", options.signal);
   try {
-    await call.send({ v: WIRE_VERSION, type: "quote", spec: header.spec, plan: header.plan, kind: header.kind });
+    await call.send({ v: WIRE_VERSION, type: "quote", ...headerToWire(header) });
     await call.closeWrite();
     const reply = await call.read(QuoteReplySchema);
     call.finish();

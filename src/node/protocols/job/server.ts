@@ -119,12 +119,22 @@ export class JobServer {
   ): Promise<void> {
     switch (request.type) {
       case "submit": {
-        const header: JobUploadHeader = { spec: parseJobSpec(request.spec), plan: request.plan, kind: request.kind };
+        const header: JobUploadHeader = {
+          spec: parseJobSpec(request.spec),
+          plan: request.plan,
+          kind: request.kind,
+          ...(request.pay ? { pay: request.pay } : {}),
+        };
         await this.submit(header, api, client, lp, out, call);
         return;
       }
       case "quote": {
-        const header: JobUploadHeader = { spec: parseJobSpec(request.spec), plan: request.plan, kind: request.kind };
+        const header: JobUploadHeader = {
+          spec: parseJobSpec(request.spec),
+          plan: request.plan,
+          kind: request.kind,
+          ...(request.pay ? { pay: request.pay } : {}),
+        };
         const quote = await api.quote(header, client, call.signal);
         await out.send({ v: WIRE_VERSION, type: "quote", ...quoteToWire(quote) });
         return;

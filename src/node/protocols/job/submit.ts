@@ -5,7 +5,14 @@ import { InvalidInputError } from "../../../util/errors.ts";
 import type { JobUploadHeader, SubmitResult } from "../../aggregator/api.ts";
 import { encode, timeoutSignal, WIRE_VERSION } from "../../wire.ts";
 import { Call, type CallContext } from "./call.ts";
-import { MAX_SHARD_FRAME_BYTES, misfit, ShardPlanSchema, SubmitReplySchema, UPLOAD_WINDOW_BYTES } from "./messages.ts";
+import {
+  headerToWire,
+  MAX_SHARD_FRAME_BYTES,
+  misfit,
+  ShardPlanSchema,
+  SubmitReplySchema,
+  UPLOAD_WINDOW_BYTES,
+} from "./messages.ts";
 
 /**
  * The client side of a submission: the header, then (unless the aggregator already holds the job)
@@ -35,7 +42,7 @@ export async function submitJob(
   using call = await Call.open(context, peer, "the upload", options.signal);
   let acks: Acks | undefined;
   try {
-    await call.send({ v: WIRE_VERSION, type: "submit", spec: header.spec, plan: header.plan, kind: header.kind });
+    await call.send({ v: WIRE_VERSION, type: "submit", ...headerToWire(header) });
     const first = await call.read(SubmitReplySchema);
     if (first.type === "accepted") {
       if (first.created) throw call.broken("a job created before its upload");
