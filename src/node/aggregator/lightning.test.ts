@@ -42,39 +42,42 @@ async function setup(peers: string[]) {
   const aggregatorNode = new FakeLnd();
   const clientNode = new FakeLnd({ registry: aggregatorNode.registry });
   const lnd = (n: FakeLnd) => new LndRest({ url: n.url, macaroonHex: n.macaroonHex, network: "regtest" });
-  const agg = new Aggregator({
-    network: net,
-    store,
-    home: dir.path,
-    feePercent: 1,
-    quietTimeoutMs: 2_000,
-    firstFrameTimeoutMs: 2_000,
-    unplaceableGraceMs: 2_000,
-    escrow: true,
-    lightning: new LightningRail({ lnd: lnd(aggregatorNode), store: new SqliteEscrowStore(store.db), pollMs: 10 }),
-  });
+  const make = () =>
+    new Aggregator({
+      network: net,
+      store,
+      home: dir.path,
+      feePercent: 1,
+      quietTimeoutMs: 2_000,
+      firstFrameTimeoutMs: 2_000,
+      unplaceableGraceMs: 2_000,
+      escrow: true,
+      lightning: new LightningRail({ lnd: lnd(aggregatorNode), store: new SqliteEscrowStore(store.db), pollMs: 10 }),
+    });
   // The client pays from its own node; a hold invoice's payment completes only when it is settled.
   const payer = new LightningRail({ lnd: lnd(clientNode), store: new SqliteEscrowStore(store.db) });
-  return {
-    agg,
+  const t = {
+    agg: make(),
+    make,
     net,
     store,
     aggregatorNode,
     clientNode,
     payer,
     [Symbol.asyncDispose]: async () => {
-      await agg.stop();
+      await t.agg.stop();
       store.close();
       await aggregatorNode.stop();
       await clientNode.stop();
       dir[Symbol.dispose]();
     },
   };
+  return t;
 }
 
 /** Quotes with `pay: "lightning"`, pays the hold invoice from the client's node, submits. */
 async function payAndSubmit(t: Awaited<ReturnType<typeof setup>>, s: JobSpecInput) {
-  await using splitter = await splitImages(IMAGES, { shardSize: SHARD });
+  await using splitter = await splitImages(IMAGES, { shardSize: s.shardSize ?? SHARD });
   const header = { spec: s as never, plan: splitter.plan, kind: splitter.kind, pay: "lightning" as const };
   const quote = await t.agg.quote(header, CLIENT, new AbortController().signal);
   if (!quote.invoice) throw new Error("no invoice in the quote");
@@ -154,4 +157,26 @@ test("Lightning is refused where the aggregator has none, and for a deadline pas
   const none = new Aggregator({ network: t.net, store: t.store, home: "/nonexistent", feePercent: 1, escrow: true });
   const near = { ...far, spec: spec() as never, pay: "lightning" as const };
   await expect(none.quote(near, CLIENT, new AbortController().signal)).rejects.toThrow("takes no Lightning payment");
+});
+
+test("the aggregator stopped mid-job and started again on its database: the hold is settled once, the books exact", async () => {
+  await using t = await setup(["p1", "p2"]);
+  t.agg.start();
+  const before = t.aggregatorNode.balanceMsat;
+  const { jobId, paying } = await payAndSubmit(t, spec({ shardSize: 500 }));
+  await until("a copy paid", () => (t.agg.payments?.ledger.txns({ jobId, reason: "release" }).length ?? 0) > 0);
+  await t.agg.stop();
+  t.agg = t.make();
+  t.agg.start();
+  expect((await finished(t.agg, jobId)).job.state).toBe("verified");
+  expect((await paying).ok).toBe(true);
+  expect(t.aggregatorNode.balanceMsat).toBe(before + BigInt(QUOTE));
+  const books = t.agg.payments;
+  const cost = t.agg.report(jobId, CLIENT).cost;
+  expect(books?.escrow.credit(CLIENT)).toBe(msat(QUOTE - (cost?.providersMsat ?? 0) - (cost?.feeMsat ?? 0)));
+  // The client's payment completes as the node settles; the hold's row says so just after.
+  const holds = () => t.store.db.query<{ state: string }, []>("SELECT state FROM lightning_escrow").all();
+  await until("the hold recorded as settled", () => holds()[0]?.state === "settled");
+  expect(holds()).toEqual([{ state: "settled" }]);
+  books?.check();
 });
