@@ -37,13 +37,23 @@ test("submit --pay lightning: the quote's hold invoice is paid from the client's
     ["--aggregator", "--escrow", "--fee", "1%"],
     lndEnv(aggregatorLnd, net.home("keys"), "aggregator"),
   );
+  // Each provider has a Lightning node too: it announces the key, and is paid its earnings by keysend.
+  const providerLnds = [
+    new FakeLnd({ registry: aggregatorLnd.registry }),
+    new FakeLnd({ registry: aggregatorLnd.registry }),
+  ];
   const providers = await Promise.all(
-    ["p1", "p2"].map((n) =>
-      net.start(n, ["--provider", "--models", "mnist-8", "--price", String(PRICE), "--bootstrap", aggregator.quic]),
+    ["p1", "p2"].map((n, i) =>
+      net.start(
+        n,
+        ["--provider", "--models", "mnist-8", "--price", String(PRICE), "--bootstrap", aggregator.quic],
+        lndEnv(providerLnds[i] as FakeLnd, net.home("keys"), n),
+      ),
     ),
   );
   await net.discoverable(aggregator.quic, "mnist-8", providers);
   const before = aggregatorLnd.balanceMsat;
+  const startBalance = (providerLnds[0] as FakeLnd).balanceMsat;
 
   const home = net.home("client");
   const job = ["--model", "mnist-8", "--inputs", MNIST_IMAGES, "--shard-size", String(SHARD), "--redundancy", "1"];
@@ -84,4 +94,16 @@ test("submit --pay lightning: the quote's hold invoice is paid from the client's
   expect(books.escrow.credit(client)).toBe(msat(QUOTE_SATS * 1_000 - spent));
   expect(-books.ledger.balanceOf(account("outside", "lightning"))).toBe(BigInt(QUOTE_SATS * 1_000));
   books.check();
+
+  // The providers' earnings leave by keysend to the nodes they announced (payouts run every few seconds).
+  for (const [i, p] of providers.entries()) {
+    const earned = books.ledger.credited(account("earnings", p.status.peerId), "release");
+    const node = providerLnds[i] as FakeLnd;
+    const paid = Date.now() + 30_000;
+    while (books.escrow.earnings(p.status.peerId) > 0n && Date.now() < paid) await Bun.sleep(100);
+    expect(books.escrow.earnings(p.status.peerId)).toBe(msat(0));
+    expect(node.balanceMsat - startBalance).toBe(BigInt(earned));
+  }
+  books.check();
+  for (const node of providerLnds) await node.stop();
 }, 180_000);

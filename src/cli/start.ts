@@ -9,7 +9,7 @@ import { InfernetNode } from "../node/node.ts";
 import { type Msat, msat } from "../payments/amount.ts";
 import { type PriceFlags, priceFlags } from "../payments/pricing.ts";
 import { paymentsSetup } from "../payments/setup.ts";
-import { ConfigError, RuntimeError, UsageError } from "../util/errors.ts";
+import { ConfigError, errorMessage, RuntimeError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
 import { amountFlag, intFlag } from "./args.ts";
 
@@ -184,6 +184,8 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
   }
   if (options.dashboard) ctx.stderr.write("Starting the node…\n");
   const payments = paymentsSetup(config);
+  // A provider with LND announces its node key: aggregators pay its earnings there by keysend.
+  const lightningNodeKey = options.models.length && config.lndUrl ? await lndNodeKey(payments, ctx) : undefined;
   const node = await InfernetNode.start({
     config,
     store,
@@ -200,6 +202,7 @@ export async function runNode(ctx: CliContext, options: RunNodeOptions): Promise
     },
     ...(options.aggregator ? { aggregator: options.aggregator } : {}),
     ...(options.requirePayment ? { requirePayment: true } : {}),
+    ...(lightningNodeKey ? { lightningNodeKey } : {}),
   });
   try {
     await using _control = await startControlServer(node, config.home);
@@ -261,4 +264,14 @@ function servedHere(node: InfernetNode): LocalRuns {
       return engine;
     },
   };
+}
+
+/** This node's LND public key, or undefined (with a warning) when LND cannot be asked now. */
+async function lndNodeKey(payments: ReturnType<typeof paymentsSetup>, ctx: CliContext): Promise<string | undefined> {
+  try {
+    return (await payments.lnd?.getInfo(ctx.signal))?.pubkey;
+  } catch (err) {
+    ctx.stderr.write(`infernet: LND did not answer (${errorMessage(err)}); earnings will be paid over channels\n`);
+    return undefined;
+  }
 }

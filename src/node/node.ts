@@ -89,6 +89,8 @@ export interface StartNodeOptions {
   engines?: Record<RuntimeName, Engine>;
   /** Direct requests must be paid as they stream, over a channel from the client (payments/direct.ts). */
   requirePayment?: boolean;
+  /** This node's Lightning public key, announced so aggregators pay its earnings by keysend. */
+  lightningNodeKey?: string;
   /** Run an aggregator on this node (it may serve models too), taking this fee; `escrow`: take payment. */
   aggregator?: { feePercent: number; escrow?: boolean; minBondMsat?: Msat };
   /** The node's Bitcoin side: its wallet key (channel keys), the chain, the network channels are on. */
@@ -227,6 +229,7 @@ export class InfernetNode implements AsyncDisposable {
         reputation: { completed: load.served, failed: load.failed },
         ...(aggregator ? { aggregator: { feePercent: aggregator.feePercent } } : {}),
         ...(options.requirePayment ? { requiresPayment: true as const } : {}),
+        ...(options.lightningNodeKey ? { lightning: { nodeKey: options.lightningNodeKey } } : {}),
       };
     };
 
@@ -304,6 +307,9 @@ export class InfernetNode implements AsyncDisposable {
       tip,
       ...(options.payments?.feeRate !== undefined ? { feeRate: options.payments.feeRate } : {}),
     });
+    // An escrowing aggregator's Lightning: jobs paid with hold invoices, earnings paid out by keysend.
+    const lnd = aggregator?.escrow ? options.payments?.lnd : undefined;
+    const lightning = lnd ? new LightningRail({ lnd, store: new SqliteEscrowStore(store.db) }) : undefined;
     if (aggregator) {
       node.aggregator = new Aggregator({
         network: nodeNetwork(node),
@@ -313,13 +319,13 @@ export class InfernetNode implements AsyncDisposable {
         privateKey,
         ...(aggregator.escrow ? { escrow: true } : {}),
         ...(aggregator.minBondMsat !== undefined ? { minBondMsat: aggregator.minBondMsat } : {}),
-        ...(aggregator.escrow && options.payments?.lnd
-          ? { lightning: new LightningRail({ lnd: options.payments.lnd, store: new SqliteEscrowStore(store.db) }) }
-          : {}),
+        ...(lightning ? { lightning } : {}),
       });
       node.aggregator.start();
       if (node.aggregator.payments) {
+        const directory = host.services.capability.directory;
         node.payouts = new Payouts({
+          ...(lightning ? { lightning, nodeKey: (peer) => directory.get(peer)?.lightning?.nodeKey } : {}),
           payments: node.aggregator.payments,
           channels: node.channels,
           channel: host.services.channel,

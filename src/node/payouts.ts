@@ -1,6 +1,9 @@
+import { randomUUID } from "node:crypto";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Msat, msat } from "../payments/amount.ts";
 import { account } from "../payments/ledger.ts";
+import type { LightningRail } from "../payments/lightning/lightning-rail.ts";
+import { PaymentFailedError } from "../payments/lightning/lnd-errors.ts";
 import { errorMessage } from "../util/errors.ts";
 import { logger } from "../util/logger.ts";
 import type { AggregatorPayments } from "./aggregator/payments.ts";
@@ -29,6 +32,10 @@ export interface PayoutsInit {
   channels: NodeChannels;
   channel: ChannelService;
   intervalMs?: number;
+  /** The aggregator's Lightning: a provider that announces a node key is paid there by keysend. */
+  lightning?: LightningRail;
+  /** A provider's announced Lightning node key, if it has one. */
+  nodeKey?: (provider: string) => string | undefined;
 }
 
 export class Payouts {
@@ -71,7 +78,33 @@ export class Payouts {
     }
   }
 
+  /**
+   * Pays `provider` by keysend to its node, booked first under a fresh reference; booked back only
+   * when LND reports the payment failed (an unsure outcome, a timeout, stays booked: never paid twice).
+   */
+  private async keysend(rail: LightningRail, provider: string, nodeKey: string, amount: Msat): Promise<void> {
+    const { payments } = this.init;
+    const reference = `${provider}:${randomUUID()}`;
+    payments.escrow.payOut(provider, amount, "lightning", reference);
+    try {
+      const receipt = await rail.pay(nodeKey, amount, EARNINGS_MEMO, this.lifetime.signal);
+      log.info("paid out by keysend", { provider, msat: amount.toString(), hash: receipt.reference });
+    } catch (err) {
+      if (err instanceof PaymentFailedError) {
+        payments.ledger.post({
+          idem: `payout-undo:lightning:${reference}`,
+          reason: "payout",
+          reference,
+          moves: [{ from: account("outside", "lightning"), to: account("earnings", provider), amount: msat(amount) }],
+        });
+      }
+      throw err;
+    }
+  }
+
   private async payOne(provider: string, amount: Msat): Promise<void> {
+    const nodeKey = this.init.lightning ? this.init.nodeKey?.(provider) : undefined;
+    if (this.init.lightning && nodeKey) return await this.keysend(this.init.lightning, provider, nodeKey, amount);
     const signal = this.lifetime.signal;
     const { channel, payments } = this.init;
     let view = this.init.channels.channelTo(provider, amount);

@@ -91,6 +91,8 @@ export interface CapabilityRecord {
   aggregator?: { feePercent: number };
   /** Direct requests must be paid as they stream, over a channel from the client (payments/direct.ts). */
   requiresPayment?: true;
+  /** The node's Lightning node (its LND's public key): an aggregator pays its earnings there by keysend. */
+  lightning?: { nodeKey: string };
   load: { active: number; queued: number; maxConcurrent: number };
   /** `score` is in [0, 1] when present. */
   reputation: { completed: number; failed: number; score?: number };
@@ -207,6 +209,7 @@ export const capabilityRecordSchema = z
       )
       .max(MAX_MODELS),
     requiresPayment: z.literal(true).optional(),
+    lightning: z.strictObject({ nodeKey: z.string().regex(/^0[23][0-9a-f]{64}$/) }).optional(),
     aggregator: z
       .object({
         feePercent: z.number().refine(isValidFee, {
