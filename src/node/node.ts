@@ -2,6 +2,7 @@ import type { IdentifyResult, PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import type { Config } from "../config/index.ts";
+import { loadOrCreateEncryptionKey } from "../crypto/key-file.ts";
 import type { Shard } from "../jobs/records.ts";
 import type { ResolvedModel } from "../models/local.ts";
 import type { Msat } from "../payments/amount.ts";
@@ -189,6 +190,8 @@ export class InfernetNode implements AsyncDisposable {
     if (serve.length) await serving.add(serve, options.signal);
     else if (aggregator) await serving.detect(options.signal);
 
+    // A serving node's key for end-to-end encrypted payloads, announced in its record (crypto/envelope.ts).
+    const encryption = mayServe && !options.ephemeral ? loadOrCreateEncryptionKey(config.home) : undefined;
     // Paused: requests are refused with "busy", and the record offers no slots (`rankProviders` skips it).
     const open = () => node?.accepting !== false;
     const describe = (): CapabilityDescription | undefined => {
@@ -230,6 +233,7 @@ export class InfernetNode implements AsyncDisposable {
         ...(aggregator ? { aggregator: { feePercent: aggregator.feePercent } } : {}),
         ...(options.requirePayment ? { requiresPayment: true as const } : {}),
         ...(options.lightningNodeKey ? { lightning: { nodeKey: options.lightningNodeKey } } : {}),
+        ...(encryption ? { encryption: { x25519: Buffer.from(encryption.publicKey).toString("hex") } } : {}),
       };
     };
 

@@ -151,6 +151,31 @@ describe("signed capability records", () => {
   });
 });
 
+describe("payment and encryption fields", () => {
+  test("a provider's encryption key, Lightning node and payment requirement are signed with its record", async () => {
+    const extra = {
+      requiresPayment: true as const,
+      lightning: { nodeKey: `02${"ab".repeat(32)}` },
+      encryption: { x25519: "cd".repeat(32) },
+    };
+    const signed = await signRecord(sampleRecord(alice, extra), alice);
+    expect(verifyRecord(encodeSignedRecord(signed))).toMatchObject(extra);
+    // Swapping the key for one the forger holds breaks the signature.
+    const swapped = { ...signed.record, encryption: { x25519: "ef".repeat(32) } };
+    rejects(() => verifyRecord({ ...signed, record: swapped }), "BadSignatureError");
+  });
+
+  test("malformed keys are refused", async () => {
+    for (const bad of [
+      { encryption: { x25519: "cd".repeat(31) } },
+      { encryption: { x25519: "XY".repeat(32) } },
+      { lightning: { nodeKey: `04${"ab".repeat(32)}` } },
+    ]) {
+      await rejectsForged(forge(sampleRecord(alice, bad as never)), undefined, "InvalidRecordError", "invalid-value");
+    }
+  });
+});
+
 describe("aggregator records", () => {
   test("a record with an aggregator fee round-trips and verifies; the fee is signed", async () => {
     const signed = await signRecord(sampleRecord(alice, { aggregator: { feePercent: 1.5 } }), alice);

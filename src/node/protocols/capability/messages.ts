@@ -93,6 +93,8 @@ export interface CapabilityRecord {
   requiresPayment?: true;
   /** The node's Lightning node (its LND's public key): an aggregator pays its earnings there by keysend. */
   lightning?: { nodeKey: string };
+  /** The provider's X25519 public key (hex) for end-to-end encrypted payloads (crypto/envelope.ts). */
+  encryption?: { x25519: string };
   load: { active: number; queued: number; maxConcurrent: number };
   /** `score` is in [0, 1] when present. */
   reputation: { completed: number; failed: number; score?: number };
@@ -210,6 +212,7 @@ export const capabilityRecordSchema = z
       .max(MAX_MODELS),
     requiresPayment: z.literal(true).optional(),
     lightning: z.strictObject({ nodeKey: z.string().regex(/^0[23][0-9a-f]{64}$/) }).optional(),
+    encryption: z.strictObject({ x25519: z.string().regex(/^[0-9a-f]{64}$/) }).optional(),
     aggregator: z
       .object({
         feePercent: z.number().refine(isValidFee, {
