@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { formatMsat, type Msat, parseAmountText } from "../payments/amount.ts";
+import { formatMsat, type Msat, msat, parseAmountText } from "../payments/amount.ts";
 import { UsageError } from "../util/errors.ts";
 
 /** One command-line option, documented where it is declared so `--help` can never drift. */
@@ -72,6 +72,9 @@ export function numberFlag(
 ): number | undefined {
   return numericFlag(command, flag, raw, min, max, false);
 }
+
+/** Largest amount any amount flag takes (1 BTC): anything above is a typo. */
+export const MAX_AMOUNT_FLAG_MSAT = msat(100_000_000_000);
 
 /**
  * Parses an amount flag ("5000sat", "2.5sat", "1500msat"; a bare number is `bare` units) up to

@@ -1,10 +1,10 @@
 import { ensureFile, isDownloaded } from "../models/cache.ts";
 import { type CatalogEntry, findModel, modelFile } from "../models/catalog.ts";
 import { looksLikePath, type ResolvedModel, resolveLocalModel } from "../models/local.ts";
-import { formatMsat, type Msat, msat } from "../payments/amount.ts";
+import { formatMsat, type Msat } from "../payments/amount.ts";
 import type { Engine, GenerateRequest, RuntimeName } from "../runtime/engine.ts";
 import { NoProviderError, UsageError } from "../util/errors.ts";
-import { amountFlag, intFlag, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
+import { amountFlag, intFlag, MAX_AMOUNT_FLAG_MSAT, numberFlag, type OptionSpecs, type ParsedValues } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { networkAccess, networkEngine } from "./network.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
@@ -48,9 +48,6 @@ const RUN_OPTIONS = {
   ...RUN_ONNX_OPTIONS,
 } as const satisfies OptionSpecs;
 
-/** Highest --max-price one request takes (1 BTC): anything above is a typo. */
-export const MAX_RUN_PRICE_MSAT = msat(100_000_000_000);
-
 export const runCommand = defineCommand({
   name: "run",
   usage: [
@@ -90,7 +87,7 @@ Examples:
     const runtime = findModel(modelArg)?.runtime ?? (modelArg.endsWith(".onnx") ? "onnx" : "llama");
     checkArguments(runtime, modelArg, promptWords.length > 0, values.input !== undefined);
     const request = runtime === "llama" ? await generateRequest(values, promptWords) : undefined;
-    const maxPriceMsat = amountFlag("run", "max-price", values["max-price"], "sat", MAX_RUN_PRICE_MSAT);
+    const maxPriceMsat = amountFlag("run", "max-price", values["max-price"], "sat", MAX_AMOUNT_FLAG_MSAT);
 
     const onnxOptions = {
       ...(values.input !== undefined ? { input: values.input } : {}),

@@ -6,16 +6,12 @@ import { runOnNetwork } from "../node/client.ts";
 import { ControlClient } from "../node/control/client.ts";
 import { startControlServer } from "../node/control/server.ts";
 import { InfernetNode } from "../node/node.ts";
-import { type Msat, msat } from "../payments/amount.ts";
+import type { Msat } from "../payments/amount.ts";
 import { type PriceFlags, priceFlags } from "../payments/pricing.ts";
 import { paymentsSetup } from "../payments/setup.ts";
 import { ConfigError, errorMessage, RuntimeError, UsageError } from "../util/errors.ts";
 import { configureLogging } from "../util/logger.ts";
-import { amountFlag, intFlag } from "./args.ts";
-
-/** Highest --min-bond (1 BTC): anything above is a typo. */
-const MAX_BOND_MSAT = msat(100_000_000_000);
-
+import { amountFlag, intFlag, MAX_AMOUNT_FLAG_MSAT } from "./args.ts";
 import { type CliContext, defineCommand } from "./command.ts";
 import { onTerminal, openDashboard } from "./dash.ts";
 import { applyNetworkOptions, NETWORK_OPTIONS } from "./network-options.ts";
@@ -98,7 +94,7 @@ Examples:
     if (given.length && !values.provider) throw new UsageError("start: --models needs --provider");
     if (values.fee !== undefined && !values.aggregator) throw new UsageError("start: --fee needs --aggregator");
     if (values.escrow && !values.aggregator) throw new UsageError("start: --escrow needs --aggregator");
-    const minBondMsat = amountFlag("start", "min-bond", values["min-bond"], "sat", MAX_BOND_MSAT);
+    const minBondMsat = amountFlag("start", "min-bond", values["min-bond"], "sat", MAX_AMOUNT_FLAG_MSAT);
     if (minBondMsat !== undefined && !values.escrow) throw new UsageError("start: --min-bond needs --escrow");
     if (values["require-payment"] && !values.provider) {
       throw new UsageError("start: --require-payment needs --provider");

@@ -2,6 +2,7 @@ import { ControlClient } from "../node/control/client.ts";
 import { formatMsat, msat, parseAmountText } from "../payments/amount.ts";
 import { ChannelStore } from "../payments/channel/store.ts";
 import { UsageError } from "../util/errors.ts";
+import { MAX_AMOUNT_FLAG_MSAT } from "./args.ts";
 import type { CliContext } from "./command.ts";
 
 /**
@@ -13,7 +14,7 @@ import type { CliContext } from "./command.ts";
 /** Memos a payment may carry (what the payee books it as). */
 export const PAYMENT_MEMOS = ["deposit", "bond", "earnings", "payment"] as const;
 /** Largest amount one `wallet pay` sends, msat (1 BTC): anything above is a typo. */
-export const MAX_PAY_MSAT = 100_000_000_000n;
+export const MAX_PAY_MSAT: bigint = MAX_AMOUNT_FLAG_MSAT;
 
 /** "5000", "5000sat", "2.5sat", "1500msat" -> msat. */
 export function parsePayAmount(text: string): bigint {

@@ -5,7 +5,8 @@ import { type Msat, msat } from "../amount.ts";
  * Where the Lightning rail keeps each job's hold: the preimage it made, the hash the invoice locks
  * to, the amount and how far the hold got. Written before LND is asked for anything, so after a crash
  * the aggregator can still settle or cancel every hold it ever created. The preimage stays private
- * until settlement: it is the proof that the client paid.
+ * until settlement: it is the proof that the client paid. The table, `lightning_escrow`, is made by
+ * the node's migrations (store/migrations.ts, version 10); this module never changes a schema.
  */
 
 export type EscrowState = "open" | "settled" | "canceled";
@@ -32,25 +33,6 @@ export interface EscrowStore {
   insert(record: EscrowRecord): void;
   update(jobId: string, changes: { invoice?: string; state?: EscrowState; settledAt?: number }): void;
 }
-
-/**
- * The table SqliteEscrowStore uses. The caller creates it (a migration of the store that owns the
- * database); this module never changes a schema itself.
- */
-export const LIGHTNING_ESCROW_TABLE_SQL = `
-  -- One Lightning hold invoice per job (payments/lightning/escrow-store.ts).
-  CREATE TABLE lightning_escrow (
-    job_id       TEXT PRIMARY KEY,
-    payment_hash TEXT NOT NULL UNIQUE CHECK (length(payment_hash) = 64),
-    preimage     TEXT NOT NULL CHECK (length(preimage) = 64),
-    amount_msat  INTEGER NOT NULL CHECK (amount_msat > 0),
-    invoice      TEXT,
-    state        TEXT NOT NULL CHECK (state IN ('open', 'settled', 'canceled')),
-    created_at   INTEGER NOT NULL,
-    expires_at   INTEGER NOT NULL,
-    settled_at   INTEGER
-  );
-`;
 
 interface Row {
   job_id: string;

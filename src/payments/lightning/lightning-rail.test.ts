@@ -4,8 +4,9 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { FakeLnd } from "../../../test/helpers/fake-lnd.ts";
 import { tempDir } from "../../../test/helpers/paths.ts";
+import { Store } from "../../store/db.ts";
 import { msat } from "../amount.ts";
-import { LIGHTNING_ESCROW_TABLE_SQL, SqliteEscrowStore } from "./escrow-store.ts";
+import { SqliteEscrowStore } from "./escrow-store.ts";
 import { type EscrowError, LightningRail } from "./lightning-rail.ts";
 import type { PaymentFailedError } from "./lnd-errors.ts";
 import { LndRest } from "./lnd-rest.ts";
@@ -21,8 +22,9 @@ function setup() {
   const aggregatorNode = new FakeLnd();
   const clientNode = new FakeLnd({ registry: aggregatorNode.registry });
   const dbPath = join(dir.path, "escrow.db");
-  const db = new Database(dbPath, { create: true, strict: true });
-  db.exec(LIGHTNING_ESCROW_TABLE_SQL);
+  // The node's own database, its migrations applied: the escrow table is the one a node has.
+  const store = Store.openFile(dbPath);
+  const { db } = store;
   const lnd = (node: FakeLnd) => new LndRest({ url: node.url, macaroonHex: node.macaroonHex, network: "regtest" });
   const rail = (database = db) =>
     new LightningRail({ lnd: lnd(aggregatorNode), store: new SqliteEscrowStore(database), pollMs: 10 });
@@ -36,7 +38,7 @@ function setup() {
     rail,
     client,
     [Symbol.asyncDispose]: async () => {
-      db.close();
+      store.close();
       await aggregatorNode.stop();
       await clientNode.stop();
       dir[Symbol.dispose]();

@@ -1,4 +1,4 @@
-import { add, type Msat } from "../../../payments/amount.ts";
+import { add, sub } from "../../../payments/amount.ts";
 import { billFor, CREDIT_TOKENS, type DirectTab, type PaymentOffer, streamedCost } from "../../../payments/direct.ts";
 import { type ModelPrice, PRICE_UNITS, usagePrice } from "../../../payments/pricing.ts";
 import type { InferenceEvent, InferenceRequest } from "../../../runtime/engine.ts";
@@ -29,7 +29,7 @@ export async function* metered(
   for await (const event of events) {
     if (event.type === "token") {
       const owed = streamedCost(offer, sent + event.tokens.length);
-      if (owed > add(tab.paid(), credit)) await tab.waitFor((owed - credit) as Msat, signal, waitMs);
+      if (owed > add(tab.paid(), credit)) await tab.waitFor(sub(owed, credit), signal, waitMs);
       sent += event.tokens.length;
       yield event;
     } else if (event.type === "done") {

@@ -90,10 +90,13 @@ export async function* callRemote(call: RemoteCall): AsyncGenerator<InferenceEve
     // Half-close: the request is complete. The provider treats a reset (not this) as cancellation.
     await abortable(stream.close(), signal);
     const expected = call.request.kind === "generate" ? "token" : "tensors";
+    // A payment that failed ends the call at once: the provider would only stall waiting for it.
+    const broken = payer?.broken.catch((cause) => {
+      throw paymentError(peer, cause);
+    });
     for (;;) {
       const read = readMessage(lp, ResponseMessageSchema, { signal });
-      // A payment that failed ends the call at once: the provider would only stall waiting for it.
-      const reply = payer ? await Promise.race([read, paymentFailed(payer, peer)]) : await read;
+      const reply = broken ? await Promise.race([read, broken]) : await read;
       if (reply.type === "error") {
         throw new RemoteInferenceError(
           remoteCode(reply.code),
@@ -137,18 +140,13 @@ function payTokens(payer: DirectPayer, n: number, peer: string): void {
   try {
     payer.received(n);
   } catch (cause) {
-    throw new RemoteInferenceError("payment-required", peer, `paying ${peer} failed: ${errorMessage(cause)}`, {
-      cause,
-    });
+    throw paymentError(peer, cause);
   }
 }
 
-/** Rejects (as a RemoteInferenceError) once one of `payer`'s payments failed. */
-function paymentFailed(payer: DirectPayer, peer: string): Promise<never> {
-  return payer.broken.catch((cause) => {
-    throw new RemoteInferenceError("payment-required", peer, `paying ${peer} failed: ${errorMessage(cause)}`, {
-      cause,
-    });
+function paymentError(peer: string, cause: unknown): RemoteInferenceError {
+  return new RemoteInferenceError("payment-required", peer, `paying ${peer} failed: ${errorMessage(cause)}`, {
+    cause,
   });
 }
 
